@@ -1,0 +1,93 @@
+"""Orbax checkpoints of a run: `<workdir>/checkpoints/<step>/{state, meta}`.
+
+One CheckpointManager per run directory. `state` is the family's state pytree (params, optimizer states,
+batch statistics); `meta` is JSON naming the experiment, the model and the config that wrote it. Saves
+are asynchronous (training continues while files are written); Orbax writes each step to a temporary
+directory and renames it when complete, so a step that is listed is a finished one.
+
+Restoring checks compatibility first: a checkpoint written by another experiment or for parameters of
+other shapes is refused with a `UserError` that names the difference, never silently replaced by a fresh
+start.
+"""
+
+import os
+
+import jax
+import orbax.checkpoint as ocp
+
+from genjax.errors import UserError
+
+FRESH_HINT = "use another --workdir, or --config.fresh=True to delete it and start over"
+
+
+def _path_shapes(tree) -> dict:
+    """{'params/Dense_0/kernel': ((784, 400), 'float32'), ...} for the array leaves of `tree`."""
+    shapes = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if hasattr(leaf, "shape"):
+            name = "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+            shapes[name] = (tuple(leaf.shape), str(leaf.dtype))
+    return shapes
+
+
+def describe_mismatch(stored, wanted) -> str | None:
+    """The first difference between two pytrees of arrays (structure, shape or dtype), or None.
+
+    Parameters are compared first: their names are the ones a user recognises.
+    """
+    stored_shapes, wanted_shapes = _path_shapes(stored), _path_shapes(wanted)
+    for name in sorted(set(stored_shapes) | set(wanted_shapes), key=lambda n: ("params" not in n.split("/"), n)):
+        if name not in stored_shapes:
+            return f"'{name}' is missing from the checkpoint"
+        if name not in wanted_shapes:
+            return f"the checkpoint has '{name}', which this model does not"
+        (stored_shape, stored_dtype), (shape, dtype) = stored_shapes[name], wanted_shapes[name]
+        if stored_shape != shape or stored_dtype != dtype:
+            return f"'{name}' is {stored_dtype}{list(stored_shape)} there and {dtype}{list(shape)} here"
+    return None
+
+
+class Checkpoints:
+    """Save, list and restore the checkpoints of one run directory."""
+
+    def __init__(self, directory: str, keep: int = 3):
+        self.directory = os.path.abspath(directory)
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True)
+        handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state, meta: dict) -> None:
+        """Start saving `state` at `step` (returns once the arrays are copied off the device)."""
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+        self.manager.save(step, args=args, force=True)
+
+    def read_meta(self, step: int) -> dict:
+        return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+    def restore(self, step: int, like_state, expected_meta: dict):
+        """The state saved at `step`, placed like `like_state`; refuses incompatible checkpoints."""
+        where = f"checkpoint step {step} in {self.directory}"
+        meta = self.read_meta(step)
+        for field in ("experiment", "model"):
+            if meta.get(field) != expected_meta.get(field):
+                raise UserError(
+                    f"{where} was written by {field} '{meta.get(field)}', not '{expected_meta.get(field)}'; {FRESH_HINT}"
+                )
+        stored = self.manager.item_metadata(step)["state"]
+        stored_tree = getattr(stored, "tree", stored)
+        mismatch = describe_mismatch(stored_tree, like_state)
+        if mismatch:
+            raise UserError(f"{where} does not fit this model: {mismatch}; {FRESH_HINT}")
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
+        restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+        return restored["state"]
+
+    def wait(self) -> None:
+        """Block until every started save is on disk."""
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()

@@ -1,0 +1,101 @@
+"""The command line of every experiment: `python -m experiments.NAME [--workdir DIR] [--config.FIELD=VALUE ...]`.
+
+Bad input (unknown field, dataset or model, invalid value, unusable workdir or checkpoint) ends with one
+line `error: ...` on stderr and exit code 2, before any training. SIGINT/SIGTERM checkpoint and exit with
+128 + the signal number (130, 143); rerunning the same command resumes.
+"""
+
+import logging
+import os
+import sys
+
+from genjax import models
+from genjax.config import BASE_FIELDS, apply_overrides
+from genjax.errors import UserError
+
+EXIT_BAD_INPUT = 2
+
+
+def parse_args(argv: list[str]) -> tuple[str | None, dict, bool]:
+    """(workdir or None, {field: value string}, help requested) from command-line arguments."""
+    workdir, overrides, wants_help = None, {}, False
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if arg in ("-h", "--help"):
+            wants_help = True
+            continue
+        name, has_value, value = arg.partition("=")
+        if name in ("--workdir",) or name.startswith("--config."):
+            if not has_value:
+                if not args:
+                    raise UserError(f"{name} needs a value: {name}=VALUE")
+                value = args.pop(0)
+            if name == "--workdir":
+                workdir = value
+            else:
+                overrides[name[len("--config.") :]] = value
+            continue
+        raise UserError(f"unknown argument '{arg}'; use --workdir=DIR and --config.FIELD=VALUE (see --help)")
+    return workdir, overrides, wants_help
+
+
+def help_text(experiment: str, description: str, config, field_help: dict) -> str:
+    lines = [
+        f"usage: python -m experiments.{experiment} [--workdir DIR] [--config.FIELD=VALUE ...]",
+        "",
+        description.strip(),
+        "",
+        f"  --workdir DIR   run directory (default: runs/{experiment}); an existing run there is resumed",
+        "",
+        "config fields (--config.FIELD=VALUE):",
+    ]
+    for field in config:
+        lines.append(f"  {field:<18} {config[field]!r:<14} {field_help.get(field, '')}")
+    return "\n".join(lines)
+
+
+def configure_logging() -> None:
+    """genjax's own messages at INFO as plain lines on the current stderr; other libraries from WARNING
+    (absl, which Orbax logs through: ERROR)."""
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    logger = logging.getLogger("genjax")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def main(experiment: str, get_config, argv: list[str] | None = None) -> int:
+    """Run an experiment from the command line; returns the process exit code."""
+    from genjax import experiment as experiments_lib
+    from genjax.train import Interrupted
+
+    configure_logging()
+    try:
+        workdir, overrides, wants_help = parse_args(sys.argv[1:] if argv is None else argv)
+        config = get_config()
+        if wants_help:
+            field_help = {**BASE_FIELDS, **models.get(config.model).FIELDS}
+            print(help_text(experiment, sys.modules[get_config.__module__].__doc__ or "", config, field_help))
+            return 0
+        apply_overrides(config, overrides)
+        workdir = workdir or os.path.join("runs", experiment)
+        summary = experiments_lib.run(config, workdir, experiment).summary
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Interrupted as stop:
+        print(stop, file=sys.stderr)
+        return stop.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        return 130
+    test_text = ", ".join(f"{k} {v:.4g}" for k, v in summary["test"].items())
+    print(f"done: {summary['steps']} steps in {summary['wall_seconds']:.0f} s; test {test_text}; run directory {workdir}")
+    return 0

@@ -1,0 +1,52 @@
+"""The pictures and arrays a run leaves in its directory.
+
+At every evaluation: `samples_<step>.png` (a grid of generated images, or a scatter of generated points
+over the data for 2-D datasets) and `reconstructions_<step>.png` (test images, each row followed by its
+reconstruction) for families with an encoder. At the end: `samples.npz` (key `samples`: the final
+generated examples in data space), `curves.png` (train and test metrics over steps) and the family's own
+figures.
+"""
+
+import os
+
+import jax
+import numpy as np
+
+from genjax import viz
+from genjax.data import Dataset, to_model_batch
+from genjax.data.toy2d import mixture_modes
+from genjax.train.writer import read_metrics
+
+NUM_RECONSTRUCTIONS = 32
+
+
+def write_step_images(family, state, test: Dataset, key, step: int, workdir: str, n: int) -> np.ndarray:
+    """Sample (and reconstruction) pictures at `step`, drawn with `key`; returns the samples."""
+    sample_key, reconstruct_key = jax.random.split(key)
+    samples = np.asarray(jax.jit(family.sample, static_argnums=2)(state, sample_key, n))
+    path = os.path.join(workdir, f"samples_{step}.png")
+    if test.data_key == "point":
+        modes = mixture_modes(test.name)[0] if test.name in ("ring8", "grid25") else test.arrays["point"][:500]
+        viz.save_point_scatter(path, samples, modes, title=f"{test.name}, step {step}")
+    else:
+        viz.save_image_grid(path, samples, columns=_grid_columns(n, test.num_classes, family))
+    if family.reconstruct is not None:
+        batch = to_model_batch(test.take(np.arange(min(NUM_RECONSTRUCTIONS, test.num_examples))))  # classes interleaved
+        reconstructions = np.asarray(jax.jit(family.reconstruct)(state, batch, reconstruct_key))
+        viz.save_reconstructions(os.path.join(workdir, f"reconstructions_{step}.png"), np.asarray(batch["image"]), reconstructions)
+    return samples
+
+
+def _grid_columns(n: int, num_classes: int, family) -> int | None:
+    """Conditional families draw samples class by class: one row per class. Others: a square grid."""
+    return n // num_classes if family.conditional else None
+
+
+def write_final(family, state, test: Dataset, samples: np.ndarray, figure_key, workdir: str) -> None:
+    """samples.npz (the final step's samples), curves.png and the family's own figures."""
+    np.savez_compressed(os.path.join(workdir, "samples.npz"), samples=samples)
+    records = read_metrics(workdir)
+    names = tuple(dict.fromkeys(k for r in records for k in r if k not in ("step", "split", "examples_per_s")))
+    viz.save_curves(os.path.join(workdir, "curves.png"), records, names[:4])
+    if family.figures is not None:
+        family.figures(state, test, figure_key, workdir)

@@ -1,0 +1,59 @@
+"""The Family protocol: what a model family gives the engine.
+
+A family is a handful of pure functions over pytrees. The engine compiles, shards, loops, checkpoints
+and logs them; it never looks inside the state.
+
+    init(key, batch)              -> state            params, optimizer states, batch statistics, ...
+    train_step(state, batch, key) -> (state, metrics) one update; metrics: dict of scalars
+    eval_step(state, batch, key)  -> metrics          dict of per-example arrays, leading axis = batch
+    sample(state, key, n)         -> data             n generated examples in data space
+    reconstruct(state, batch, key)-> data             families with an encoder; else None
+
+`batch` is a dict of model inputs (see genjax.data.to_model_batch): float32 'image' [B, H, W, C] in [0, 1]
+or 'point' [B, 2], and int32 'label' [B]. Two-player families (GANs) keep both networks and both optimizer
+states in one state pytree and update both inside one train_step.
+
+Optional hooks:
+    summarize_eval(means)             turns the test-set means of eval_step's outputs into scalar metrics
+                                      (e.g. a code-usage histogram into a perplexity); default: identity
+    figures(state, test, key, workdir) writes family-specific figures at the end of a run
+    progress_metrics                  train metrics shown on the progress bar
+
+    conditional                       True when `sample` draws n // num_classes examples of each class in
+                                      class order, so that sample grids get one row per class
+"""
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+
+Batch = dict
+Metrics = dict
+State = object
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """A model family's pure functions (see the module docstring)."""
+
+    name: str
+    init: Callable[[jax.Array, Batch], State]
+    train_step: Callable[[State, Batch, jax.Array], tuple[State, Metrics]]
+    eval_step: Callable[[State, Batch, jax.Array], Metrics]
+    sample: Callable[[State, jax.Array, int], jax.Array]
+    reconstruct: Callable[[State, Batch, jax.Array], jax.Array] | None = None
+    summarize_eval: Callable[[Metrics], Metrics] | None = None
+    figures: Callable | None = None
+    progress_metrics: tuple = ("loss",)
+    conditional: bool = False
+
+
+def count_params(state) -> int:
+    """Number of trainable parameters: the sizes of all leaves below any key named 'params'."""
+    leaves = jax.tree_util.tree_flatten_with_path(state)[0]
+    return sum(
+        leaf.size
+        for path, leaf in leaves
+        if any(getattr(entry, "key", None) == "params" for entry in path) and hasattr(leaf, "size")
+    )

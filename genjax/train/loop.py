@@ -1,0 +1,305 @@
+"""The engine: `fit` trains any Family, compiled, sharded, chunked, checkpointed and logged.
+
+Per-step randomness is `fold_in(train_key, step)` and the batch of step s is `batch_indices(seed, ..., s)`,
+so a run resumed from a checkpoint draws the same numbers and sees the same data as an uninterrupted one.
+Several steps run per host call (`lax.scan` over a chunk); chunk boundaries fall on multiples of
+steps_per_call, eval_every and checkpoint_every, so checkpoints and evaluations always see a finished
+chunk. Whole datasets live on the devices (uint8, replicated) and each step gathers its batch there,
+sharded over the mesh: the host only sends a few kilobytes of indices per chunk. The host reads a chunk's
+metrics after dispatching the next chunk, so the device never waits for logging.
+"""
+
+import dataclasses
+import json
+import logging
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from genjax.checkpoint import Checkpoints
+from genjax.data import Dataset, batch_indices, to_model_batch
+from genjax.errors import UserError
+from genjax.train import artifacts
+from genjax.train.family import Family, count_params
+from genjax.train.parallel import batch_sharded, make_mesh, replicated
+from genjax.train.rundir import prepare_workdir
+from genjax.train.signals import Interrupted, StopRequests
+from genjax.train.writer import MetricWriter
+
+log = logging.getLogger("genjax")
+
+
+class TrainingDiverged(UserError):
+    """A training metric became NaN or infinite."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Keys:
+    """The independent random streams of a run, all derived from config.seed."""
+
+    init: jax.Array
+    train: jax.Array
+    eval: jax.Array
+    sample: jax.Array
+    figures: jax.Array
+
+    @classmethod
+    def from_seed(cls, seed: int) -> "Keys":
+        return cls(*jax.random.split(jax.random.PRNGKey(seed), 5))
+
+
+def chunk_schedule(start: int, end: int, every: tuple[int, ...]) -> list[tuple[int, int]]:
+    """(first step, length) of each host call from `start` to `end`, cut at every multiple of `every`."""
+    chunks, step = [], start
+    while step < end:
+        stop = min([end] + [(step // e + 1) * e for e in every])
+        chunks.append((step, stop - step))
+        step = stop
+    return chunks
+
+
+class TrainChunks:
+    """Runs `len(steps)` train steps in one device call (lax.scan); the state buffers are donated.
+
+    Compiled ahead of time once per chunk length (usually one or two lengths per run), so compile time
+    is measured apart from training time.
+    """
+
+    def __init__(self, family: Family, mesh):
+        def train_chunk(state, data, indices, steps, train_key):
+            def one_step(state, step_and_indices):
+                step, batch_indices_ = step_and_indices
+                raw = jax.tree.map(lambda array: array[batch_indices_], data)
+                batch = jax.lax.with_sharding_constraint(to_model_batch(raw), batch_sharded(mesh))
+                return family.train_step(state, batch, jax.random.fold_in(train_key, step))
+
+            return jax.lax.scan(one_step, state, (steps, indices))
+
+        whole = replicated(mesh)
+        self.mesh = mesh
+        self.jitted = jax.jit(
+            train_chunk,
+            in_shardings=(whole, whole, batch_sharded(mesh, axis=1), whole, whole),
+            out_shardings=(whole, whole),
+            donate_argnums=0,
+        )
+        self.compiled = {}
+        self.compile_seconds = 0.0
+
+    def needs_compile(self, length: int) -> bool:
+        return length not in self.compiled
+
+    def __call__(self, state, data, indices, first_step: int, train_key):
+        """(new state, metrics stacked over steps) for steps first_step, ..., first_step + len(indices) - 1."""
+        whole = replicated(self.mesh)
+        indices = jax.device_put(indices, batch_sharded(self.mesh, axis=1))
+        steps = jax.device_put(np.arange(first_step, first_step + len(indices), dtype=np.int32), whole)
+        args = (state, data, indices, steps, train_key)
+        if len(indices) not in self.compiled:
+            start = time.perf_counter()
+            self.compiled[len(indices)] = self.jitted.lower(*args).compile()
+            self.compile_seconds += time.perf_counter() - start
+        return self.compiled[len(indices)](*args)
+
+
+def make_evaluate(family: Family, mesh, num_examples: int, batch_size: int):
+    """A jitted function: test-set means of eval_step's per-example outputs (padding masked out)."""
+    num_batches = -(-num_examples // batch_size)
+    positions = np.arange(num_batches * batch_size)
+    indices = (positions % num_examples).reshape(num_batches, batch_size).astype(np.int32)
+    weights = (positions < num_examples).reshape(num_batches, batch_size).astype(np.float32)
+
+    def evaluate(state, data, key):
+        def one_batch(totals, inputs):
+            batch_number, batch_indices_, batch_weights = inputs
+            raw = jax.tree.map(lambda array: array[batch_indices_], data)
+            batch = jax.lax.with_sharding_constraint(to_model_batch(raw), batch_sharded(mesh))
+            metrics = family.eval_step(state, batch, jax.random.fold_in(key, batch_number))
+            weighted = jax.tree.map(lambda v: jnp.tensordot(batch_weights, v, axes=1), metrics)
+            return jax.tree.map(jnp.add, totals, weighted), None
+
+        example = jax.tree.map(lambda a: a[indices[0]], data)
+        shapes = jax.eval_shape(family.eval_step, state, to_model_batch(example), key)
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape[1:], jnp.float32), shapes)
+        totals, _ = jax.lax.scan(one_batch, zeros, (jnp.arange(num_batches), indices, weights))
+        means = jax.tree.map(lambda total: total / num_examples, totals)
+        return family.summarize_eval(means) if family.summarize_eval else means
+
+    return jax.jit(evaluate)
+
+
+@jax.jit
+def _all_finite(state) -> jax.Array:
+    leaves = [jnp.isfinite(leaf).all() for leaf in jax.tree.leaves(state) if jnp.issubdtype(leaf.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def all_finite(state) -> bool:
+    """Whether every floating-point array in `state` is free of NaN and infinity (never checkpoint one that is not)."""
+    return bool(_all_finite(state))
+
+
+def _first_non_finite(metrics: dict, first_step: int):
+    """(step, name, value) of the first non-finite value in a chunk's stacked metrics, or None."""
+    for offset in range(len(next(iter(metrics.values())))):
+        for name, values in metrics.items():
+            if not np.isfinite(values[offset]):
+                return first_step + offset + 1, name, float(values[offset])
+    return None
+
+
+def _diverged(what: str, checkpoints: Checkpoints) -> TrainingDiverged:
+    kept = checkpoints.latest_step()
+    kept_text = f"the last good checkpoint (step {kept}) is kept" if kept is not None else "no checkpoint was written yet"
+    return TrainingDiverged(
+        f"training diverged: {what}; {kept_text} in {checkpoints.directory}; lower --config.learning_rate or check the data"
+    )
+
+
+class _Run:
+    """The host-side bookkeeping of one `fit` call: timing, metric logging, the progress bar."""
+
+    def __init__(self, family, num_steps, start_step, checkpoints, writer, batch_size):
+        self.family, self.checkpoints, self.writer, self.batch_size = family, checkpoints, writer, batch_size
+        self.train_seconds = 0.0
+        self.trained_examples = 0
+        self.last_ready = None
+        self.last_train_metrics = {}
+        self.progress = tqdm(total=num_steps, initial=start_step, unit="step", dynamic_ncols=True, mininterval=1.0)
+
+    def record_chunk(self, first_step: int, length: int, metrics, dispatched_at: float) -> None:
+        """Fetch a chunk's metrics (waits for it), check them, log their means."""
+        metrics = jax.device_get(metrics)
+        ready = time.perf_counter()
+        seconds = ready - max(dispatched_at, self.last_ready or dispatched_at)
+        self.last_ready = ready
+        bad = _first_non_finite(metrics, first_step)
+        if bad:
+            step, name, value = bad
+            raise _diverged(f"'{name}' became {value} at step {step}", self.checkpoints)
+        self.train_seconds += seconds
+        self.trained_examples += length * self.batch_size
+        means = {name: float(np.mean(values)) for name, values in metrics.items()}
+        means["examples_per_s"] = length * self.batch_size / max(seconds, 1e-9)
+        self.last_train_metrics = means
+        self.writer.write(first_step + length, "train", means)
+        shown = {name: f"{means[name]:.4g}" for name in self.family.progress_metrics if name in means}
+        self.progress.set_postfix(**shown, img_s=f"{means['examples_per_s']:.0f}", refresh=False)
+        self.progress.update(first_step + length - self.progress.n)
+
+
+@dataclasses.dataclass(frozen=True)
+class FitResult:
+    """The trained state (on the devices) and the summary written to summary.json."""
+
+    state: object
+    summary: dict
+
+
+def fit(family: Family, config, train: Dataset, test: Dataset, workdir: str, experiment: str) -> FitResult:
+    """Train `family` on `train`, evaluating on `test`, writing the run directory `workdir`.
+
+    Resumes from the latest checkpoint in workdir unless config.fresh. Raises UserError on bad input,
+    TrainingDiverged on NaN/Inf metrics and Interrupted after checkpointing on SIGINT/SIGTERM.
+    """
+    start_time = time.perf_counter()
+    prepare_workdir(workdir, config, fresh=config.fresh)
+    mesh = make_mesh(config.num_devices)
+    num_devices = mesh.devices.size
+    batch_size = config.batch_size
+    if batch_size % num_devices:
+        raise UserError(f"batch_size {batch_size} is not divisible by the {num_devices} devices; use a multiple of {num_devices}")
+    if batch_size > train.num_examples:
+        raise UserError(f"batch_size {batch_size} is larger than the {train.num_examples} training examples of {train.name}")
+    keys = Keys.from_seed(config.seed)
+    example = to_model_batch(train.take(np.arange(batch_size)))
+    state = jax.jit(family.init, out_shardings=replicated(mesh))(keys.init, example)
+    meta = {"experiment": experiment, "model": config.model, "config": config.to_dict()}
+
+    checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
+    start_step = checkpoints.latest_step() or 0
+    if start_step:
+        state = checkpoints.restore(start_step, state, meta)
+        log.info("resuming from checkpoint step %d in %s", start_step, checkpoints.directory)
+    writer = MetricWriter(workdir, resume_step=start_step)
+    run = _Run(family, config.num_steps, start_step, checkpoints, writer, batch_size)
+    train_data = jax.device_put(train.arrays, replicated(mesh))
+    test_data = jax.device_put(test.arrays, replicated(mesh))
+    train_key = jax.device_put(keys.train, replicated(mesh))
+    train_chunk = TrainChunks(family, mesh)
+    evaluate = make_evaluate(family, mesh, test.num_examples, batch_size)
+    test_metrics, samples = {}, None
+
+    def run_eval(step):
+        nonlocal test_metrics, samples
+        test_metrics = {k: float(v) for k, v in jax.device_get(evaluate(state, test_data, jax.random.fold_in(keys.eval, step))).items()}
+        writer.write(step, "test", test_metrics)
+        run.progress.write(f"step {step} test " + " ".join(f"{k}={v:.4g}" for k, v in test_metrics.items()))
+        samples = artifacts.write_step_images(family, state, test, jax.random.fold_in(keys.sample, step), step, workdir, config.num_samples)
+
+    pending = None
+    try:
+        with StopRequests() as stops:
+            for first_step, length in chunk_schedule(start_step, config.num_steps, (config.steps_per_call, config.eval_every, config.checkpoint_every)):
+                indices = batch_indices(config.seed, train.num_examples, batch_size, first_step, length)
+                if pending and train_chunk.needs_compile(length):  # don't count compile time as training time
+                    run.record_chunk(*pending)
+                    pending = None
+                state, metrics = train_chunk(state, train_data, indices, first_step, train_key)
+                dispatched_at = time.perf_counter()
+                if pending:
+                    run.record_chunk(*pending)
+                pending = (first_step, length, metrics, dispatched_at)
+                step = first_step + length
+                at_eval = step % config.eval_every == 0
+                at_checkpoint = step % config.checkpoint_every == 0 or step == config.num_steps or stops.signum
+                if at_eval or at_checkpoint:
+                    run.record_chunk(*pending)
+                    pending = None
+                if at_checkpoint:
+                    if not all_finite(state):
+                        raise _diverged(f"the parameters became non-finite by step {step}", checkpoints)
+                    checkpoints.save(step, state, {**meta, "step": step})
+                if at_eval:
+                    run_eval(step)
+                if stops.signum:
+                    checkpoints.wait()
+                    raise Interrupted(stops.signum, step, checkpoints.directory)
+        if pending:
+            run.record_chunk(*pending)
+        final_step = max(start_step, config.num_steps)
+        if not test_metrics or final_step % config.eval_every:
+            run_eval(final_step)
+        summary = {
+            "experiment": experiment,
+            "model": config.model,
+            "dataset": f"{train.name} ({train.source}, {train.num_examples} train / {test.num_examples} test)",
+            "steps": final_step,
+            "devices": num_devices,
+            "num_params": count_params(state),
+            "wall_seconds": time.perf_counter() - start_time,
+            "compile_seconds": train_chunk.compile_seconds,
+            "train_seconds": run.train_seconds,
+            "examples_per_s": run.trained_examples / run.train_seconds if run.train_seconds else None,
+            "test": test_metrics,
+            "train": run.last_train_metrics,
+        }
+        artifacts.write_final(family, state, test, samples, keys.figures, workdir)
+        checkpoints.wait()
+        _write_json_atomically(os.path.join(workdir, "summary.json"), summary)
+        return FitResult(state, summary)
+    finally:
+        run.progress.close()
+        writer.close()
+        checkpoints.close()
+
+
+def _write_json_atomically(path: str, value: dict) -> None:
+    """Write JSON to `path` via a temporary file and a rename: readers never see half a file."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(value, f, indent=2)
+    os.replace(path + ".tmp", path)

@@ -1,0 +1,53 @@
+"""The run directory: created, checked writable, optionally wiped, and given its config.json first.
+
+A run directory holds config.json, metrics.jsonl, checkpoints/, tb/, samples_<step>.png,
+reconstructions_<step>.png, curves.png, samples.npz, the family's figures and, written last, summary.json:
+a directory without summary.json is an unfinished run.
+"""
+
+import glob
+import json
+import logging
+import os
+import shutil
+import tempfile
+
+from genjax.errors import UserError
+
+RUN_FILES = ("metrics.jsonl", "summary.json", "summary.json.tmp", "samples.npz", "curves.png")
+RUN_DIRS = ("checkpoints", "tb")
+RUN_PATTERNS = ("*.png",)
+
+
+def ensure_writable(workdir: str) -> None:
+    """Create `workdir` if needed; raise UserError if files cannot be written there."""
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        tempfile.TemporaryFile(dir=workdir).close()
+    except OSError as error:
+        raise UserError(f"cannot write to workdir {workdir} ({error.strerror}); choose another with --workdir") from None
+
+
+def prepare_workdir(workdir: str, config, fresh: bool) -> None:
+    """Create `workdir` (refusing an unwritable one), wipe a previous run if `fresh`, write config.json.
+
+    On resume, a config that differs from the saved one is allowed (say, more num_steps) and each
+    changed field is logged.
+    """
+    ensure_writable(workdir)
+    if fresh:
+        for name in RUN_DIRS:
+            shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
+        for path in [os.path.join(workdir, n) for n in RUN_FILES] + [p for pat in RUN_PATTERNS for p in glob.glob(os.path.join(workdir, pat))]:
+            if os.path.exists(path):
+                os.remove(path)
+    config_path = os.path.join(workdir, "config.json")
+    values = json.loads(config.to_json())
+    if os.path.exists(config_path) and os.path.isdir(os.path.join(workdir, "checkpoints")):
+        with open(config_path) as f:
+            previous = json.load(f)
+        changed = {k: (previous.get(k), v) for k, v in values.items() if k != "fresh" and previous.get(k) != v}
+        for field, (old, new) in changed.items():
+            logging.getLogger("genjax").info("config.%s changed from %r to %r since the last run", field, old, new)
+    with open(config_path, "w") as f:
+        json.dump(values, f, indent=2)

@@ -1,0 +1,50 @@
+"""Shared test setup: CPU only, no progress bars, tiny configs."""
+
+import os
+import subprocess
+import sys
+
+import tempfile
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TQDM_DISABLE", "1")
+# Many tests compile the same tiny models: a persistent XLA cache (shared with the CLI subprocesses the
+# tests start) compiles each once per session. It changes no result, only the time to get one.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"genjax-test-xla-cache-{os.getuid()}"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+import pytest  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_vae_config(**overrides):
+    """The vae_mnist config shrunk to compile and run in about a second."""
+    from experiments import vae_mnist
+
+    config = vae_mnist.get_config()
+    config.update(
+        dict(
+            hidden_sizes=(32,), latent_dim=4, batch_size=32, num_steps=20, steps_per_call=5, eval_every=10,
+            checkpoint_every=10, num_samples=16, source="embedded",
+        )
+    )
+    config.update(overrides)
+    return config
+
+
+def run_module(module: str, *args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python -m module args...` in the repository root, capturing output."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    """The embedded MNIST (train, test) splits."""
+    from genjax import data
+
+    return data.load("mnist", "train", source="embedded"), data.load("mnist", "test", source="embedded")

@@ -1,0 +1,124 @@
+"""The engine: determinism, exact resume, divergence, checkpoint compatibility, chunking."""
+
+import json
+import os
+import re
+
+import jax
+import numpy as np
+import pytest
+
+from genjax import experiment
+from genjax.checkpoint import Checkpoints
+from genjax.errors import UserError
+from genjax.train import TrainingDiverged
+from genjax.train.loop import chunk_schedule
+from tests.conftest import tiny_vae_config
+
+
+def _fit(workdir, **overrides):
+    return experiment.run(tiny_vae_config(**overrides), str(workdir), "vae_mnist")
+
+
+def _params(result):
+    return jax.device_get(result.state["params"])
+
+
+def test_same_seed_same_params_other_seed_different(tmp_path):
+    first = _params(_fit(tmp_path / "a", num_steps=10))
+    again = _params(_fit(tmp_path / "b", num_steps=10))
+    other = _params(_fit(tmp_path / "c", num_steps=10, seed=1))
+    jax.tree.map(np.testing.assert_array_equal, first, again)
+    assert not np.array_equal(first["encoder"]["Dense_0"]["kernel"], other["encoder"]["Dense_0"]["kernel"])
+
+
+def test_resume_equals_uninterrupted_run_bitwise(tmp_path):
+    """20 steps, stop, resume to 40 == 40 straight: same keys (fold_in(step)) and batches (seed, epoch)."""
+    straight = _fit(tmp_path / "straight", num_steps=40)
+    _fit(tmp_path / "resumed", num_steps=20)
+    resumed = _fit(tmp_path / "resumed", num_steps=40)
+    jax.tree.map(np.testing.assert_array_equal, _params(straight), _params(resumed))
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(straight.state["opt_state"]), jax.device_get(resumed.state["opt_state"]))
+    records = [json.loads(line) for line in open(tmp_path / "resumed" / "metrics.jsonl")]
+    assert [r["step"] for r in records if r["split"] == "train"] == list(range(5, 41, 5))
+
+
+def test_resume_drops_log_lines_after_the_checkpoint(tmp_path):
+    workdir = tmp_path / "run"
+    _fit(workdir, num_steps=20)
+    with open(workdir / "metrics.jsonl", "a") as f:  # as if the run had logged step 25 and then died
+        f.write(json.dumps({"step": 25, "split": "train", "loss": 1.0}) + "\n")
+    _fit(workdir, num_steps=30)
+    steps = [json.loads(line)["step"] for line in open(workdir / "metrics.jsonl") if '"train"' in line]
+    assert steps == [5, 10, 15, 20, 25, 30]
+
+
+def test_checkpoints_every_n_steps_keep_the_last_k(tmp_path):
+    _fit(tmp_path, num_steps=40, checkpoint_every=10, keep_checkpoints=3)
+    assert Checkpoints(str(tmp_path / "checkpoints")).manager.all_steps() == [20, 30, 40]
+
+
+def test_fresh_flag_starts_over(tmp_path):
+    _fit(tmp_path, num_steps=20)
+    result = _fit(tmp_path, num_steps=10, fresh=True)
+    assert result.summary["steps"] == 10
+    assert Checkpoints(str(tmp_path / "checkpoints")).manager.all_steps() == [10]
+
+
+def test_a_checkpoint_of_another_shape_is_refused_not_replaced(tmp_path):
+    _fit(tmp_path, num_steps=10)
+    with pytest.raises(UserError, match=r"does not fit this model: 'params/decoder/Dense_0/bias' is float32\[32\] there and float32\[16\] here"):
+        _fit(tmp_path, num_steps=20, hidden_sizes=(16,))
+    assert Checkpoints(str(tmp_path / "checkpoints")).latest_step() == 10
+
+
+def test_a_checkpoint_of_another_experiment_is_refused(tmp_path):
+    _fit(tmp_path, num_steps=10)
+    with pytest.raises(UserError, match="written by experiment 'vae_mnist', not 'other'"):
+        experiment.run(tiny_vae_config(num_steps=20), str(tmp_path), "other")
+
+
+def test_divergence_stops_with_step_and_metric(tmp_path):
+    with pytest.raises(TrainingDiverged, match=r"'(loss|reconstruction|kl)' became (nan|inf) at step \d+; no checkpoint was written yet"):
+        _fit(tmp_path, num_steps=100, learning_rate=1e9)
+    assert not os.path.exists(tmp_path / "summary.json")
+
+
+def test_divergence_keeps_the_last_good_checkpoint(tmp_path):
+    _fit(tmp_path, num_steps=10)
+    with pytest.raises(TrainingDiverged, match=r"at step (\d+); the last good checkpoint \(step (\d+)\) is kept") as error:
+        _fit(tmp_path, num_steps=40, learning_rate=1e9, checkpoint_every=1)
+    bad_step, kept_step = map(int, re.search(r"at step (\d+).*\(step (\d+)\)", str(error.value)).groups())
+    checkpoints = Checkpoints(str(tmp_path / "checkpoints"))
+    assert 10 <= kept_step < bad_step and checkpoints.latest_step() == kept_step
+    restored = experiment.run(tiny_vae_config(num_steps=kept_step), str(tmp_path), "vae_mnist")  # resumes, trains nothing
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(jax.device_get(restored.state)))
+
+
+def test_run_directory_contents(tmp_path):
+    result = _fit(tmp_path, num_steps=20, latent_dim=2)
+    for name in ["config.json", "metrics.jsonl", "summary.json", "samples.npz", "samples_10.png", "samples_20.png",
+                 "reconstructions_20.png", "curves.png", "latent_scatter.png", "latent_manifold.png"]:
+        assert (tmp_path / name).is_file(), name
+    assert os.listdir(tmp_path / "tb") and os.listdir(tmp_path / "checkpoints")
+    with np.load(tmp_path / "samples.npz") as f:
+        assert f["samples"].shape == (16, 28, 28, 1)
+    summary = json.load(open(tmp_path / "summary.json"))
+    assert summary["steps"] == 20 and summary["test"] == result.summary["test"]
+    assert summary["examples_per_s"] > 0 and summary["num_params"] > 0
+    records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert all({"step", "split"} <= set(r) for r in records)
+    assert [r["step"] for r in records if r["split"] == "test"] == [10, 20]
+
+
+@pytest.mark.parametrize(
+    "start, end, every, expected",
+    [
+        (0, 10, (5,), [(0, 5), (5, 5)]),
+        (0, 12, (5, 4), [(0, 4), (4, 1), (5, 3), (8, 2), (10, 2)]),
+        (7, 7, (5,), []),
+        (3, 9, (100,), [(3, 6)]),
+    ],
+)
+def test_chunk_schedule(start, end, every, expected):
+    assert chunk_schedule(start, end, every) == expected
