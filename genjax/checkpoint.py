@@ -7,15 +7,22 @@ directory and renames it when complete, so a step that is listed is a finished o
 
 Restoring checks compatibility first: a checkpoint written by another experiment or for parameters of
 other shapes is refused with a `UserError` that names the difference, never silently replaced by a fresh
-start.
+start. A checkpoint that cannot be read (a truncated or corrupted file) is different: `restore_latest`
+warns, moves it aside to `<workdir>/corrupt_checkpoints/<step>` and falls back to the previous step.
+Temporary directories of saves that never finished (a kill -9 mid-write) are deleted when the manager
+opens the directory.
 """
 
+import logging
 import os
+import shutil
 
 import jax
 import orbax.checkpoint as ocp
 
 from genjax.errors import UserError
+
+log = logging.getLogger("genjax")
 
 FRESH_HINT = "use another --workdir, or --config.fresh=True to delete it and start over"
 
@@ -84,6 +91,31 @@ class Checkpoints:
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
         restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
         return restored["state"]
+
+    def restore_latest(self, like_state, expected_meta: dict):
+        """(step, state) of the newest readable checkpoint, or (0, None) when there is none.
+
+        Unreadable checkpoints are moved aside with a warning; incompatible ones raise UserError.
+        """
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                return step, self.restore(step, like_state, expected_meta)
+            except UserError:
+                raise
+            except Exception as error:  # Orbax/TensorStore raise many types for damaged files
+                aside = self._move_aside(step)
+                reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+                log.warning("checkpoint step %d is unreadable (%s); moved it to %s and fell back to the previous one", step, reason, aside)
+        return 0, None
+
+    def _move_aside(self, step: int) -> str:
+        aside = os.path.join(os.path.dirname(self.directory), "corrupt_checkpoints", str(step))
+        if os.path.exists(aside):
+            shutil.rmtree(aside)
+        os.makedirs(os.path.dirname(aside), exist_ok=True)
+        shutil.move(os.path.join(self.directory, str(step)), aside)
+        self.manager.reload()
+        return aside
 
     def wait(self) -> None:
         """Block until every started save is on disk."""

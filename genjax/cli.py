@@ -1,8 +1,8 @@
 """The command line of every experiment: `python -m experiments.NAME [--workdir DIR] [--config.FIELD=VALUE ...]`.
 
 Bad input (unknown field, dataset or model, invalid value, unusable workdir or checkpoint) ends with one
-line `error: ...` on stderr and exit code 2, before any training. SIGINT/SIGTERM checkpoint and exit with
-128 + the signal number (130, 143); rerunning the same command resumes.
+line `error: ...` on stderr and exit code 2, before any training. Divergence, a failed write and
+SIGINT/SIGTERM each have their own exit code (genjax.errors); rerunning the same command resumes.
 """
 
 import logging
@@ -11,9 +11,7 @@ import sys
 
 from genjax import models
 from genjax.config import BASE_FIELDS, apply_overrides
-from genjax.errors import UserError
-
-EXIT_BAD_INPUT = 2
+from genjax.errors import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_IO, UserError, disk_error_reason
 
 
 def parse_args(argv: list[str]) -> tuple[str | None, dict, bool]:
@@ -56,11 +54,14 @@ def help_text(experiment: str, description: str, config, field_help: dict) -> st
 
 
 def configure_logging() -> None:
-    """genjax's own messages at INFO as plain lines on the current stderr; other libraries from WARNING
-    (absl, which Orbax logs through: ERROR)."""
+    """genjax's own messages at INFO as plain lines on the current stderr; other libraries from WARNING.
+
+    absl (Orbax logs through it) is silenced: every Orbax failure reaches genjax as an exception, which
+    the command line turns into one line, and Orbax would add its own tracebacks from background threads.
+    """
     from absl import logging as absl_logging
 
-    absl_logging.set_verbosity(absl_logging.ERROR)
+    absl_logging.set_verbosity(absl_logging.FATAL)
     logger = logging.getLogger("genjax")
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
@@ -71,12 +72,25 @@ def configure_logging() -> None:
     logger.propagate = False
 
 
+def _drop_closed_loop_noise(unraisable) -> None:
+    """sys.unraisablehook without one harmless message.
+
+    After an Orbax save fails (a full disk, say), TensorStore callbacks still fire into the asyncio loop
+    Orbax already closed; Python can only print them as "Event loop is closed" tracebacks. The failure
+    itself reaches `main` as an exception and is reported there in one line.
+    """
+    if isinstance(unraisable.exc_value, RuntimeError) and "Event loop is closed" in str(unraisable.exc_value):
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def main(experiment: str, get_config, argv: list[str] | None = None) -> int:
     """Run an experiment from the command line; returns the process exit code."""
     from genjax import experiment as experiments_lib
-    from genjax.train import Interrupted
+    from genjax.train import Interrupted, TrainingDiverged
 
     configure_logging()
+    sys.unraisablehook = _drop_closed_loop_noise
     try:
         workdir, overrides, wants_help = parse_args(sys.argv[1:] if argv is None else argv)
         config = get_config()
@@ -87,6 +101,9 @@ def main(experiment: str, get_config, argv: list[str] | None = None) -> int:
         apply_overrides(config, overrides)
         workdir = workdir or os.path.join("runs", experiment)
         summary = experiments_lib.run(config, workdir, experiment).summary
+    except TrainingDiverged as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_DIVERGED
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -96,6 +113,13 @@ def main(experiment: str, get_config, argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
         return 130
+    except Exception as error:
+        reason = disk_error_reason(error)
+        if reason is None:
+            raise
+        print(f"error: the run could not write its files ({reason}); every complete checkpoint is kept: "
+              "free space or fix permissions, then rerun the same command to resume", file=sys.stderr)
+        return EXIT_IO
     test_text = ", ".join(f"{k} {v:.4g}" for k, v in summary["test"].items())
     print(f"done: {summary['steps']} steps in {summary['wall_seconds']:.0f} s; test {test_text}; run directory {workdir}")
     return 0

@@ -30,6 +30,7 @@ BASE_FIELDS = {
     "num_devices": "devices to shard the batch over (0: all)",
     "num_samples": "samples drawn for images and samples.npz",
     "fresh": "delete this workdir's checkpoints and logs and start over",
+    "skip_nonfinite": "discard steps whose loss or new parameters are NaN/inf (counted as skipped_steps) instead of stopping",
 }
 
 
@@ -52,6 +53,7 @@ def base_config() -> ml_collections.ConfigDict:
             "num_devices": 0,
             "num_samples": 64,
             "fresh": False,
+            "skip_nonfinite": False,
         }
     )
 

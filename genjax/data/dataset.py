@@ -22,9 +22,20 @@ class Dataset:
     num_classes: int
 
     def __post_init__(self):
+        where = f"dataset {self.name}/{self.split}"
+        keys = set(self.arrays)
+        if "label" not in keys or len(keys & {"image", "point"}) != 1:
+            raise ValueError(f"{where}: arrays must be 'label' and one of 'image' or 'point', got {sorted(keys)}")
         sizes = {key: len(value) for key, value in self.arrays.items()}
         if len(set(sizes.values())) != 1:
-            raise ValueError(f"dataset {self.name}/{self.split}: arrays of different lengths {sizes}")
+            raise ValueError(f"{where}: arrays of different lengths {sizes}")
+        image, point, label = self.arrays.get("image"), self.arrays.get("point"), self.arrays["label"]
+        if image is not None and (image.dtype != np.uint8 or image.ndim != 4):
+            raise ValueError(f"{where}: 'image' must be uint8 [N, H, W, C] (0..255), got {image.dtype}{list(image.shape)}")
+        if point is not None and (not np.issubdtype(point.dtype, np.floating) or point.ndim != 2):
+            raise ValueError(f"{where}: 'point' must be float [N, D], got {point.dtype}{list(point.shape)}")
+        if not np.issubdtype(label.dtype, np.integer) or label.ndim != 1:
+            raise ValueError(f"{where}: 'label' must be integer [N], got {label.dtype}{list(label.shape)}")
 
     @property
     def num_examples(self) -> int:

@@ -32,7 +32,7 @@ from genjax import losses, viz
 from genjax.config import check, check_choice, check_positive
 from genjax.data import to_model_batch
 from genjax.nn import MLP, ConvDecoder, ConvEncoder
-from genjax.train.family import Family
+from genjax.train.family import Family, check_batch
 from genjax.train.optim import apply_gradients
 
 ARCHITECTURES = ("mlp", "conv")
@@ -110,12 +110,18 @@ def make_family(config, dataset) -> Family:
     tx = optax.adam(config.learning_rate)
     beta, ema_decay = config.beta, config.ema_decay
 
+    def check_images(batch, where):
+        check_batch(batch, "image", dataset.example_shape, f"vae.{where}")
+
     def init(key, batch):
+        check_images(batch, "init")
         params_key, sample_key = jax.random.split(key)
         params = model.init(params_key, batch["image"], sample_key)["params"]
         return {"params": params, "opt_state": tx.init(params), "ema_params": params}
 
     def train_step(state, batch, key):
+        check_images(batch, "train_step")
+
         def loss_fn(params):
             reconstruction, kl = model.apply({"params": params}, batch["image"], key)
             loss = jnp.mean(reconstruction + beta * kl)
@@ -127,6 +133,7 @@ def make_family(config, dataset) -> Family:
         return {"params": params, "opt_state": opt_state, "ema_params": ema_params}, metrics
 
     def eval_step(state, batch, key):
+        check_images(batch, "eval_step")
         variables = {"params": state["ema_params"]}
         reconstruction, kl = model.apply(variables, batch["image"], key)
         mean_reconstruction = reconstruct(state, batch, key)
@@ -143,6 +150,7 @@ def make_family(config, dataset) -> Family:
         return model.apply({"params": state["ema_params"]}, z, method=VAE.mean_image)
 
     def reconstruct(state, batch, key):
+        check_images(batch, "reconstruct")
         variables = {"params": state["ema_params"]}
         mean, _ = model.apply(variables, batch["image"], method=VAE.encode)
         return model.apply(variables, mean, method=VAE.mean_image)

@@ -27,6 +27,7 @@ import dataclasses
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 
 Batch = dict
 Metrics = dict
@@ -57,3 +58,18 @@ def count_params(state) -> int:
         for path, leaf in leaves
         if any(getattr(entry, "key", None) == "params" for entry in path) and hasattr(leaf, "size")
     )
+
+
+def check_batch(batch: dict, key: str, example_shape: tuple, where: str) -> None:
+    """Raise ValueError unless batch[key] is a float array of examples shaped `example_shape`.
+
+    Families call it at the top of their functions: it runs while JAX traces, so it costs nothing per step,
+    and it turns a deep Flax shape error into one sentence that names the mismatch.
+    """
+    if key not in batch:
+        raise ValueError(f"{where}: the batch has no '{key}' (it has {sorted(batch)}); build it with genjax.data.to_model_batch")
+    x = batch[key]
+    if tuple(x.shape[1:]) != tuple(example_shape):
+        raise ValueError(f"{where}: batch['{key}'] holds examples of shape {list(x.shape[1:])}, but the model was built for {list(example_shape)}")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"{where}: batch['{key}'] is {x.dtype}; models take float inputs in [0, 1] (genjax.data.to_model_batch)")

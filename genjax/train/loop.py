@@ -9,6 +9,7 @@ sharded over the mesh: the host only sends a few kilobytes of indices per chunk.
 metrics after dispatching the next chunk, so the device never waits for logging.
 """
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -26,7 +27,7 @@ from genjax.errors import UserError
 from genjax.train import artifacts
 from genjax.train.family import Family, count_params
 from genjax.train.parallel import batch_sharded, make_mesh, replicated
-from genjax.train.rundir import prepare_workdir
+from genjax.train.rundir import WorkdirLock, ensure_writable, prepare_workdir
 from genjax.train.signals import Interrupted, StopRequests
 from genjax.train.writer import MetricWriter
 
@@ -67,15 +68,25 @@ class TrainChunks:
 
     Compiled ahead of time once per chunk length (usually one or two lengths per run), so compile time
     is measured apart from training time.
+
+    With `skip_nonfinite`, a step whose metrics or new state contain NaN or infinity is discarded (the
+    state stays as it was) and the metric `skipped` is 1 for it. Done here rather than per optimizer
+    (optax.apply_if_finite) so that it covers every part of any family's state at once: both players of
+    a GAN, batch statistics, parameter averages.
     """
 
-    def __init__(self, family: Family, mesh):
+    def __init__(self, family: Family, mesh, skip_nonfinite: bool = False):
         def train_chunk(state, data, indices, steps, train_key):
             def one_step(state, step_and_indices):
                 step, batch_indices_ = step_and_indices
                 raw = jax.tree.map(lambda array: array[batch_indices_], data)
                 batch = jax.lax.with_sharding_constraint(to_model_batch(raw), batch_sharded(mesh))
-                return family.train_step(state, batch, jax.random.fold_in(train_key, step))
+                new_state, metrics = family.train_step(state, batch, jax.random.fold_in(train_key, step))
+                if not skip_nonfinite:
+                    return new_state, metrics
+                finite = _all_finite((new_state, metrics))
+                kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+                return kept, {**metrics, "skipped": 1.0 - finite.astype(jnp.float32)}
 
             return jax.lax.scan(one_step, state, (steps, indices))
 
@@ -132,23 +143,25 @@ def make_evaluate(family: Family, mesh, num_examples: int, batch_size: int):
     return jax.jit(evaluate)
 
 
-@jax.jit
-def _all_finite(state) -> jax.Array:
-    leaves = [jnp.isfinite(leaf).all() for leaf in jax.tree.leaves(state) if jnp.issubdtype(leaf.dtype, jnp.inexact)]
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.isfinite(leaf).all() for leaf in jax.tree.leaves(tree) if jnp.issubdtype(leaf.dtype, jnp.inexact)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+_all_finite_jit = jax.jit(_all_finite)
 
 
 def all_finite(state) -> bool:
     """Whether every floating-point array in `state` is free of NaN and infinity (never checkpoint one that is not)."""
-    return bool(_all_finite(state))
+    return bool(_all_finite_jit(state))
 
 
-def _first_non_finite(metrics: dict, first_step: int):
-    """(step, name, value) of the first non-finite value in a chunk's stacked metrics, or None."""
-    for offset in range(len(next(iter(metrics.values())))):
+def _first_non_finite(metrics: dict, first_step: int, kept: np.ndarray):
+    """(step, name, value) of the first non-finite value among the kept steps of a chunk's metrics, or None."""
+    for offset in np.flatnonzero(kept):
         for name, values in metrics.items():
             if not np.isfinite(values[offset]):
-                return first_step + offset + 1, name, float(values[offset])
+                return first_step + int(offset) + 1, name, float(values[offset])
     return None
 
 
@@ -177,13 +190,18 @@ class _Run:
         ready = time.perf_counter()
         seconds = ready - max(dispatched_at, self.last_ready or dispatched_at)
         self.last_ready = ready
-        bad = _first_non_finite(metrics, first_step)
+        skipped = metrics.pop("skipped", np.zeros(length))
+        kept = skipped == 0
+        bad = _first_non_finite(metrics, first_step, kept)
         if bad:
             step, name, value = bad
             raise _diverged(f"'{name}' became {value} at step {step}", self.checkpoints)
         self.train_seconds += seconds
         self.trained_examples += length * self.batch_size
-        means = {name: float(np.mean(values)) for name, values in metrics.items()}
+        means = {name: float(np.mean(values[kept])) if kept.any() else float("nan") for name, values in metrics.items()}
+        if skipped.any():
+            means["skipped_steps"] = int(skipped.sum())
+            log.warning("skipped %d non-finite steps among steps %d-%d", int(skipped.sum()), first_step + 1, first_step + length)
         means["examples_per_s"] = length * self.batch_size / max(seconds, 1e-9)
         self.last_train_metrics = means
         self.writer.write(first_step + length, "train", means)
@@ -203,10 +221,26 @@ class FitResult:
 def fit(family: Family, config, train: Dataset, test: Dataset, workdir: str, experiment: str) -> FitResult:
     """Train `family` on `train`, evaluating on `test`, writing the run directory `workdir`.
 
-    Resumes from the latest checkpoint in workdir unless config.fresh. Raises UserError on bad input,
-    TrainingDiverged on NaN/Inf metrics and Interrupted after checkpointing on SIGINT/SIGTERM.
+    Resumes from the latest checkpoint in workdir unless config.fresh. Raises UserError on bad input
+    (including a workdir another run holds), TrainingDiverged on NaN/Inf metrics and Interrupted after
+    checkpointing on SIGINT/SIGTERM.
     """
+    ensure_writable(workdir)
+    with WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+        return _fit_locked(family, config, train, test, workdir, experiment)
+
+
+def _check_datasets(train: Dataset, test: Dataset) -> None:
+    if train.example_shape != test.example_shape or train.data_key != test.data_key:
+        raise ValueError(
+            f"train and test examples differ: {train.data_key}{list(train.example_shape)} vs "
+            f"{test.data_key}{list(test.example_shape)}; load both splits of the same dataset"
+        )
+
+
+def _fit_locked(family: Family, config, train: Dataset, test: Dataset, workdir: str, experiment: str) -> FitResult:
     start_time = time.perf_counter()
+    _check_datasets(train, test)
     prepare_workdir(workdir, config, fresh=config.fresh)
     mesh = make_mesh(config.num_devices)
     num_devices = mesh.devices.size
@@ -221,16 +255,18 @@ def fit(family: Family, config, train: Dataset, test: Dataset, workdir: str, exp
     meta = {"experiment": experiment, "model": config.model, "config": config.to_dict()}
 
     checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
-    start_step = checkpoints.latest_step() or 0
+    start_step, restored = checkpoints.restore_latest(state, meta)
     if start_step:
-        state = checkpoints.restore(start_step, state, meta)
+        state = restored
         log.info("resuming from checkpoint step %d in %s", start_step, checkpoints.directory)
+    if start_step < config.num_steps and os.path.exists(os.path.join(workdir, "summary.json")):
+        os.remove(os.path.join(workdir, "summary.json"))  # the run is unfinished again until it ends
     writer = MetricWriter(workdir, resume_step=start_step)
     run = _Run(family, config.num_steps, start_step, checkpoints, writer, batch_size)
     train_data = jax.device_put(train.arrays, replicated(mesh))
     test_data = jax.device_put(test.arrays, replicated(mesh))
     train_key = jax.device_put(keys.train, replicated(mesh))
-    train_chunk = TrainChunks(family, mesh)
+    train_chunk = TrainChunks(family, mesh, skip_nonfinite=config.skip_nonfinite)
     evaluate = make_evaluate(family, mesh, test.num_examples, batch_size)
     test_metrics, samples = {}, None
 

@@ -2,9 +2,13 @@
 
 A run directory holds config.json, metrics.jsonl, checkpoints/, tb/, samples_<step>.png,
 reconstructions_<step>.png, curves.png, samples.npz, the family's figures and, written last, summary.json:
-a directory without summary.json is an unfinished run.
+a directory without summary.json is an unfinished run (a run that trains further first removes it).
+While a run trains, it holds an exclusive lock on `<workdir>/.lock`, so a second run on the same
+directory is refused instead of mixing its checkpoints and logs with the first. The lock is a kernel
+`flock`: it disappears with the process, even after kill -9, so it never goes stale.
 """
 
+import fcntl
 import glob
 import json
 import logging
@@ -51,3 +55,33 @@ def prepare_workdir(workdir: str, config, fresh: bool) -> None:
             logging.getLogger("genjax").info("config.%s changed from %r to %r since the last run", field, old, new)
     with open(config_path, "w") as f:
         json.dump(values, f, indent=2)
+
+
+class WorkdirLock:
+    """Context manager: an exclusive, non-blocking flock on <workdir>/.lock, or a UserError naming the holder."""
+
+    def __init__(self, workdir: str):
+        self.path = os.path.join(workdir, ".lock")
+        self.file = None
+
+    def __enter__(self):
+        self.file = open(self.path, "a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "unknown"
+            self.file.close()
+            raise UserError(
+                f"workdir {os.path.dirname(self.path)} is in use by another genjax run (pid {holder}); "
+                "wait for it to finish or choose another --workdir"
+            ) from None
+        self.file.truncate(0)
+        self.file.write(str(os.getpid()))
+        self.file.flush()
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.file, fcntl.LOCK_UN)
+        self.file.close()
+        return False
