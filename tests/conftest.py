@@ -13,6 +13,10 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"genjax-test-xla-cache-{os.getuid()}"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+# The metric classifier is trained once per test run (shared by the xdist workers, which wait for each other
+# on its lock), never in the user's cache.
+_RUN_ID = os.environ.get("PYTEST_XDIST_TESTRUNUID", str(os.getpid()))
+os.environ["GENJAX_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), f"genjax-test-cache-{os.getuid()}-{_RUN_ID}")
 
 import pytest  # noqa: E402
 

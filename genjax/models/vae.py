@@ -155,6 +155,19 @@ def make_family(config, dataset) -> Family:
         mean, _ = model.apply(variables, batch["image"], method=VAE.encode)
         return model.apply(variables, mean, method=VAE.mean_image)
 
+    def importance_log_weights(state, batch, key, num_samples):
+        variables = {"params": state["ema_params"]}
+        x = batch["image"]
+        mean, log_var = model.apply(variables, x, method=VAE.encode)
+        z = losses.reparameterize(key, jnp.broadcast_to(mean, (num_samples, *mean.shape)), log_var)  # [K, B, D]
+        flat_z = z.reshape(-1, mean.shape[-1])
+        repeated_x = jnp.broadcast_to(x, (num_samples, *x.shape)).reshape(-1, *x.shape[1:])
+        decoded = model.apply(variables, flat_z, method=VAE.decode)
+        log_px = -model.apply(variables, decoded, repeated_x, method=VAE.negative_log_likelihood).reshape(num_samples, -1)
+        log_pz = losses.diagonal_gaussian_log_prob(z, jnp.zeros_like(z), jnp.zeros_like(z))
+        log_qz = losses.diagonal_gaussian_log_prob(z, mean, log_var)
+        return (log_px + log_pz - log_qz).T
+
     def figures(state, test, key, workdir):
         if config.latent_dim == 2:
             write_latent_figures(model, state["ema_params"], test, workdir)
@@ -168,6 +181,7 @@ def make_family(config, dataset) -> Family:
         reconstruct=reconstruct,
         figures=figures,
         progress_metrics=("loss", "kl"),
+        importance_log_weights=importance_log_weights,
     )
 
 

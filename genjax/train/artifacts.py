@@ -20,16 +20,19 @@ from genjax.train.writer import read_metrics
 NUM_RECONSTRUCTIONS = 32
 
 
-def write_step_images(family, state, test: Dataset, key, step: int, workdir: str, n: int) -> np.ndarray:
-    """Sample (and reconstruction) pictures at `step`, drawn with `key`; returns the samples."""
+def write_step_images(family, state, test: Dataset, key, step: int, workdir: str, n: int) -> np.ndarray | None:
+    """Sample (and reconstruction) pictures at `step`, drawn with `key`; returns the samples (None if the
+    family does not generate)."""
     sample_key, reconstruct_key = jax.random.split(key)
-    samples = np.asarray(jax.jit(family.sample, static_argnums=2)(state, sample_key, n))
-    path = os.path.join(workdir, f"samples_{step}.png")
-    if test.data_key == "point":
-        modes = mixture_modes(test.name)[0] if test.name in ("ring8", "grid25") else test.arrays["point"][:500]
-        viz.save_point_scatter(path, samples, modes, title=f"{test.name}, step {step}")
-    else:
-        viz.save_image_grid(path, samples, columns=_grid_columns(n, test.num_classes, family))
+    samples = None
+    if family.sample is not None:
+        samples = np.asarray(jax.jit(family.sample, static_argnums=2)(state, sample_key, n))
+        path = os.path.join(workdir, f"samples_{step}.png")
+        if test.data_key == "point":
+            modes = mixture_modes(test.name)[0] if test.name in ("ring8", "grid25") else test.arrays["point"][:500]
+            viz.save_point_scatter(path, samples, modes, title=f"{test.name}, step {step}")
+        else:
+            viz.save_image_grid(path, samples, columns=_grid_columns(n, test.num_classes, family))
     if family.reconstruct is not None:
         batch = to_model_batch(test.take(np.arange(min(NUM_RECONSTRUCTIONS, test.num_examples))))  # classes interleaved
         reconstructions = np.asarray(jax.jit(family.reconstruct)(state, batch, reconstruct_key))
@@ -44,7 +47,8 @@ def _grid_columns(n: int, num_classes: int, family) -> int | None:
 
 def write_final(family, state, test: Dataset, samples: np.ndarray, figure_key, workdir: str) -> None:
     """samples.npz (the final step's samples), curves.png and the family's own figures."""
-    np.savez_compressed(os.path.join(workdir, "samples.npz"), samples=samples)
+    if samples is not None:
+        np.savez_compressed(os.path.join(workdir, "samples.npz"), samples=samples)
     records = read_metrics(workdir)
     names = tuple(dict.fromkeys(k for r in records for k in r if k not in ("step", "split", "examples_per_s")))
     viz.save_curves(os.path.join(workdir, "curves.png"), records, names[:4])

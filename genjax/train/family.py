@@ -6,7 +6,8 @@ and logs them; it never looks inside the state.
     init(key, batch)              -> state            params, optimizer states, batch statistics, ...
     train_step(state, batch, key) -> (state, metrics) one update; metrics: dict of scalars
     eval_step(state, batch, key)  -> metrics          dict of per-example arrays, leading axis = batch
-    sample(state, key, n)         -> data             n generated examples in data space
+    sample(state, key, n)         -> data             n generated examples in data space (None for a
+                                                      non-generative family, e.g. genjax's metric classifier)
     reconstruct(state, batch, key)-> data             families with an encoder; else None
 
 `batch` is a dict of model inputs (see genjax.data.to_model_batch): float32 'image' [B, H, W, C] in [0, 1]
@@ -18,6 +19,8 @@ Optional hooks:
                                       (e.g. a code-usage histogram into a perplexity); default: identity
     figures(state, test, key, workdir) writes family-specific figures at the end of a run
     progress_metrics                  train metrics shown on the progress bar
+    importance_log_weights(state, batch, key, k) -> [B, k]: log p(x, z_k) - log q(z_k | x) for z_k ~ q(z|x),
+                                      for latent-variable families; gives the IWAE likelihood bound
 
     conditional                       True when `sample` draws n // num_classes examples of each class in
                                       class order, so that sample grids get one row per class
@@ -42,12 +45,13 @@ class Family:
     init: Callable[[jax.Array, Batch], State]
     train_step: Callable[[State, Batch, jax.Array], tuple[State, Metrics]]
     eval_step: Callable[[State, Batch, jax.Array], Metrics]
-    sample: Callable[[State, jax.Array, int], jax.Array]
+    sample: Callable[[State, jax.Array, int], jax.Array] | None = None
     reconstruct: Callable[[State, Batch, jax.Array], jax.Array] | None = None
     summarize_eval: Callable[[Metrics], Metrics] | None = None
     figures: Callable | None = None
     progress_metrics: tuple = ("loss",)
     conditional: bool = False
+    importance_log_weights: Callable | None = None
 
 
 def count_params(state) -> int:

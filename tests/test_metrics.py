@@ -1,0 +1,121 @@
+"""Metric correctness on known cases, the IWAE bound, the classifier and `python -m genjax.evaluate`."""
+
+import json
+import math
+
+import jax
+import numpy as np
+import pytest
+
+from genjax import data, experiment
+from genjax.metrics import classes, frechet, manifold, modes
+from genjax.metrics.classifier import images_of, load_classifier
+from genjax.metrics.likelihood import importance_weighted_bound
+from tests.conftest import run_module, tiny_vae_config
+
+
+def test_frechet_distance_closed_form():
+    # N(0, 1) vs N(1, 4) in 1-D: (0 - 1)^2 + 1 + 4 - 2 * sqrt(1 * 4) = 2
+    assert frechet.frechet_distance(np.zeros(1), np.eye(1), np.ones(1), 4 * np.eye(1)) == pytest.approx(2.0)
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(5, 5))
+    cov = a @ a.T + np.eye(5)
+    assert frechet.frechet_distance(np.ones(5), cov, np.ones(5), cov) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_frechet_distance_of_a_set_with_itself_is_zero_and_grows_with_noise():
+    features = np.random.default_rng(1).normal(size=(2000, 16))
+    assert frechet.frechet_distance_between(features, features) == pytest.approx(0.0, abs=1e-6)
+    noise = np.random.default_rng(2).normal(size=features.shape)
+    distances = [frechet.frechet_distance_between(features, features + s * noise) for s in (0.1, 0.5, 1.0, 2.0)]
+    assert all(a < b for a, b in zip(distances, distances[1:])), distances
+
+
+def test_precision_recall_density_coverage_on_identical_and_disjoint_sets():
+    real = np.random.default_rng(3).normal(size=(500, 8))
+    same = manifold.precision_recall(real, real)
+    assert same == {"precision": 1.0, "recall": 1.0}
+    assert manifold.density_coverage(real, real)["coverage"] == 1.0
+    far = manifold.precision_recall(real, real + 100.0)
+    assert far == {"precision": 0.0, "recall": 0.0}
+    assert manifold.density_coverage(real, real + 100.0) == {"density": 0.0, "coverage": 0.0}
+
+
+def test_precision_drops_for_outliers_and_recall_for_a_collapsed_generator():
+    real = np.random.default_rng(4).normal(size=(500, 8))
+    half_outliers = np.concatenate([real[:250], real[:250] + 50.0])
+    assert manifold.precision_recall(real, half_outliers)["precision"] == pytest.approx(0.5, abs=0.02)
+    collapsed = real[:1] + 0.01 * np.random.default_rng(5).normal(size=(500, 8))
+    assert manifold.precision_recall(real, collapsed)["recall"] < 0.05
+
+
+def test_exact_ring8_samples_capture_8_modes_at_full_quality():
+    points, _ = data.sample_toy("ring8", jax.random.PRNGKey(0), modes.NUM_SAMPLES)
+    means, std = data.mixture_modes("ring8")
+    result = modes.mode_coverage(np.asarray(points), means, std)
+    assert result["modes_captured"] == 8 and result["num_modes"] == 8
+    assert result["high_quality_percent"] > 99.0 and result["reverse_kl"] < 0.01
+
+
+def test_samples_from_one_mode_capture_one():
+    means, std = data.mixture_modes("grid25")
+    points = means[3] + std * np.random.default_rng(6).normal(size=(2500, 2))
+    result = modes.mode_coverage(points, means, std)
+    assert result["modes_captured"] == 1 and result["reverse_kl"] == pytest.approx(math.log(25), rel=1e-6)
+    nowhere = modes.mode_coverage(np.full((10, 2), 100.0), means, std)
+    assert nowhere["modes_captured"] == 0 and nowhere["high_quality_percent"] == 0.0
+
+
+def test_class_coverage():
+    uniform = classes.class_coverage(np.arange(1000) % 10, 10)
+    assert uniform == {"class_kl": pytest.approx(0.0, abs=1e-12), "classes_covered": 10}
+    single = classes.class_coverage(np.full(1000, 3), 10)
+    assert single == {"class_kl": pytest.approx(math.log(10)), "classes_covered": 1}
+
+
+@pytest.fixture(scope="module")
+def trained_vae(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("vae")
+    return experiment.run(tiny_vae_config(num_steps=200, eval_every=200, checkpoint_every=200), str(workdir), "vae_mnist"), workdir
+
+
+def test_iwae_bound_is_at_least_the_elbo(trained_vae, mnist):
+    result, _ = trained_vae
+    from genjax.models import vae
+
+    family = vae.make_family(tiny_vae_config(), mnist[0])
+    images = images_of(mnist[1])[:100]
+    key = jax.random.PRNGKey(0)
+    elbo = importance_weighted_bound(family.importance_log_weights, result.state, images, key, num_samples=1, chunk=1)
+    iwae = importance_weighted_bound(family.importance_log_weights, result.state, images, key, num_samples=200, chunk=50)
+    assert iwae.shape == (100,) and np.isfinite(iwae).all()
+    assert iwae.mean() > elbo.mean() + 0.5  # a trained 4-d VAE leaves a gap of several nats
+    assert -elbo.mean() == pytest.approx(result.summary["test"]["neg_elbo"], rel=0.02)  # L_1 is the ELBO
+
+
+def test_classifier_is_accurate_cached_and_gives_features(mnist, tmp_path, monkeypatch):
+    monkeypatch.setenv("GENJAX_CACHE_DIR", str(tmp_path))  # a fresh cache: this test trains it
+    classifier = load_classifier(*mnist, num_steps=300)
+    assert classifier.test_accuracy > 0.85
+    features, logits = classifier.embed(images_of(mnist[1])[:50])
+    assert features.shape == (50, 128) and logits.shape == (50, 10)
+    checkpoints_before = sorted((tmp_path / "classifier").rglob("checkpoints/*"))
+    again = load_classifier(*mnist, num_steps=300)
+    assert again.test_accuracy == classifier.test_accuracy
+    assert sorted((tmp_path / "classifier").rglob("checkpoints/*")) == checkpoints_before  # restored, not retrained
+
+
+def test_evaluate_a_run_directory(trained_vae, tmp_path):
+    _, workdir = trained_vae
+    result = run_module("genjax.evaluate", str(workdir), "--num_samples=200", "--iwae_samples=50", "--classifier_steps=300")
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.load(open(workdir / "eval.json"))
+    for name in ["neg_elbo", "frechet_distance", "precision", "recall", "density", "coverage", "class_kl",
+                 "classes_covered", "classifier_accuracy", "recon_mse", "nll_iwae", "num_params"]:
+        assert name in metrics and np.isfinite(metrics[name]), name
+    assert metrics["nll_iwae"] <= metrics["neg_elbo"] + 1.0
+
+
+def test_evaluate_refuses_a_directory_that_is_not_a_run(tmp_path):
+    result = run_module("genjax.evaluate", str(tmp_path))
+    assert result.returncode == 2 and "is not a genjax run directory" in result.stderr and "Traceback" not in result.stderr
