@@ -70,6 +70,17 @@ def configure_logging() -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
+    # A failed Orbax write leaves sibling TensorStore write tasks whose exceptions nobody awaits; asyncio logs
+    # each as "Task exception was never retrieved" with a traceback when it is garbage collected. The failure
+    # itself reaches `main` as an exception and is reported there in one line.
+    asyncio_logger = logging.getLogger("asyncio")
+    if not any(isinstance(f, _UnretrievedTaskFilter) for f in asyncio_logger.filters):
+        asyncio_logger.addFilter(_UnretrievedTaskFilter())
+
+
+class _UnretrievedTaskFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "exception was never retrieved" not in record.getMessage()
 
 
 def _drop_closed_loop_noise(unraisable) -> None:
