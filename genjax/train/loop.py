@@ -4,15 +4,22 @@ Per-step randomness is `fold_in(train_key, step)` and the batch of step s is `ba
 so a run resumed from a checkpoint draws the same numbers and sees the same data as an uninterrupted one.
 Several steps run per host call (`lax.scan` over a chunk); chunk boundaries fall on multiples of
 steps_per_call, eval_every and checkpoint_every, so checkpoints and evaluations always see a finished
-chunk. Whole datasets live on the devices (uint8, replicated) and each step gathers its batch there,
-sharded over the mesh: the host only sends a few kilobytes of indices per chunk. The host reads a chunk's
-metrics after dispatching the next chunk, so the device never waits for logging.
+chunk. Whole datasets live on the devices (uint8; each device holds the whole set or, with data shards,
+its shard) and each step gathers its batch there, sharded over the mesh: the host only sends a few
+kilobytes of indices per chunk. The host reads a chunk's metrics after dispatching the next chunk, so the
+device never waits for logging.
+
+In a multi-process run every process executes the same calls on its own devices; process 0 alone writes
+the run directory's files (the others write theirs to a temporary directory), and all of them take part in
+every checkpoint, which Orbax writes cooperatively.
 """
 
 import dataclasses
 import json
 import logging
 import os
+import signal
+import tempfile
 import time
 
 import jax
@@ -25,7 +32,17 @@ from genjax.data import Dataset, batch_indices, to_model_batch
 from genjax.errors import UserError
 from genjax.train import artifacts
 from genjax.train.family import Family, count_params
-from genjax.train.parallel import batch_sharded, make_mesh, replicated
+from genjax.train.parallel import (
+    any_process,
+    batch_sharded,
+    gather_batch,
+    global_array,
+    is_primary,
+    make_mesh,
+    put_data_shards,
+    replicated,
+    wait_for_all_processes,
+)
 from genjax.train.rundir import prepare_workdir
 from genjax.train.signals import Interrupted, StopRequests
 from genjax.train.writer import MetricWriter
@@ -73,8 +90,7 @@ class TrainChunks:
         def train_chunk(state, data, indices, steps, train_key):
             def one_step(state, step_and_indices):
                 step, batch_indices_ = step_and_indices
-                raw = jax.tree.map(lambda array: array[batch_indices_], data)
-                batch = jax.lax.with_sharding_constraint(to_model_batch(raw), batch_sharded(mesh))
+                batch = to_model_batch(gather_batch(mesh, data, batch_indices_))
                 return family.train_step(state, batch, jax.random.fold_in(train_key, step))
 
             return jax.lax.scan(one_step, state, (steps, indices))
@@ -83,7 +99,7 @@ class TrainChunks:
         self.mesh = mesh
         self.jitted = jax.jit(
             train_chunk,
-            in_shardings=(whole, whole, batch_sharded(mesh, axis=1), whole, whole),
+            in_shardings=(whole, batch_sharded(mesh), batch_sharded(mesh, axis=1), whole, whole),
             out_shardings=(whole, whole),
             donate_argnums=0,
         )
@@ -95,9 +111,8 @@ class TrainChunks:
 
     def __call__(self, state, data, indices, first_step: int, train_key):
         """(new state, metrics stacked over steps) for steps first_step, ..., first_step + len(indices) - 1."""
-        whole = replicated(self.mesh)
-        indices = jax.device_put(indices, batch_sharded(self.mesh, axis=1))
-        steps = jax.device_put(np.arange(first_step, first_step + len(indices), dtype=np.int32), whole)
+        indices = global_array(indices, batch_sharded(self.mesh, axis=1))
+        steps = global_array(np.arange(first_step, first_step + len(indices), dtype=np.int32), replicated(self.mesh))
         args = (state, data, indices, steps, train_key)
         if len(indices) not in self.compiled:
             start = time.perf_counter()
@@ -116,14 +131,13 @@ def make_evaluate(family: Family, mesh, num_examples: int, batch_size: int):
     def evaluate(state, data, key):
         def one_batch(totals, inputs):
             batch_number, batch_indices_, batch_weights = inputs
-            raw = jax.tree.map(lambda array: array[batch_indices_], data)
-            batch = jax.lax.with_sharding_constraint(to_model_batch(raw), batch_sharded(mesh))
+            batch = to_model_batch(gather_batch(mesh, data, batch_indices_))
             metrics = family.eval_step(state, batch, jax.random.fold_in(key, batch_number))
             weighted = jax.tree.map(lambda v: jnp.tensordot(batch_weights, v, axes=1), metrics)
             return jax.tree.map(jnp.add, totals, weighted), None
 
-        example = jax.tree.map(lambda a: a[indices[0]], data)
-        shapes = jax.eval_shape(family.eval_step, state, to_model_batch(example), key)
+        example = {k: jax.ShapeDtypeStruct((batch_size,) + a.shape[1:], a.dtype) for k, a in data.items()}
+        shapes = jax.eval_shape(lambda raw: family.eval_step(state, to_model_batch(raw), key), example)
         zeros = jax.tree.map(lambda s: jnp.zeros(s.shape[1:], jnp.float32), shapes)
         totals, _ = jax.lax.scan(one_batch, zeros, (jnp.arange(num_batches), indices, weights))
         means = jax.tree.map(lambda total: total / num_examples, totals)
@@ -169,7 +183,8 @@ class _Run:
         self.trained_examples = 0
         self.last_ready = None
         self.last_train_metrics = {}
-        self.progress = tqdm(total=num_steps, initial=start_step, unit="step", dynamic_ncols=True, mininterval=1.0)
+        self.progress = tqdm(total=num_steps, initial=start_step, unit="step", dynamic_ncols=True, mininterval=1.0,
+                             disable=True if not is_primary() else None)
 
     def record_chunk(self, first_step: int, length: int, metrics, dispatched_at: float) -> None:
         """Fetch a chunk's metrics (waits for it), check them, log their means."""
@@ -207,14 +222,26 @@ def fit(family: Family, config, train: Dataset, test: Dataset, workdir: str, exp
     TrainingDiverged on NaN/Inf metrics and Interrupted after checkpointing on SIGINT/SIGTERM.
     """
     start_time = time.perf_counter()
-    prepare_workdir(workdir, config, fresh=config.fresh)
+    if is_primary():
+        prepare_workdir(workdir, config, fresh=config.fresh)
+    wait_for_all_processes("genjax: run directory ready")
+    with tempfile.TemporaryDirectory(prefix="genjax-process-files-") as scratch:
+        return _fit(family, config, train, test, workdir, experiment, workdir if is_primary() else scratch, start_time)
+
+
+def _fit(family, config, train, test, workdir, experiment, files_dir, start_time) -> FitResult:
+    """`fit` with the directory for metrics, images and summary apart: the run directory on process 0."""
     mesh = make_mesh(config.num_devices)
     num_devices = mesh.devices.size
+    num_shards = config.data_shards or jax.process_count()
     batch_size = config.batch_size
     if batch_size % num_devices:
         raise UserError(f"batch_size {batch_size} is not divisible by the {num_devices} devices; use a multiple of {num_devices}")
-    if batch_size > train.num_examples:
-        raise UserError(f"batch_size {batch_size} is larger than the {train.num_examples} training examples of {train.name}")
+    if num_devices % num_shards:
+        raise UserError(f"data_shards={num_shards} does not divide the {num_devices} devices; use a divisor of {num_devices}")
+    if batch_size > train.num_examples // num_shards * num_shards:
+        raise UserError(f"batch_size {batch_size} is larger than the {train.num_examples} training examples of {train.name}"
+                        + (f" (in {num_shards} data shards)" if num_shards > 1 else ""))
     keys = Keys.from_seed(config.seed)
     example = to_model_batch(train.take(np.arange(batch_size)))
     state = jax.jit(family.init, out_shardings=replicated(mesh))(keys.init, example)
@@ -225,11 +252,11 @@ def fit(family: Family, config, train: Dataset, test: Dataset, workdir: str, exp
     if start_step:
         state = checkpoints.restore(start_step, state, meta)
         log.info("resuming from checkpoint step %d in %s", start_step, checkpoints.directory)
-    writer = MetricWriter(workdir, resume_step=start_step)
+    writer = MetricWriter(files_dir, resume_step=start_step)
     run = _Run(family, config.num_steps, start_step, checkpoints, writer, batch_size)
-    train_data = jax.device_put(train.arrays, replicated(mesh))
-    test_data = jax.device_put(test.arrays, replicated(mesh))
-    train_key = jax.device_put(keys.train, replicated(mesh))
+    train_data = put_data_shards(mesh, train.arrays, num_shards)
+    test_data = put_data_shards(mesh, test.arrays, 1)
+    train_key = global_array(keys.train, replicated(mesh))
     train_chunk = TrainChunks(family, mesh)
     evaluate = make_evaluate(family, mesh, test.num_examples, batch_size)
     test_metrics, samples = {}, None
@@ -238,14 +265,15 @@ def fit(family: Family, config, train: Dataset, test: Dataset, workdir: str, exp
         nonlocal test_metrics, samples
         test_metrics = {k: float(v) for k, v in jax.device_get(evaluate(state, test_data, jax.random.fold_in(keys.eval, step))).items()}
         writer.write(step, "test", test_metrics)
-        run.progress.write(f"step {step} test " + " ".join(f"{k}={v:.4g}" for k, v in test_metrics.items()))
-        samples = artifacts.write_step_images(family, state, test, jax.random.fold_in(keys.sample, step), step, workdir, config.num_samples)
+        if is_primary():
+            run.progress.write(f"step {step} test " + " ".join(f"{k}={v:.4g}" for k, v in test_metrics.items()))
+        samples = artifacts.write_step_images(family, state, test, jax.random.fold_in(keys.sample, step), step, files_dir, config.num_samples)
 
     pending = None
     try:
         with StopRequests() as stops:
             for first_step, length in chunk_schedule(start_step, config.num_steps, (config.steps_per_call, config.eval_every, config.checkpoint_every)):
-                indices = batch_indices(config.seed, train.num_examples, batch_size, first_step, length)
+                indices = batch_indices(config.seed, train.num_examples, batch_size, first_step, length, num_shards)
                 if pending and train_chunk.needs_compile(length):  # don't count compile time as training time
                     run.record_chunk(*pending)
                     pending = None
@@ -255,8 +283,9 @@ def fit(family: Family, config, train: Dataset, test: Dataset, workdir: str, exp
                     run.record_chunk(*pending)
                 pending = (first_step, length, metrics, dispatched_at)
                 step = first_step + length
+                stopping = any_process(stops.signum is not None)  # every process must stop at the same step
                 at_eval = step % config.eval_every == 0
-                at_checkpoint = step % config.checkpoint_every == 0 or step == config.num_steps or stops.signum
+                at_checkpoint = step % config.checkpoint_every == 0 or step == config.num_steps or stopping
                 if at_eval or at_checkpoint:
                     run.record_chunk(*pending)
                     pending = None
@@ -266,9 +295,9 @@ def fit(family: Family, config, train: Dataset, test: Dataset, workdir: str, exp
                     checkpoints.save(step, state, {**meta, "step": step})
                 if at_eval:
                     run_eval(step)
-                if stops.signum:
+                if stopping:
                     checkpoints.wait()
-                    raise Interrupted(stops.signum, step, checkpoints.directory)
+                    raise Interrupted(stops.signum or signal.SIGTERM, step, checkpoints.directory)
         if pending:
             run.record_chunk(*pending)
         final_step = max(start_step, config.num_steps)
@@ -280,6 +309,8 @@ def fit(family: Family, config, train: Dataset, test: Dataset, workdir: str, exp
             "dataset": f"{train.name} ({train.source}, {train.num_examples} train / {test.num_examples} test)",
             "steps": final_step,
             "devices": num_devices,
+            "processes": jax.process_count(),
+            "data_shards": num_shards,
             "num_params": count_params(state),
             "wall_seconds": time.perf_counter() - start_time,
             "compile_seconds": train_chunk.compile_seconds,
@@ -288,9 +319,9 @@ def fit(family: Family, config, train: Dataset, test: Dataset, workdir: str, exp
             "test": test_metrics,
             "train": run.last_train_metrics,
         }
-        artifacts.write_final(family, state, test, samples, keys.figures, workdir)
+        artifacts.write_final(family, state, test, samples, keys.figures, files_dir)
         checkpoints.wait()
-        _write_json_atomically(os.path.join(workdir, "summary.json"), summary)
+        _write_json_atomically(os.path.join(files_dir, "summary.json"), summary)
         return FitResult(state, summary)
     finally:
         run.progress.close()
