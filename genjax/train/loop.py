@@ -23,6 +23,7 @@ import tempfile
 import time
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
@@ -79,46 +80,90 @@ def chunk_schedule(start: int, end: int, every: tuple[int, ...]) -> list[tuple[i
     return chunks
 
 
-class TrainChunks:
-    """Runs `len(steps)` train steps in one device call (lax.scan); the state buffers are donated.
+def has_convolution(jaxpr) -> bool:
+    """Whether a jaxpr, or any jaxpr nested in it, contains a convolution."""
+    return any(eqn.primitive.name == "conv_general_dilated" for eqn in jaxpr.eqns) or any(
+        has_convolution(inner) for inner in jax.extend.core.subjaxprs(jaxpr)
+    )
 
-    Compiled ahead of time once per chunk length (usually one or two lengths per run), so compile time
-    is measured apart from training time.
+
+class TrainChunks:
+    """Runs a chunk of train steps per host call; the state buffers are donated.
+
+    A chunk is one device call, a lax.scan over its steps, compiled once per chunk length, except on CPU
+    for steps with convolutions: there each step is its own jitted call, dispatched asynchronously and
+    compiled once for every chunk length. In a loop body XLA:CPU leaves the gradient convolutions in
+    non-canonical dimension orders and runs them on a slow generic kernel (jax-ml/jax#12868): a conv VAE
+    trains about 15x slower in lax.scan than step by step. Steps without convolutions keep the scan, which
+    saves the per-step dispatch (on CPU the host that dispatches shares the cores that compute). Both paths
+    run the same `one_step`; compile time is measured apart from training time.
     """
 
-    def __init__(self, family: Family, mesh):
+    def __init__(self, family: Family, mesh, scan: bool | None = None):
+        def one_step(state, data, step, batch_indices_, train_key):
+            batch = to_model_batch(gather_batch(mesh, data, batch_indices_))
+            return family.train_step(state, batch, jax.random.fold_in(train_key, step))
+
         def train_chunk(state, data, indices, steps, train_key):
-            def one_step(state, step_and_indices):
-                step, batch_indices_ = step_and_indices
-                batch = to_model_batch(gather_batch(mesh, data, batch_indices_))
-                return family.train_step(state, batch, jax.random.fold_in(train_key, step))
+            return jax.lax.scan(lambda state, xs: one_step(state, data, *xs, train_key), state, (steps, indices))
 
-            return jax.lax.scan(one_step, state, (steps, indices))
+        def chunk_step(state, data, indices, steps, offset, train_key):
+            """Step `offset` of a chunk whose indices and step numbers are padded to a fixed number of rows."""
+            row = jax.lax.dynamic_index_in_dim(indices, offset, keepdims=False)
+            return one_step(state, data, steps[offset], row, train_key)
 
-        whole = replicated(mesh)
-        self.mesh = mesh
-        self.jitted = jax.jit(
-            train_chunk,
-            in_shardings=(whole, batch_sharded(mesh), batch_sharded(mesh, axis=1), whole, whole),
-            out_shardings=(whole, whole),
-            donate_argnums=0,
-        )
+        whole, examples, rows = replicated(mesh), batch_sharded(mesh), batch_sharded(mesh, axis=1)
+        self.mesh, self.one_step = mesh, one_step
+        self.scan = scan  # None: decided at the first call
+        self.chunk = jax.jit(train_chunk, in_shardings=(whole, examples, rows, whole, whole),
+                             out_shardings=(whole, whole), donate_argnums=0)
+        self.step = jax.jit(chunk_step, in_shardings=(whole, examples, rows, whole, whole, whole),
+                            out_shardings=(whole, whole), donate_argnums=0)
         self.compiled = {}
         self.compile_seconds = 0.0
+        self.offsets = []
 
     def needs_compile(self, length: int) -> bool:
-        return length not in self.compiled
+        return self.scan is None or (length if self.scan else "step") not in self.compiled
 
-    def __call__(self, state, data, indices, first_step: int, train_key):
-        """(new state, metrics stacked over steps) for steps first_step, ..., first_step + len(indices) - 1."""
-        indices = global_array(indices, batch_sharded(self.mesh, axis=1))
-        steps = global_array(np.arange(first_step, first_step + len(indices), dtype=np.int32), replicated(self.mesh))
-        args = (state, data, indices, steps, train_key)
-        if len(indices) not in self.compiled:
+    def _compiled(self, key, jitted, args):
+        if key not in self.compiled:
             start = time.perf_counter()
-            self.compiled[len(indices)] = self.jitted.lower(*args).compile()
+            self.compiled[key] = jitted.lower(*args).compile()
             self.compile_seconds += time.perf_counter() - start
-        return self.compiled[len(indices)](*args)
+        return self.compiled[key]
+
+    def _decide_scan(self, state, data, batch_size: int, train_key) -> bool:
+        if self.scan is None:
+            start = time.perf_counter()
+            on_cpu = self.mesh.devices.flat[0].platform == "cpu"
+            row = np.zeros(batch_size, np.int32)
+            self.scan = not (on_cpu and has_convolution(jax.make_jaxpr(self.one_step)(state, data, 0, row, train_key).jaxpr))
+            self.compile_seconds += time.perf_counter() - start
+        return self.scan
+
+    def __call__(self, state, data, indices, first_step: int, train_key, rows: int | None = None):
+        """(new state, metrics stacked over steps) for steps first_step, ..., first_step + len(indices) - 1.
+
+        Step by step, `indices` is padded to `rows` rows (default: its length), so that every chunk length
+        up to `rows` shares one compiled step.
+        """
+        length = len(indices)
+        if self._decide_scan(state, data, indices.shape[1], train_key):
+            steps = np.arange(first_step, first_step + length, dtype=np.int32)
+            args = (state, data, global_array(indices, batch_sharded(self.mesh, axis=1)), global_array(steps, replicated(self.mesh)), train_key)
+            return self._compiled(length, self.chunk, args)(*args)
+        padded = np.concatenate([indices, np.repeat(indices[-1:], (rows or length) - length, axis=0)])
+        steps = global_array(np.arange(first_step, first_step + len(padded), dtype=np.int32), replicated(self.mesh))
+        padded = global_array(padded, batch_sharded(self.mesh, axis=1))
+        while len(self.offsets) < length:  # device scalars 0, 1, ..., made once
+            self.offsets.append(global_array(np.int32(len(self.offsets)), replicated(self.mesh)))
+        step = self._compiled("step", self.step, (state, data, padded, steps, self.offsets[0], train_key))
+        per_step = []
+        for offset in self.offsets[:length]:
+            state, metrics = step(state, data, padded, steps, offset, train_key)
+            per_step.append(metrics)
+        return state, jax.tree.map(lambda *values: jnp.stack(values), *per_step)
 
 
 def make_evaluate(family: Family, mesh, num_examples: int, batch_size: int):
@@ -277,7 +322,7 @@ def _fit(family, config, train, test, workdir, experiment, files_dir, start_time
                 if pending and train_chunk.needs_compile(length):  # don't count compile time as training time
                     run.record_chunk(*pending)
                     pending = None
-                state, metrics = train_chunk(state, train_data, indices, first_step, train_key)
+                state, metrics = train_chunk(state, train_data, indices, first_step, train_key, config.steps_per_call)
                 dispatched_at = time.perf_counter()
                 if pending:
                     run.record_chunk(*pending)
