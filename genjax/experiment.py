@@ -9,6 +9,7 @@ The command line (`genjax.cli`) and notebooks both go through `run`:
 """
 
 from genjax import data, models
+from genjax.compilation_cache import enable_compilation_cache
 from genjax.config import validate_base
 from genjax.train import FitResult, fit
 from genjax.train.parallel import initialize_distributed
@@ -33,6 +34,7 @@ def run(config, workdir: str, experiment: str) -> FitResult:
     """Validate, load data, build the family and fit it in `workdir` (resuming any run there)."""
     model = validate(config)
     initialize_distributed(config.distributed)
+    enable_compilation_cache()
     ensure_writable(workdir)
     train, test = load_data(config)
     return fit(model.make_family(config, train), config, train, test, workdir, experiment)
