@@ -28,6 +28,8 @@ BASE_FIELDS = {
     "keep_checkpoints": "how many recent checkpoints to keep",
     "steps_per_call": "training steps compiled into one device call (lax.scan)",
     "num_devices": "devices to shard the batch over (0: all)",
+    "data_shards": "split the training set into this many shards over the devices (0: one per process)",
+    "distributed": "join a multi-process run (JAX finds the cluster; also on when JAX_COORDINATOR_ADDRESS is set)",
     "num_samples": "samples drawn for images and samples.npz",
     "fresh": "delete this workdir's checkpoints and logs and start over",
     "skip_nonfinite": "discard steps whose loss or new parameters are NaN/inf (counted as skipped_steps) instead of stopping",
@@ -51,6 +53,8 @@ def base_config() -> ml_collections.ConfigDict:
             "keep_checkpoints": 3,
             "steps_per_call": 100,
             "num_devices": 0,
+            "data_shards": 0,
+            "distributed": False,
             "num_samples": 64,
             "fresh": False,
             "skip_nonfinite": False,
@@ -118,3 +122,4 @@ def validate_base(config) -> None:
     check(config.num_steps >= 0, f"num_steps must be >= 0, got {config.num_steps}")
     check(config.seed >= 0, f"seed must be >= 0, got {config.seed}")
     check(config.num_devices >= 0, f"num_devices must be >= 0 (0 means all), got {config.num_devices}")
+    check(config.data_shards >= 0, f"data_shards must be >= 0 (0 means one per process), got {config.data_shards}")

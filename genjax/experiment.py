@@ -9,8 +9,10 @@ The command line (`genjax.cli`) and notebooks both go through `run`:
 """
 
 from genjax import data, models
+from genjax.compilation_cache import enable_compilation_cache
 from genjax.config import validate_base
 from genjax.train import FitResult, fit
+from genjax.train.parallel import initialize_distributed
 from genjax.train.rundir import ensure_writable
 
 
@@ -31,6 +33,8 @@ def load_data(config) -> tuple[data.Dataset, data.Dataset]:
 def run(config, workdir: str, experiment: str) -> FitResult:
     """Validate, load data, build the family and fit it in `workdir` (resuming any run there)."""
     model = validate(config)
+    initialize_distributed(config.distributed)
+    enable_compilation_cache()
     ensure_writable(workdir)
     train, test = load_data(config)
     return fit(model.make_family(config, train), config, train, test, workdir, experiment)

@@ -146,3 +146,17 @@ def test_batch_indices_do_not_depend_on_how_steps_are_chunked():
 def test_batch_larger_than_dataset_is_refused():
     with pytest.raises(ValueError, match="larger than"):
         data.batch_indices(seed=0, num_examples=10, batch_size=11, first_step=0, num_steps=1)
+
+
+def test_sharded_batch_indices_take_equal_parts_of_every_shard():
+    """Shard g holds examples g, g + S, ...; each step takes B/S of each, every shard visiting all of its own."""
+    n, batch, shards = 103, 8, 2  # shards of 52 and 51 examples: 13 and 12 steps per epoch
+    indices = data.batch_indices(seed=1, num_examples=n, batch_size=batch, first_step=0, num_steps=12, num_shards=shards)
+    assert indices.shape == (12, 8) and indices.dtype == np.int32
+    for shard, size in enumerate((52, 51)):
+        positions = indices[:, 4 * shard : 4 * shard + 4].ravel()
+        assert len(set(positions.tolist())) == 48 and positions.max() < size
+    examples = (np.arange(shards).repeat(4) + shards * indices).ravel()  # the training-set examples of each step
+    assert len(set(examples.tolist())) == 96 and examples.max() < n
+    one_shard = data.batch_indices(seed=1, num_examples=n, batch_size=batch, first_step=0, num_steps=12, num_shards=1)
+    np.testing.assert_array_equal(one_shard, data.batch_indices(seed=1, num_examples=n, batch_size=batch, first_step=0, num_steps=12))

@@ -1,4 +1,5 @@
-"""Data parallelism: 8 forced CPU devices give the 1-device loss trajectory to float tolerance."""
+"""Data parallelism: 8 forced CPU devices give the 1-device loss trajectory to float tolerance, and with
+4 data shards each device gathers its part of the batch from the shard it holds."""
 
 import json
 import textwrap
@@ -23,6 +24,15 @@ SCRIPT = textwrap.dedent(
                            "test": result.summary["test"]["neg_elbo"],
                            "devices": result.summary["devices"],
                            "sharding": str(result.state["params"]["encoder"]["Dense_0"]["kernel"].sharding.spec)}
+    # 4 data shards over 8 devices: every device gathers its quarter-batch part from the shard it holds
+    import numpy as np
+    from genjax.data import batch_indices
+    from genjax.train.parallel import gather_batch, make_mesh, put_data_shards
+    mesh, arrays = make_mesh(), {"label": np.arange(50, dtype=np.int32) * 10}
+    indices = batch_indices(0, 50, 16, 0, 1, num_shards=4)[0]
+    gathered = jax.jit(lambda data, i: gather_batch(mesh, data, i))(put_data_shards(mesh, arrays, 4), indices)
+    losses["gathered"] = np.asarray(gathered["label"]).tolist()
+    losses["expected"] = (arrays["label"][np.arange(4).repeat(4) + 4 * indices]).tolist()
     print("RESULT" + json.dumps(losses))
     """
 )
@@ -40,3 +50,4 @@ def test_eight_devices_match_one_device(tmp_path):
     np.testing.assert_allclose(eight["test"], one["test"], rtol=1e-4)
     assert (one["devices"], eight["devices"]) == (1, 8)
     assert eight["sharding"] == one["sharding"] == "P()"  # parameters replicated
+    assert losses["gathered"] == losses["expected"]

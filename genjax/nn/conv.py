@@ -1,26 +1,43 @@
 """Convolutional encoder and decoder for small images (28x28 or 32x32).
 
-The decoder upsamples with a sub-pixel convolution (Shi et al. 2016): a 3x3 stride-1 convolution to 4x the
-channels followed by depth-to-space. It has the receptive field of a 4x4 stride-2 transposed convolution
-and is about 3x faster to differentiate with XLA on CPU, where the backward pass of transposed convolutions
-is slow (see benchmarks/). `upsample='transpose'` keeps the classic layer for comparison.
+Resolution changes come in interchangeable formulations of equal receptive field; which is fastest depends on
+the backend and the shapes, and `python benchmarks/conv_formulations.py` measures them:
+
+- up 'subpixel' (default): a 3x3 stride-1 convolution to 4x the channels, then depth-to-space (Shi et al.
+  2016). It covers the receptive field of a 4x4 stride-2 transposed convolution.
+- up 'transpose': the classic 4x4 stride-2 transposed convolution (DCGAN, Radford et al. 2016).
+- up 'resize': nearest-neighbour 2x resize, then a 3x3 convolution (Odena et al. 2016, no checkerboard).
+- down 'strided' (default): a 4x4 stride-2 convolution.
+- down 'space_to_depth': space-to-depth, then a 2x2 stride-1 convolution: the same parameter count and
+  receptive field as the 4x4 stride-2 convolution, with every tap a stride-1 product.
 """
 
 from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
+
+UPSAMPLES = ("subpixel", "transpose", "resize")
+DOWNSAMPLES = ("strided", "space_to_depth")
 
 
 def depth_to_space(x: jax.Array, block: int = 2) -> jax.Array:
-    """[B, H, W, C*block^2] -> [B, H*block, W*block, C], the inverse of a space-to-depth reshape."""
+    """[B, H, W, C*block^2] -> [B, H*block, W*block, C], the inverse of `space_to_depth`."""
     b, h, w, c = x.shape
     x = x.reshape(b, h, w, block, block, c // block**2)
     return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h * block, w * block, c // block**2)
 
 
+def space_to_depth(x: jax.Array, block: int = 2) -> jax.Array:
+    """[B, H, W, C] -> [B, H/block, W/block, C*block^2]: each block x block patch becomes one pixel."""
+    b, h, w, c = x.shape
+    x = x.reshape(b, h // block, block, w // block, block, c)
+    return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h // block, w // block, c * block**2)
+
+
 class Upsample2x(nn.Module):
-    """Double the spatial size and map to `features` channels."""
+    """Double the spatial size and map to `features` channels (`kind`: see the module docstring)."""
 
     features: int
     kind: str = "subpixel"
@@ -31,19 +48,35 @@ class Upsample2x(nn.Module):
             return depth_to_space(nn.Conv(4 * self.features, (3, 3))(x))
         if self.kind == "transpose":
             return nn.ConvTranspose(self.features, (4, 4), strides=(2, 2))(x)
-        raise ValueError(f"unknown upsample '{self.kind}'; choose 'subpixel' or 'transpose'")
+        if self.kind == "resize":
+            return nn.Conv(self.features, (3, 3))(jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2))
+        raise ValueError(f"unknown upsample '{self.kind}'; choose one of {', '.join(UPSAMPLES)}")
+
+
+def downsample2x(x: jax.Array, features: int, kind: str = "strided") -> jax.Array:
+    """Halve the spatial size and map to `features` channels (`kind`: see the module docstring).
+
+    Call it inside a compact module: its convolution becomes that module's next Conv_i, so the parameter
+    names are those of the classic strided encoder.
+    """
+    if kind == "strided":
+        return nn.Conv(features, (4, 4), strides=(2, 2))(x)
+    if kind == "space_to_depth":
+        return nn.Conv(features, (2, 2))(space_to_depth(x))
+    raise ValueError(f"unknown downsample '{kind}'; choose one of {', '.join(DOWNSAMPLES)}")
 
 
 class ConvEncoder(nn.Module):
-    """Stride-2 4x4 convolutions of widths `channels` (each halves H and W), then Dense(out)."""
+    """`downsample2x` layers of widths `channels` (each halves H and W, ReLU after each), then Dense(out)."""
 
     channels: Sequence[int] = (32, 64)
     out: int = 40
+    downsample: str = "strided"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for width in self.channels:
-            x = nn.relu(nn.Conv(width, (4, 4), strides=(2, 2))(x))
+            x = nn.relu(downsample2x(x, width, self.downsample))
         return nn.Dense(self.out)(x.reshape(x.shape[0], -1))
 
 
@@ -69,4 +102,3 @@ class ConvDecoder(nn.Module):
         for features in self.channels[1:]:
             x = nn.relu(Upsample2x(features, self.upsample)(x))
         return Upsample2x(colors * self.out_multiplier, self.upsample)(x)
-

@@ -1,0 +1,88 @@
+"""Two processes on 127.0.0.1 (gloo collectives on CPU) train like one process with the same data layout."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+
+from tests.conftest import REPO
+
+# Each process trains twice in one workdir per layout: data_shards=0 (one shard per process, the default)
+# and data_shards=1 (every device holds the whole training set, the single-process batches).
+SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import jax, numpy as np
+    from genjax import experiment
+    from tests.conftest import tiny_vae_config
+    out, layouts = sys.argv[1], [eval(layout) for layout in sys.argv[2:]]
+    for name, overrides in layouts:
+        config = tiny_vae_config(num_steps=10, steps_per_call=5, eval_every=10, checkpoint_every=10, **overrides)
+        result = experiment.run(config, f"{out}/{name}", "vae_mnist")
+        leaves = jax.tree.leaves(jax.device_get(result.state["params"]))
+        np.savez(f"{out}/{name}.params{jax.process_index()}.npz", *leaves)
+    """
+)
+DISTRIBUTED = ['("sharded", {})', '("whole", {"data_shards": 1})']
+SINGLE = ['("sharded", {"data_shards": 2})', '("whole", {"num_devices": 1})']
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(script, out, layouts, **env) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.run_script", str(script), str(out), *layouts], cwd=REPO, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "JAX_PLATFORMS": "cpu", **env},
+    )
+
+
+def _finish(processes, timeout=240):
+    """Wait for all processes; kill every one of them if any fails or hangs (a lone process would wait forever)."""
+    try:
+        outputs = [process.communicate(timeout=timeout) for process in processes]
+    except subprocess.TimeoutExpired:
+        for process in processes:
+            process.kill()
+        raise AssertionError("multi-process run timed out: " + processes[0].communicate()[1][-2000:]) from None
+    for process, (_, stderr) in zip(processes, outputs):
+        assert process.returncode == 0, stderr[-3000:]
+
+
+def _params(path):
+    with np.load(path) as f:
+        return [f[name] for name in f.files]
+
+
+def test_two_processes_agree_and_match_one_process(tmp_path):
+    (tmp_path / "script.py").write_text(SCRIPT)
+    address = f"127.0.0.1:{_free_port()}"
+    distributed = [
+        _start(tmp_path / "script.py", tmp_path / "two", DISTRIBUTED, JAX_COORDINATOR_ADDRESS=address,
+               JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(rank))
+        for rank in range(2)
+    ]
+    single = _start(tmp_path / "script.py", tmp_path / "one", SINGLE, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    _finish(distributed + [single])
+
+    for name in ("sharded", "whole"):
+        first, second = _params(tmp_path / "two" / f"{name}.params0.npz"), _params(tmp_path / "two" / f"{name}.params1.npz")
+        reference = _params(tmp_path / "one" / f"{name}.params0.npz")
+        for a, b, c in zip(first, second, reference, strict=True):
+            np.testing.assert_array_equal(a, b)  # both processes hold the same replicated parameters
+            np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-6)  # same batches as one process
+
+    run = tmp_path / "two" / "sharded"
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["processes"], summary["devices"], summary["data_shards"]) == (2, 2, 2)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["split"]) for r in records] == [(5, "train"), (10, "train"), (10, "test")]  # process 0 only
+    assert sorted(os.listdir(run / "checkpoints")) == ["10"]
+    assert (run / "samples_10.png").is_file()
