@@ -59,17 +59,25 @@ class VAE(nn.Module):
         if self.likelihood == "gaussian":
             self.log_std = self.param("log_std", nn.initializers.zeros, ())
 
-    def encode(self, x):
-        mean, log_var = jnp.split(self.encoder(x), 2, axis=-1)
+    def encoder_input(self, x, *condition):
+        """What the encoder sees: the image itself; a conditional subclass appends its condition."""
+        return x
+
+    def decoder_input(self, z, *condition):
+        """What the decoder sees: the latent itself; a conditional subclass appends its condition."""
+        return z
+
+    def encode(self, x, *condition):
+        mean, log_var = jnp.split(self.encoder(self.encoder_input(x, *condition)), 2, axis=-1)
         return mean, log_var
 
-    def decode(self, z):
+    def decode(self, z, *condition):
         """Decoder output [B, H, W, C]: Bernoulli logits or Gaussian means."""
-        return self.decoder(z).reshape(z.shape[0], *self.image_shape)
+        return self.decoder(self.decoder_input(z, *condition)).reshape(z.shape[0], *self.image_shape)
 
-    def mean_image(self, z):
+    def mean_image(self, z, *condition):
         """E[x | z], the image a latent decodes to."""
-        out = self.decode(z)
+        out = self.decode(z, *condition)
         return nn.sigmoid(out) if self.likelihood == "bernoulli" else out
 
     def negative_log_likelihood(self, out, x):
@@ -77,11 +85,11 @@ class VAE(nn.Module):
             return losses.bernoulli_nll(out, x)
         return losses.gaussian_nll(out, x, self.log_std)
 
-    def __call__(self, x, key):
+    def __call__(self, x, key, *condition):
         """Per-example (reconstruction NLL, KL) with one reparameterized sample of z."""
-        mean, log_var = self.encode(x)
+        mean, log_var = self.encode(x, *condition)
         z = losses.reparameterize(key, mean, log_var)
-        return self.negative_log_likelihood(self.decode(z), x), losses.gaussian_kl(mean, log_var)
+        return self.negative_log_likelihood(self.decode(z, *condition), x), losses.gaussian_kl(mean, log_var)
 
 
 def validate(config) -> None:
@@ -94,8 +102,9 @@ def validate(config) -> None:
     check(0 <= config.ema_decay < 1, f"ema_decay must be in [0, 1), got {config.ema_decay}")
 
 
-def build_model(config, image_shape) -> VAE:
-    return VAE(
+def model_fields(config, image_shape) -> dict:
+    """The VAE module's fields from a config (shared with conditional subclasses)."""
+    return dict(
         image_shape=tuple(image_shape),
         latent_dim=config.latent_dim,
         architecture=config.architecture,
@@ -105,19 +114,42 @@ def build_model(config, image_shape) -> VAE:
     )
 
 
+def build_model(config, image_shape) -> VAE:
+    return VAE(**model_fields(config, image_shape))
+
+
 def make_family(config, dataset) -> Family:
     model = build_model(config, dataset.example_shape)
+
+    def sample(params, key, n):
+        z = jax.random.normal(key, (n, config.latent_dim))
+        return model.apply({"params": params}, z, method="mean_image")
+
+    def figures(state, test, key, workdir):
+        if config.latent_dim == 2:
+            write_latent_figures(model, state["ema_params"], test, workdir)
+
+    return elbo_family("vae", model, config, condition=lambda batch: (), sample_images=sample, figures=figures)
+
+
+def elbo_family(name, model: VAE, config, condition, sample_images, figures=None, conditional=False) -> Family:
+    """The family that trains `model` (a VAE or a conditional subclass) on the beta-weighted ELBO.
+
+    condition(batch) -> the tuple of extra inputs the model's methods take after x or z (() for the VAE);
+    sample_images(params, key, n) -> n generated images. The state holds params, the Adam state and the
+    parameter average used for eval, samples and reconstructions.
+    """
     tx = optax.adam(config.learning_rate)
     beta, ema_decay = config.beta, config.ema_decay
 
     def init(key, batch):
         params_key, sample_key = jax.random.split(key)
-        params = model.init(params_key, batch["image"], sample_key)["params"]
+        params = model.init(params_key, batch["image"], sample_key, *condition(batch))["params"]
         return {"params": params, "opt_state": tx.init(params), "ema_params": params}
 
     def train_step(state, batch, key):
         def loss_fn(params):
-            reconstruction, kl = model.apply({"params": params}, batch["image"], key)
+            reconstruction, kl = model.apply({"params": params}, batch["image"], key, *condition(batch))
             loss = jnp.mean(reconstruction + beta * kl)
             return loss, {"loss": loss, "reconstruction": jnp.mean(reconstruction), "kl": jnp.mean(kl)}
 
@@ -128,7 +160,7 @@ def make_family(config, dataset) -> Family:
 
     def eval_step(state, batch, key):
         variables = {"params": state["ema_params"]}
-        reconstruction, kl = model.apply(variables, batch["image"], key)
+        reconstruction, kl = model.apply(variables, batch["image"], key, *condition(batch))
         mean_reconstruction = reconstruct(state, batch, key)
         squared_error = jnp.square(mean_reconstruction - batch["image"]).reshape(len(kl), -1)
         return {
@@ -139,20 +171,15 @@ def make_family(config, dataset) -> Family:
         }
 
     def sample(state, key, n):
-        z = jax.random.normal(key, (n, config.latent_dim))
-        return model.apply({"params": state["ema_params"]}, z, method=VAE.mean_image)
+        return sample_images(state["ema_params"], key, n)
 
     def reconstruct(state, batch, key):
         variables = {"params": state["ema_params"]}
-        mean, _ = model.apply(variables, batch["image"], method=VAE.encode)
-        return model.apply(variables, mean, method=VAE.mean_image)
-
-    def figures(state, test, key, workdir):
-        if config.latent_dim == 2:
-            write_latent_figures(model, state["ema_params"], test, workdir)
+        mean, _ = model.apply(variables, batch["image"], *condition(batch), method="encode")
+        return model.apply(variables, mean, *condition(batch), method="mean_image")
 
     return Family(
-        name="vae",
+        name=name,
         init=init,
         train_step=train_step,
         eval_step=eval_step,
@@ -160,6 +187,7 @@ def make_family(config, dataset) -> Family:
         reconstruct=reconstruct,
         figures=figures,
         progress_metrics=("loss", "kl"),
+        conditional=conditional,
     )
 
 
