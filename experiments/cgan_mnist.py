@@ -1,6 +1,7 @@
-"""Class-conditional GAN on MNIST (Mirza & Osindero 2014): gan_mnist's MLPs with the one-hot class label
-appended to the generator's z and to the discriminator's input; non-saturating loss, Adam 2e-4 with
-beta1 0.5, batch 64. Generated images are labelled like the real batch of the same step.
+"""Class-conditional GAN on MNIST: gan_mnist's MLPs, the one-hot class label appended to the generator's
+z (Mirza & Osindero 2014) and projected onto the discriminator's last hidden features (Miyato & Koyama
+2018); non-saturating loss, Adam 2e-4 with beta1 0.5, batch 64. Generated images are labelled like the
+real batch of the same step.
 
 Sample grids have one row per class (0 to 9), 10 samples each.
 """

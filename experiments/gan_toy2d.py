@@ -22,9 +22,9 @@ def get_config():
     config.d_hidden_sizes = (128, 128)
     config.learning_rate = 1e-3
     config.batch_size = 256
-    config.num_steps = 5000
-    config.eval_every = 1000
-    config.checkpoint_every = 1000
+    config.num_steps = 10000
+    config.eval_every = 2000
+    config.checkpoint_every = 2000
     config.num_samples = 2000
     return config
 

@@ -5,7 +5,7 @@ A generator G maps z ~ N(0, I) to data; a discriminator (critic) D scores data. 
                         or 'wasserstein_gp' (Gulrajani et al. 2017, gradient penalty weight gp_weight)
     architecture:       'mlp' or 'conv' (DCGAN, Radford et al. 2016; images only)
     discriminator_norm: 'none', 'batch' (DCGAN) or 'spectral' (SN-GAN, Miyato et al. 2018)
-    conditional:        class-conditional G and D (Mirza & Osindero 2014)
+    conditional:        class-conditional G (Mirza & Osindero 2014) and projection D (Miyato & Koyama 2018)
 (see genjax.losses for the losses' maths). The state is one pytree:
 
     {"generator":     {"params", ["batch_stats"]},        flax variables of G
