@@ -60,3 +60,76 @@ def diagonal_gaussian_log_prob(z: jax.Array, mean: jax.Array, log_var: jax.Array
     return -0.5 * jnp.sum(
         jnp.square(z - mean) * jnp.exp(-log_var) + log_var + math.log(2 * math.pi), axis=-1
     )
+
+
+# --- GANs ------------------------------------------------------------------------------------------
+# The discriminator D (critic, for Wasserstein GANs) maps each example to one real number: a logit for the
+# cross-entropy losses, an unbounded score for the hinge and Wasserstein losses. Discriminator losses
+# return their two per-example terms, (on real examples [B], on generated examples [B']), so that real and
+# generated batches may differ in size and evaluation can report each term; the training loss is
+# mean(real term) + mean(fake term). Generator losses are per generated example.
+
+
+def non_saturating_discriminator_loss(real_logits: jax.Array, fake_logits: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The discriminator's cross-entropy (Goodfellow et al. 2014, "Generative Adversarial Nets", eq. 1):
+
+        real term = -log D(x)          = softplus(-logit(x))
+        fake term = -log(1 - D(G(z)))  = softplus(logit(G(z)))
+
+    with D = sigmoid(logit), computed through softplus so that it is finite for any finite logits.
+    """
+    return jax.nn.softplus(-real_logits), jax.nn.softplus(fake_logits)
+
+
+def non_saturating_generator_loss(fake_logits: jax.Array) -> jax.Array:
+    """-log D(G(z)) = softplus(-logit(G(z))), per generated example.
+
+    The "non-saturating" generator objective of Goodfellow et al. (2014, section 3): it has the same fixed
+    point as minimising log(1 - D(G(z))) but strong gradients early in training, when D rejects G's samples.
+    """
+    return jax.nn.softplus(-fake_logits)
+
+
+def hinge_discriminator_loss(real_scores: jax.Array, fake_scores: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The hinge loss of the discriminator (Lim & Ye 2017, "Geometric GAN"; Miyato et al. 2018, "Spectral
+    Normalization for Generative Adversarial Networks", section 4):
+
+        real term = max(0, 1 - D(x)),   fake term = max(0, 1 + D(G(z)))
+    """
+    return jax.nn.relu(1.0 - real_scores), jax.nn.relu(1.0 + fake_scores)
+
+
+def hinge_generator_loss(fake_scores: jax.Array) -> jax.Array:
+    """-D(G(z)), per generated example: the generator side of the hinge GAN (Lim & Ye 2017; Miyato et al. 2018)."""
+    return -fake_scores
+
+
+def wasserstein_critic_loss(real_scores: jax.Array, fake_scores: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(-D(x), D(G(z))): minimising their mean maximises E[D(x)] - E[D(G(z))], the Kantorovich-Rubinstein
+    estimate of the Wasserstein-1 distance when D is 1-Lipschitz (Arjovsky et al. 2017, "Wasserstein GAN").
+    Without a Lipschitz constraint (see `gradient_penalty`) the critic's scores grow without bound.
+    """
+    return -real_scores, fake_scores
+
+
+def wasserstein_generator_loss(fake_scores: jax.Array) -> jax.Array:
+    """-D(G(z)), per generated example: the generator minimises the critic's Wasserstein estimate."""
+    return -fake_scores
+
+
+def gradient_penalty(critic, real: jax.Array, fake: jax.Array, key: jax.Array, weight: float = 10.0) -> jax.Array:
+    """The WGAN-GP penalty (Gulrajani et al. 2017, "Improved Training of Wasserstein GANs", algorithm 1):
+
+        x_hat = eps * x + (1 - eps) * G(z),  eps ~ U[0, 1] per example
+        penalty = weight * (||grad_x_hat D(x_hat)||_2 - 1)^2
+
+    per example, with weight (lambda) 10 in the paper. `critic` maps a batch [B, ...] to scores [B] and must
+    treat examples independently (no batch normalization: the paper drops it from the critic), so that the
+    gradient of the summed scores is each example's own gradient. The norm is taken as
+    sqrt(sum g^2 + 1e-12), differentiable where the gradient vanishes.
+    """
+    eps = jax.random.uniform(key, (real.shape[0],) + (1,) * (real.ndim - 1), real.dtype)
+    interpolates = eps * real + (1.0 - eps) * fake
+    grads = jax.grad(lambda x: jnp.sum(critic(x)))(interpolates)
+    norms = jnp.sqrt(_sum_per_example(jnp.square(grads)) + 1e-12)
+    return weight * jnp.square(norms - 1.0)

@@ -12,6 +12,8 @@ from genjax.errors import UserError
 
 FAMILIES = {
     "vae": "genjax.models.vae",
+    "gan": "genjax.models.gan",
+    "cvae": "genjax.models.cvae",
 }
 
 

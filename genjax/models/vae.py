@@ -59,17 +59,25 @@ class VAE(nn.Module):
         if self.likelihood == "gaussian":
             self.log_std = self.param("log_std", nn.initializers.zeros, ())
 
-    def encode(self, x):
-        mean, log_var = jnp.split(self.encoder(x), 2, axis=-1)
+    def encoder_input(self, x, *condition):
+        """What the encoder sees: the image itself; a conditional subclass appends its condition."""
+        return x
+
+    def decoder_input(self, z, *condition):
+        """What the decoder sees: the latent itself; a conditional subclass appends its condition."""
+        return z
+
+    def encode(self, x, *condition):
+        mean, log_var = jnp.split(self.encoder(self.encoder_input(x, *condition)), 2, axis=-1)
         return mean, log_var
 
-    def decode(self, z):
+    def decode(self, z, *condition):
         """Decoder output [B, H, W, C]: Bernoulli logits or Gaussian means."""
-        return self.decoder(z).reshape(z.shape[0], *self.image_shape)
+        return self.decoder(self.decoder_input(z, *condition)).reshape(z.shape[0], *self.image_shape)
 
-    def mean_image(self, z):
+    def mean_image(self, z, *condition):
         """E[x | z], the image a latent decodes to."""
-        out = self.decode(z)
+        out = self.decode(z, *condition)
         return nn.sigmoid(out) if self.likelihood == "bernoulli" else out
 
     def negative_log_likelihood(self, out, x):
@@ -77,11 +85,11 @@ class VAE(nn.Module):
             return losses.bernoulli_nll(out, x)
         return losses.gaussian_nll(out, x, self.log_std)
 
-    def __call__(self, x, key):
+    def __call__(self, x, key, *condition):
         """Per-example (reconstruction NLL, KL) with one reparameterized sample of z."""
-        mean, log_var = self.encode(x)
+        mean, log_var = self.encode(x, *condition)
         z = losses.reparameterize(key, mean, log_var)
-        return self.negative_log_likelihood(self.decode(z), x), losses.gaussian_kl(mean, log_var)
+        return self.negative_log_likelihood(self.decode(z, *condition), x), losses.gaussian_kl(mean, log_var)
 
 
 def validate(config) -> None:
@@ -94,8 +102,9 @@ def validate(config) -> None:
     check(0 <= config.ema_decay < 1, f"ema_decay must be in [0, 1), got {config.ema_decay}")
 
 
-def build_model(config, image_shape) -> VAE:
-    return VAE(
+def model_fields(config, image_shape) -> dict:
+    """The VAE module's fields from a config (shared with conditional subclasses)."""
+    return dict(
         image_shape=tuple(image_shape),
         latent_dim=config.latent_dim,
         architecture=config.architecture,
@@ -105,25 +114,48 @@ def build_model(config, image_shape) -> VAE:
     )
 
 
+def build_model(config, image_shape) -> VAE:
+    return VAE(**model_fields(config, image_shape))
+
+
 def make_family(config, dataset) -> Family:
     model = build_model(config, dataset.example_shape)
+
+    def sample(params, key, n):
+        z = jax.random.normal(key, (n, config.latent_dim))
+        return model.apply({"params": params}, z, method="mean_image")
+
+    def figures(state, test, key, workdir):
+        if config.latent_dim == 2:
+            write_latent_figures(model, state["ema_params"], test, workdir)
+
+    return elbo_family("vae", model, config, condition=lambda batch: (), sample_images=sample, figures=figures)
+
+
+def elbo_family(name, model: VAE, config, condition, sample_images, figures=None, conditional=False) -> Family:
+    """The family that trains `model` (a VAE or a conditional subclass) on the beta-weighted ELBO.
+
+    condition(batch) -> the tuple of extra inputs the model's methods take after x or z (() for the VAE);
+    sample_images(params, key, n) -> n generated images. The state holds params, the Adam state and the
+    parameter average used for eval, samples and reconstructions.
+    """
     tx = optax.adam(config.learning_rate)
     beta, ema_decay = config.beta, config.ema_decay
 
     def check_images(batch, where):
-        check_batch(batch, "image", dataset.example_shape, f"vae.{where}")
+        check_batch(batch, "image", model.image_shape, f"{name}.{where}")
 
     def init(key, batch):
         check_images(batch, "init")
         params_key, sample_key = jax.random.split(key)
-        params = model.init(params_key, batch["image"], sample_key)["params"]
+        params = model.init(params_key, batch["image"], sample_key, *condition(batch))["params"]
         return {"params": params, "opt_state": tx.init(params), "ema_params": params}
 
     def train_step(state, batch, key):
         check_images(batch, "train_step")
 
         def loss_fn(params):
-            reconstruction, kl = model.apply({"params": params}, batch["image"], key)
+            reconstruction, kl = model.apply({"params": params}, batch["image"], key, *condition(batch))
             loss = jnp.mean(reconstruction + beta * kl)
             return loss, {"loss": loss, "reconstruction": jnp.mean(reconstruction), "kl": jnp.mean(kl)}
 
@@ -135,7 +167,7 @@ def make_family(config, dataset) -> Family:
     def eval_step(state, batch, key):
         check_images(batch, "eval_step")
         variables = {"params": state["ema_params"]}
-        reconstruction, kl = model.apply(variables, batch["image"], key)
+        reconstruction, kl = model.apply(variables, batch["image"], key, *condition(batch))
         mean_reconstruction = reconstruct(state, batch, key)
         squared_error = jnp.square(mean_reconstruction - batch["image"]).reshape(len(kl), -1)
         return {
@@ -146,34 +178,31 @@ def make_family(config, dataset) -> Family:
         }
 
     def sample(state, key, n):
-        z = jax.random.normal(key, (n, config.latent_dim))
-        return model.apply({"params": state["ema_params"]}, z, method=VAE.mean_image)
+        return sample_images(state["ema_params"], key, n)
 
     def reconstruct(state, batch, key):
         check_images(batch, "reconstruct")
         variables = {"params": state["ema_params"]}
-        mean, _ = model.apply(variables, batch["image"], method=VAE.encode)
-        return model.apply(variables, mean, method=VAE.mean_image)
+        mean, _ = model.apply(variables, batch["image"], *condition(batch), method="encode")
+        return model.apply(variables, mean, *condition(batch), method="mean_image")
 
     def importance_log_weights(state, batch, key, num_samples):
+        """log p(x, z_k) - log q(z_k | x) for K posterior samples z_k per image: [B, K]."""
         variables = {"params": state["ema_params"]}
-        x = batch["image"]
-        mean, log_var = model.apply(variables, x, method=VAE.encode)
+        x, extra = batch["image"], condition(batch)
+        mean, log_var = model.apply(variables, x, *extra, method="encode")
         z = losses.reparameterize(key, jnp.broadcast_to(mean, (num_samples, *mean.shape)), log_var)  # [K, B, D]
         flat_z = z.reshape(-1, mean.shape[-1])
         repeated_x = jnp.broadcast_to(x, (num_samples, *x.shape)).reshape(-1, *x.shape[1:])
-        decoded = model.apply(variables, flat_z, method=VAE.decode)
-        log_px = -model.apply(variables, decoded, repeated_x, method=VAE.negative_log_likelihood).reshape(num_samples, -1)
+        repeated_extra = tuple(jnp.broadcast_to(c, (num_samples, *c.shape)).reshape(-1, *c.shape[1:]) for c in extra)
+        decoded = model.apply(variables, flat_z, *repeated_extra, method="decode")
+        log_px = -model.apply(variables, decoded, repeated_x, method="negative_log_likelihood").reshape(num_samples, -1)
         log_pz = losses.diagonal_gaussian_log_prob(z, jnp.zeros_like(z), jnp.zeros_like(z))
         log_qz = losses.diagonal_gaussian_log_prob(z, mean, log_var)
         return (log_px + log_pz - log_qz).T
 
-    def figures(state, test, key, workdir):
-        if config.latent_dim == 2:
-            write_latent_figures(model, state["ema_params"], test, workdir)
-
     return Family(
-        name="vae",
+        name=name,
         init=init,
         train_step=train_step,
         eval_step=eval_step,
@@ -182,6 +211,7 @@ def make_family(config, dataset) -> Family:
         figures=figures,
         progress_metrics=("loss", "kl"),
         importance_log_weights=importance_log_weights,
+        conditional=conditional,
     )
 
 
@@ -199,6 +229,7 @@ def write_latent_figures(model: VAE, params, test, workdir: str, grid: int = 20)
     z = jnp.stack(jnp.meshgrid(quantiles, -quantiles, indexing="xy"), axis=-1).reshape(-1, 2)
     decoded = jax.jit(lambda z: model.apply(variables, z, method=VAE.mean_image))(z)
     viz.save_image_grid(os.path.join(workdir, "latent_manifold.png"), np.asarray(decoded), columns=grid)
+
 
 FIELDS = {
     "architecture": "encoder/decoder: mlp or conv",

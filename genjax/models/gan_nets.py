@@ -1,0 +1,159 @@
+"""Generators and discriminators of the GAN family: MLPs (Goodfellow et al. 2014) and DCGAN-style
+convolutional networks (Radford et al. 2016).
+
+Generators map latent codes z [B, latent_dim] to data in model space: images in [-1, 1] (tanh output) or
+2-D points (linear output). Discriminators map data to one score per example [B]. Built with
+num_classes > 0, both take `labels` [B] (int): the generator as a one-hot vector appended to z (the
+conditional GAN of Mirza & Osindero 2014), the discriminator through a projection (Miyato & Koyama 2018),
+
+    D(x, y) = w . phi(x) + b + embed(y) . phi(x),
+
+where phi(x) are its last hidden features. Appending the one-hot label to the discriminator's 784 input
+pixels instead was tried first: the discriminator then gave the label little weight, and after cgan_mnist's
+10,000 steps three of the ten rows of its sample grid mixed classes; with the projection none do.
+
+`train` selects batch statistics (BatchNorm) and power-iteration updates (spectral normalization); those
+live in non-"params" variable collections that the caller threads through its state.
+"""
+
+import functools
+import math
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from genjax.nn import MLP
+from genjax.nn.conditioning import with_labels
+from genjax.nn.conv import depth_to_space
+from genjax.nn.patch_grad_conv import PatchGradConv, matrix_lecun_normal
+
+NORMS = ("none", "batch", "spectral")
+SPECTRAL_COLLECTION = "spectral"  # the power-iteration vectors u and the estimates sigma of each layer
+BATCH_NORM_MOMENTUM = 0.9  # PyTorch's default (0.1 in its convention): running averages follow G and D as they train
+LEAKY_SLOPE = 0.2  # the discriminator's LeakyReLU slope in Radford et al. (2016)
+
+leaky_relu = functools.partial(nn.leaky_relu, negative_slope=LEAKY_SLOPE)
+
+
+def upsample2x(x: jax.Array, features: int, kind: str) -> jax.Array:
+    """Double H and W and map to `features` channels: 'subpixel' (3x3 convolution to 4x the channels, then
+    depth-to-space; Shi et al. 2016) or 'transpose' (4x4 stride-2 transposed convolution, as in DCGAN)."""
+    if kind == "subpixel":
+        return depth_to_space(PatchGradConv(4 * features, (3, 3))(x))
+    return nn.ConvTranspose(features, (4, 4), strides=(2, 2), kernel_init=matrix_lecun_normal)(x)
+
+
+def score(features: jax.Array, labels: jax.Array | None, num_classes: int, norm: str, train: bool) -> jax.Array:
+    """One score per example from the last hidden features [B, F]: a linear layer, plus the projection
+    embed(y) . features when conditional (Miyato & Koyama 2018)."""
+    out = normalized_layer(nn.Dense(1), features, norm, train)[:, 0]
+    if not num_classes:
+        return out
+    embedding = normalized_layer(nn.Embed(num_classes, features.shape[-1]), labels, norm, train)
+    return out + jnp.sum(embedding * features, axis=-1)
+
+
+def batch_norm(train: bool) -> nn.BatchNorm:
+    """BatchNorm that normalizes by the batch (and updates its running averages) in training only."""
+    return nn.BatchNorm(use_running_average=not train, momentum=BATCH_NORM_MOMENTUM)
+
+
+def normalized_layer(layer: nn.Module, x: jax.Array, norm: str, train: bool) -> jax.Array:
+    """Apply `layer`, with its weights spectrally normalized (Miyato et al. 2018) when norm == 'spectral'.
+
+    flax's nn.SpectralNorm divides each weight matrix (conv kernels reshaped to [k*k*in, out]) by its
+    largest singular value, estimated by one power iteration per call from a vector u kept in the
+    SPECTRAL_COLLECTION; u is updated only when train is True.
+    """
+    if norm == "spectral":
+        return nn.SpectralNorm(layer, collection_name=SPECTRAL_COLLECTION)(x, update_stats=train)
+    return layer(x)
+
+
+class MLPGenerator(nn.Module):
+    """z (+ one-hot label) -> ReLU MLP -> data of `data_shape`; tanh for images, linear for 2-D points."""
+
+    data_shape: Sequence[int]
+    hidden_sizes: Sequence[int] = (256, 512)
+    image_output: bool = True
+    num_classes: int = 0
+
+    @nn.compact
+    def __call__(self, z: jax.Array, labels: jax.Array | None = None, train: bool = False) -> jax.Array:
+        out = MLP(tuple(self.hidden_sizes), math.prod(self.data_shape))(with_labels(z, labels, self.num_classes))
+        out = out.reshape(z.shape[0], *self.data_shape)
+        return jnp.tanh(out) if self.image_output else out
+
+
+class MLPDiscriminator(nn.Module):
+    """data -> Dense layers with LeakyReLU -> one score per example (`score`).
+
+    norm 'batch' normalizes every hidden layer but the first (as DCGAN does for its input layer);
+    'spectral' normalizes every layer's weights, the output layer included.
+    """
+
+    hidden_sizes: Sequence[int] = (512, 256)
+    norm: str = "none"
+    num_classes: int = 0
+
+    @nn.compact
+    def __call__(self, x: jax.Array, labels: jax.Array | None = None, train: bool = False) -> jax.Array:
+        h = x.reshape(x.shape[0], -1)
+        for i, width in enumerate(self.hidden_sizes):
+            h = normalized_layer(nn.Dense(width), h, self.norm, train)
+            if self.norm == "batch" and i > 0:
+                h = batch_norm(train)(h)
+            h = leaky_relu(h)
+        return score(h, labels, self.num_classes, self.norm, train)
+
+
+class ConvGenerator(nn.Module):
+    """The DCGAN generator for small images: Dense to a (H/2^L, W/2^L, channels[0]) map, then L upsampling
+    layers (channels[1:], then the image's colors), BatchNorm and ReLU after all but the last, tanh output.
+
+    `upsample` is 'subpixel' (3x3 convolution to 4x the channels and depth-to-space, Shi et al. 2016) or
+    'transpose' (the paper's 4x4 stride-2 transposed convolution); see genjax.nn.conv.Upsample2x.
+    """
+
+    image_shape: Sequence[int] = (28, 28, 1)
+    channels: Sequence[int] = (64, 32)
+    upsample: str = "subpixel"
+    num_classes: int = 0
+
+    @nn.compact
+    def __call__(self, z: jax.Array, labels: jax.Array | None = None, train: bool = False) -> jax.Array:
+        height, width, colors = self.image_shape
+        scale = 2 ** len(self.channels)
+        if height % scale or width % scale:
+            raise ValueError(f"image {height}x{width} is not divisible by 2^{len(self.channels)} upsampling layers")
+        h = nn.Dense(height // scale * width // scale * self.channels[0])(with_labels(z, labels, self.num_classes))
+        h = nn.relu(batch_norm(train)(h))
+        h = h.reshape(z.shape[0], height // scale, width // scale, self.channels[0])
+        for features in self.channels[1:]:
+            h = nn.relu(batch_norm(train)(upsample2x(h, features, self.upsample)))
+        return jnp.tanh(upsample2x(h, colors, self.upsample))
+
+
+class ConvDiscriminator(nn.Module):
+    """The DCGAN discriminator: 4x4 stride-2 convolutions of widths `channels` with LeakyReLU, then `score`.
+
+    norm 'batch' normalizes every convolution but the first (Radford et al. 2016); 'spectral' normalizes
+    the weights of every layer, the output layer included (Miyato et al. 2018); 'none' is the critic of
+    WGAN-GP (Gulrajani et al. 2017), whose gradient penalty needs examples scored independently.
+    """
+
+    channels: Sequence[int] = (32, 64)
+    norm: str = "batch"
+    num_classes: int = 0
+
+    @nn.compact
+    def __call__(self, x: jax.Array, labels: jax.Array | None = None, train: bool = False) -> jax.Array:
+        h = x
+        for i, width in enumerate(self.channels):
+            h = normalized_layer(PatchGradConv(width, (4, 4), strides=(2, 2)), h, self.norm, train)
+            if self.norm == "batch" and i > 0:
+                h = batch_norm(train)(h)
+            h = leaky_relu(h)
+        return score(h.reshape(h.shape[0], -1), labels, self.num_classes, self.norm, train)

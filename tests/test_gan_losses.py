@@ -1,0 +1,67 @@
+"""GAN losses against closed forms: non-saturating, hinge, Wasserstein and the gradient penalty."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from genjax import losses
+
+LOGITS = np.array([-1e4, -30.0, -2.0, -0.5, 0.0, 0.5, 2.0, 30.0, 1e4])
+
+
+def _log_sigmoid(x):
+    return -np.logaddexp(0.0, -np.float64(x))
+
+
+def test_non_saturating_losses_equal_the_cross_entropy_of_a_sigmoid_discriminator():
+    real = jnp.asarray(LOGITS, jnp.float32)
+    fake = jnp.asarray(LOGITS[::-1].copy(), jnp.float32)
+    real_term, fake_term = jax.jit(losses.non_saturating_discriminator_loss)(real, fake)
+    generator = jax.jit(losses.non_saturating_generator_loss)(fake)
+    chex.assert_shape([real_term, fake_term, generator], (len(LOGITS),))
+    np.testing.assert_allclose(real_term, -_log_sigmoid(LOGITS), rtol=1e-6)  # -log D(x)
+    np.testing.assert_allclose(fake_term, -_log_sigmoid(-LOGITS[::-1]), rtol=1e-6)  # -log(1 - D(G(z)))
+    np.testing.assert_allclose(generator, -_log_sigmoid(LOGITS[::-1]), rtol=1e-6)  # -log D(G(z))
+    np.testing.assert_allclose(losses.non_saturating_discriminator_loss(jnp.zeros(1), jnp.zeros(1)), [[np.log(2)]] * 2, rtol=1e-6)
+
+
+def test_non_saturating_generator_gradient_does_not_vanish_when_the_discriminator_wins():
+    """Where D(G(z)) -> 0, log(1 - D) saturates (gradient -> 0) but -log D keeps a gradient of -1."""
+    grad = jax.grad(lambda logit: losses.non_saturating_generator_loss(logit).sum())(jnp.array([-30.0]))
+    np.testing.assert_allclose(grad, [-1.0], rtol=1e-6)
+
+
+def test_hinge_and_wasserstein_losses_match_their_closed_forms():
+    real = jnp.array([-2.0, 0.0, 0.5, 1.0, 3.0])
+    fake = jnp.array([-3.0, -1.0, -0.5, 0.0, 2.0])
+    real_term, fake_term = losses.hinge_discriminator_loss(real, fake)
+    np.testing.assert_allclose(real_term, [3.0, 1.0, 0.5, 0.0, 0.0])
+    np.testing.assert_allclose(fake_term, [0.0, 0.0, 0.5, 1.0, 3.0])
+    np.testing.assert_allclose(losses.hinge_generator_loss(fake), -fake)
+    critic_real, critic_fake = losses.wasserstein_critic_loss(real, fake)
+    np.testing.assert_allclose(critic_real + critic_fake, fake - real)
+    np.testing.assert_allclose(losses.wasserstein_generator_loss(fake), -fake)
+
+
+def test_gradient_penalty_of_a_linear_critic_is_lambda_times_norm_minus_one_squared():
+    """f(x) = w . x has gradient w at every interpolate, so the penalty is lambda (||w|| - 1)^2 exactly."""
+    keys = jax.random.split(jax.random.PRNGKey(0), 4)
+    real = jax.random.uniform(keys[0], (6, 4, 4, 1))
+    fake = jax.random.uniform(keys[1], (6, 4, 4, 1))
+    for scale in (0.3, 1.0, 2.5):
+        w = scale * jax.random.normal(keys[2], (4, 4, 1))
+
+        def critic(x):
+            return jnp.sum(x * w, axis=(1, 2, 3))
+
+        penalty = jax.jit(lambda r, f, k: losses.gradient_penalty(critic, r, f, k, weight=10.0))(real, fake, keys[3])
+        chex.assert_shape(penalty, (6,))
+        np.testing.assert_allclose(penalty, 10.0 * (np.linalg.norm(np.asarray(w)) - 1.0) ** 2, rtol=1e-4, atol=1e-6)
+
+
+def test_gradient_penalty_is_taken_at_interpolates_between_real_and_fake():
+    """f(x) = ||x||^2 / 2 has gradient x: with real = fake the interpolate is that point whatever eps is."""
+    points = jnp.array([[3.0, 4.0], [0.6, 0.8], [0.0, 0.5]])
+    penalty = losses.gradient_penalty(lambda x: 0.5 * jnp.sum(x**2, axis=1), points, points, jax.random.PRNGKey(1), weight=2.0)
+    np.testing.assert_allclose(penalty, 2.0 * (np.array([5.0, 1.0, 0.5]) - 1.0) ** 2, rtol=1e-5)
