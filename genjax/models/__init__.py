@@ -12,6 +12,9 @@ from genjax.errors import UserError
 
 FAMILIES = {
     "vae": "genjax.models.vae",
+    "ae": "genjax.models.ae",
+    "vqvae": "genjax.models.vqvae",
+    "vqvae_prior": "genjax.models.vqvae_prior",
 }
 
 

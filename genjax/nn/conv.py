@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 
+from genjax.nn.loop_conv import Conv  # nn.Conv's drop-in whose gradients are fast inside the engine's lax.scan
+
 
 def depth_to_space(x: jax.Array, block: int = 2) -> jax.Array:
     """[B, H, W, C*block^2] -> [B, H*block, W*block, C], the inverse of a space-to-depth reshape."""
@@ -28,7 +30,7 @@ class Upsample2x(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         if self.kind == "subpixel":
-            return depth_to_space(nn.Conv(4 * self.features, (3, 3))(x))
+            return depth_to_space(Conv(4 * self.features, (3, 3))(x))
         if self.kind == "transpose":
             return nn.ConvTranspose(self.features, (4, 4), strides=(2, 2))(x)
         raise ValueError(f"unknown upsample '{self.kind}'; choose 'subpixel' or 'transpose'")
@@ -43,7 +45,7 @@ class ConvEncoder(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for width in self.channels:
-            x = nn.relu(nn.Conv(width, (4, 4), strides=(2, 2))(x))
+            x = nn.relu(Conv(width, (4, 4), strides=(2, 2))(x))
         return nn.Dense(self.out)(x.reshape(x.shape[0], -1))
 
 
