@@ -3,7 +3,7 @@ the training codes is decoded. Trained on the embedded 4,500-image subset offlin
 tfds has it.
 
 Variants: --config.architecture=conv, --config.loss=mse, --config.noise=gaussian --config.noise_std=0.5
-(denoising), --config.noise=mask --config.mask_fraction=0.5 (masking noise).
+(denoising), --config.noise=mask --config.mask_fraction=0.25 (masking noise).
 """
 
 import sys
@@ -23,7 +23,7 @@ def get_config():
     config.loss = "bce"
     config.noise = "none"
     config.noise_std = 0.5
-    config.mask_fraction = 0.5
+    config.mask_fraction = 0.25
     config.code_stats_decay = 0.99
     return config
 

@@ -52,7 +52,7 @@ def test_mlp_family_shapes_and_no_recompiles(masked_ae, batch):
         state = new_state
     assert set(metrics) == {"loss"} and np.isfinite(metrics["loss"])
     per_example = jax.jit(family.eval_step)(state, batch, jax.random.PRNGKey(5))
-    assert set(per_example) == {"reconstruction", "recon_mse"}
+    assert set(per_example) == {"reconstruction", "recon_mse", "denoise_mse"}
     chex.assert_shape(list(per_example.values()), (8,))
     samples = jax.jit(family.sample, static_argnums=2)(state, jax.random.PRNGKey(6), 5)
     reconstructions = jax.jit(family.reconstruct)(state, batch, jax.random.PRNGKey(7))
@@ -138,6 +138,6 @@ def test_experiment_end_to_end(tmp_path, capsys):
     for name in ["config.json", "metrics.jsonl", "summary.json", "samples.npz", "samples_4.png", "reconstructions_4.png", "curves.png"]:
         assert (tmp_path / name).is_file(), name
     summary = json.load(open(tmp_path / "summary.json"))
-    assert set(summary["test"]) == {"reconstruction", "recon_mse"} and summary["model"] == "ae"
+    assert set(summary["test"]) == {"reconstruction", "recon_mse", "denoise_mse"} and summary["model"] == "ae"
     with np.load(tmp_path / "samples.npz") as f:
         assert f["samples"].shape == (4, 28, 28, 1)

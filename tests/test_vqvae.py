@@ -54,6 +54,17 @@ def test_straight_through_gradient_is_the_identity():
     np.testing.assert_array_equal(pullback(cotangent)[0], cotangent)
 
 
+def test_codebook_and_commitment_losses_move_only_their_side():
+    z = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 3, 4))
+    quantized = jax.random.normal(jax.random.PRNGKey(1), (2, 3, 3, 4))
+    expected = np.sum((np.asarray(z) - np.asarray(quantized)).reshape(2, -1) ** 2, axis=1)
+    for loss, moves in [(losses.vq_codebook_loss, 1), (losses.vq_commitment_loss, 0)]:
+        np.testing.assert_allclose(loss(z, quantized), expected, rtol=1e-5)
+        gradients = jax.grad(lambda z, e: jnp.sum(loss(z, e)), argnums=(0, 1))(z, quantized)
+        np.testing.assert_allclose(gradients[moves], 2 * (quantized - z) * (1 if moves else -1), rtol=1e-5)
+        np.testing.assert_array_equal(gradients[1 - moves], 0.0)  # the stop-gradient side
+
+
 def test_ema_update_equals_a_hand_computation():
     z = np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0], [6.0, 7.0]], np.float32)
     indices = np.array([0, 0, 2, 0])
