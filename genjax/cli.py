@@ -95,8 +95,12 @@ def _drop_closed_loop_noise(unraisable) -> None:
     sys.__unraisablehook__(unraisable)
 
 
-def main(experiment: str, get_config, argv: list[str] | None = None) -> int:
-    """Run an experiment from the command line; returns the process exit code."""
+def main(experiment: str, get_config, argv: list[str] | None = None, run=None) -> int:
+    """Run an experiment from the command line; returns the process exit code.
+
+    `run(config, workdir, experiment) -> FitResult` defaults to genjax.experiment.run (one fit); an
+    experiment of several fits passes its own. --help also lists the experiment module's FIELDS, if any.
+    """
     from genjax import experiment as experiments_lib
     from genjax.train import Interrupted, TrainingDiverged
 
@@ -106,12 +110,13 @@ def main(experiment: str, get_config, argv: list[str] | None = None) -> int:
         workdir, overrides, wants_help = parse_args(sys.argv[1:] if argv is None else argv)
         config = get_config()
         if wants_help:
-            field_help = {**BASE_FIELDS, **models.get(config.model).FIELDS}
-            print(help_text(experiment, sys.modules[get_config.__module__].__doc__ or "", config, field_help))
+            module = sys.modules[get_config.__module__]
+            field_help = {**BASE_FIELDS, **models.get(config.model).FIELDS, **getattr(module, "FIELDS", {})}
+            print(help_text(experiment, module.__doc__ or "", config, field_help))
             return 0
         apply_overrides(config, overrides)
         workdir = workdir or os.path.join("runs", experiment)
-        summary = experiments_lib.run(config, workdir, experiment).summary
+        summary = (run or experiments_lib.run)(config, workdir, experiment).summary
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_DIVERGED

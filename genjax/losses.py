@@ -133,3 +133,49 @@ def gradient_penalty(critic, real: jax.Array, fake: jax.Array, key: jax.Array, w
     grads = jax.grad(lambda x: jnp.sum(critic(x)))(interpolates)
     norms = jnp.sqrt(_sum_per_example(jnp.square(grads)) + 1e-12)
     return weight * jnp.square(norms - 1.0)
+
+
+# Autoencoders
+
+
+def squared_error(prediction: jax.Array, target: jax.Array) -> jax.Array:
+    """sum_i (prediction_i - target_i)^2 per example: the reconstruction loss of a plain autoencoder
+    trained with MSE (a Gaussian negative log-likelihood of fixed variance, up to scale and constant)."""
+    return _sum_per_example(jnp.square(prediction - target))
+
+
+RECONSTRUCTION_LOSSES = ("bce", "mse")
+
+
+def image_reconstruction_loss(kind: str, logits: jax.Array, x: jax.Array) -> jax.Array:
+    """Per-image reconstruction loss of decoder pre-activations `logits` for images x in [0, 1]:
+    'bce' = bernoulli_nll(logits, x), 'mse' = squared_error(sigmoid(logits), x)."""
+    if kind == "bce":
+        return bernoulli_nll(logits, x)
+    if kind == "mse":
+        return squared_error(jax.nn.sigmoid(logits), x)
+    raise ValueError(f"unknown reconstruction loss '{kind}'; choose one of: {', '.join(RECONSTRUCTION_LOSSES)}")
+
+
+# Vector quantization (van den Oord, Vinyals & Kavukcuoglu 2017, "Neural Discrete Representation Learning")
+
+
+def straight_through(z: jax.Array, quantized: jax.Array) -> jax.Array:
+    """z + sg[quantized - z]: the value of `quantized` with the gradient of `z` (identity Jacobian).
+
+    The decoder's gradient is copied past the non-differentiable nearest-code lookup to the encoder
+    output (van den Oord et al. 2017, section 3.2).
+    """
+    return z + jax.lax.stop_gradient(quantized - z)
+
+
+def vq_codebook_loss(z: jax.Array, quantized: jax.Array) -> jax.Array:
+    """||sg[z_e(x)] - e||^2 per example, summed over positions and code dimensions: moves the chosen
+    codes towards the encoder outputs (van den Oord et al. 2017, equation 3, second term)."""
+    return _sum_per_example(jnp.square(jax.lax.stop_gradient(z) - quantized))
+
+
+def vq_commitment_loss(z: jax.Array, quantized: jax.Array) -> jax.Array:
+    """||z_e(x) - sg[e]||^2 per example, summed over positions and code dimensions: keeps the encoder
+    outputs close to their codes (the commitment loss, weighted by beta; equation 3, third term)."""
+    return _sum_per_example(jnp.square(z - jax.lax.stop_gradient(quantized)))

@@ -14,6 +14,9 @@ FAMILIES = {
     "vae": "genjax.models.vae",
     "gan": "genjax.models.gan",
     "cvae": "genjax.models.cvae",
+    "ae": "genjax.models.ae",
+    "vqvae": "genjax.models.vqvae",
+    "vqvae_prior": "genjax.models.vqvae_prior",
 }
 
 

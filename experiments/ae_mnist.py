@@ -1,0 +1,32 @@
+"""Autoencoder on MNIST, sampled by ex-post density estimation (Ghosh et al. 2020): a Gaussian fitted to
+the training codes is decoded. Trained on the embedded 4,500-image subset offline or on full MNIST when
+tfds has it.
+
+Variants: --config.architecture=conv, --config.loss=mse, --config.noise=gaussian --config.noise_std=0.5
+(denoising), --config.noise=mask --config.mask_fraction=0.25 (masking noise).
+"""
+
+import sys
+
+from genjax import cli
+from genjax.config import base_config
+
+
+def get_config():
+    config = base_config()
+    config.model = "ae"
+    config.num_steps = 3000
+    config.architecture = "mlp"
+    config.hidden_sizes = (400,)
+    config.conv_channels = (32, 64)
+    config.latent_dim = 16
+    config.loss = "bce"
+    config.noise = "none"
+    config.noise_std = 0.5
+    config.mask_fraction = 0.25
+    config.code_stats_decay = 0.99
+    return config
+
+
+if __name__ == "__main__":
+    sys.exit(cli.main("ae_mnist", get_config))
