@@ -22,6 +22,7 @@ BASE_FIELDS = {
     "seed": "root of every random number: init, data order, noise",
     "batch_size": "global batch size, split over all devices",
     "num_steps": "training steps; rerunning with more steps continues from the last checkpoint",
+    "time_budget": "stop after this many seconds of training (compilation excluded; 0: no limit), within one chunk of steps",
     "learning_rate": "optimizer step size",
     "eval_every": "steps between test-set evaluations (and sample images)",
     "checkpoint_every": "steps between checkpoints",
@@ -47,6 +48,7 @@ def base_config() -> ml_collections.ConfigDict:
             "seed": 0,
             "batch_size": 128,
             "num_steps": 5000,
+            "time_budget": 0.0,
             "learning_rate": 1e-3,
             "eval_every": 1000,
             "checkpoint_every": 1000,
@@ -120,6 +122,7 @@ def validate_base(config) -> None:
     check_positive(config, "batch_size", "learning_rate", "eval_every", "checkpoint_every")
     check_positive(config, "keep_checkpoints", "steps_per_call", "num_samples")
     check(config.num_steps >= 0, f"num_steps must be >= 0, got {config.num_steps}")
+    check(config.time_budget >= 0 and math.isfinite(config.time_budget), f"time_budget must be >= 0 seconds (0: no limit), got {config.time_budget}")
     check(config.seed >= 0, f"seed must be >= 0, got {config.seed}")
     check(config.num_devices >= 0, f"num_devices must be >= 0 (0 means all), got {config.num_devices}")
     check(config.data_shards >= 0, f"data_shards must be >= 0 (0 means one per process), got {config.data_shards}")

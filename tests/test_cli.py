@@ -45,6 +45,7 @@ def test_help_lists_every_config_field():
         (["--config.learning_rate=-0.1"], "learning_rate must be a positive number"),
         (["--config.learning_rate=nan"], "learning_rate must be a positive number, got nan"),
         (["--config.batch_size=0"], "batch_size must be a positive number"),
+        (["--config.time_budget=-5"], "time_budget must be >= 0 seconds"),
         (["--config.latent_dim=-1"], "latent_dim must be a positive integer"),
         (["--config.num_steps=-5"], "num_steps must be >= 0"),
         (["--config.batch_size=ten"], "not a valid int"),

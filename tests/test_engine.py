@@ -122,3 +122,16 @@ def test_run_directory_contents(tmp_path):
 )
 def test_chunk_schedule(start, end, every, expected):
     assert chunk_schedule(start, end, every) == expected
+
+
+def test_a_time_budget_stops_training_and_covers_resumed_runs(tmp_path):
+    """time_budget counts training seconds over every fit call on the workdir (kept in checkpoint metadata)."""
+    budget = dict(num_steps=1_000_000, steps_per_call=5, eval_every=100_000, checkpoint_every=100_000)
+    first = _fit(tmp_path, time_budget=0.3, **budget).summary
+    assert 0 < first["steps"] < 1_000_000 and first["steps"] % 5 == 0
+    assert first["total_train_seconds"] >= 0.3 and first["test"]
+    assert Checkpoints(str(tmp_path / "checkpoints")).latest_step() == first["steps"]
+    again = _fit(tmp_path, time_budget=0.3, **budget).summary  # budget spent: no more training
+    assert again["steps"] == first["steps"] and again["train_seconds"] == 0
+    longer = _fit(tmp_path, time_budget=0.6, **budget).summary
+    assert longer["steps"] > first["steps"] and longer["total_train_seconds"] >= 0.6

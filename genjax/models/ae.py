@@ -183,7 +183,14 @@ def make_family(config, dataset) -> Family:
     def reconstruct(state, batch, key):
         return jax.nn.sigmoid(model.apply({"params": state["params"]}, batch["image"]))
 
-    return Family(name="ae", init=init, train_step=train_step, eval_step=eval_step, sample=sample, reconstruct=reconstruct)
+    def encode(state, batch):
+        return model.apply({"params": state["params"]}, batch["image"], method=Autoencoder.encode)
+
+    def decode(state, z):
+        return jax.nn.sigmoid(model.apply({"params": state["params"]}, z, method=Autoencoder.decode))
+
+    return Family(name="ae", init=init, train_step=train_step, eval_step=eval_step, sample=sample, reconstruct=reconstruct,
+                  encode=encode, decode=decode)
 
 
 FIELDS = {

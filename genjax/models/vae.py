@@ -201,6 +201,13 @@ def elbo_family(name, model: VAE, config, condition, sample_images, figures=None
         log_qz = losses.diagonal_gaussian_log_prob(z, mean, log_var)
         return (log_px + log_pz - log_qz).T
 
+    def encode(state, batch):
+        """The posterior mean of z."""
+        return model.apply({"params": state["ema_params"]}, batch["image"], method="encode")[0]
+
+    def decode(state, z):
+        return model.apply({"params": state["ema_params"]}, z, method="mean_image")
+
     return Family(
         name=name,
         init=init,
@@ -212,6 +219,8 @@ def elbo_family(name, model: VAE, config, condition, sample_images, figures=None
         progress_metrics=("loss", "kl"),
         importance_log_weights=importance_log_weights,
         conditional=conditional,
+        encode=None if conditional else encode,  # a conditional model's codes mean nothing without their labels
+        decode=None if conditional else decode,
     )
 
 

@@ -195,6 +195,14 @@ def make_family(config, dataset) -> Family:
     def reconstruct(state, batch, key):
         return decode_indices(model, state["params"], encode_indices(model, state["params"], batch["image"]))
 
+    def encode(state, batch):
+        """The encoder's continuous outputs z_e [B, h, w, code_dim], before quantization."""
+        return model.apply({"params": state["params"]["net"]}, batch["image"], method=VQVAE.encode)
+
+    def decode(state, z):
+        """Quantize z to its nearest codes, then decode them."""
+        return decode_indices(model, state["params"], vq.nearest_codes(z, state["params"]["codebook"]))
+
     return Family(
         name="vqvae",
         init=init,
@@ -202,6 +210,8 @@ def make_family(config, dataset) -> Family:
         eval_step=eval_step,
         sample=sample,
         reconstruct=reconstruct,
+        encode=encode,
+        decode=decode,
         summarize_eval=summarize_eval,
         progress_metrics=("loss", "perplexity"),
     )

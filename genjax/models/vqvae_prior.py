@@ -134,6 +134,8 @@ def make_family(config, dataset) -> Family:
         eval_step=eval_step,
         sample=sample,
         reconstruct=reconstruct,
+        encode=lambda state, batch: vqvae_family.encode({"params": state["vqvae"]}, batch),
+        decode=lambda state, z: vqvae_family.decode({"params": state["vqvae"]}, z),
         summarize_eval=vqvae.summarize_eval,
     )
 

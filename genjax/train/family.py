@@ -22,6 +22,8 @@ Optional hooks:
     importance_log_weights(state, batch, key, k) -> [B, k]: log p(x, z_k) - log q(z_k | x) for z_k ~ q(z|x),
                                       for latent-variable families; gives the IWAE likelihood bound
 
+    encode(state, batch) -> codes     the latent representation of a batch ([B, ...]; a VAE's posterior mean)
+    decode(state, codes) -> data      data from such codes; with encode, gives latent interpolations
     conditional                       True when `sample` draws n // num_classes examples of each class in
                                       class order, so that sample grids get one row per class
 """
@@ -52,6 +54,8 @@ class Family:
     progress_metrics: tuple = ("loss",)
     conditional: bool = False
     importance_log_weights: Callable | None = None
+    encode: Callable[[State, Batch], jax.Array] | None = None
+    decode: Callable[[State, jax.Array], jax.Array] | None = None
 
 
 def count_params(state) -> int:

@@ -331,7 +331,10 @@ def _fit(family, config, train, test, workdir, experiment, files_dir, start_time
     if start_step:
         state = restored
         log.info("resuming from checkpoint step %d in %s", start_step, checkpoints.directory)
-    if start_step < config.num_steps and is_primary() and os.path.exists(os.path.join(workdir, "summary.json")):
+    # training seconds of earlier fit calls on this workdir: a time budget covers them all
+    prior_seconds = checkpoints.read_meta(start_step).get("train_seconds", 0.0) if start_step else 0.0
+    out_of_time = bool(config.time_budget) and prior_seconds >= config.time_budget
+    if start_step < config.num_steps and not out_of_time and is_primary() and os.path.exists(os.path.join(workdir, "summary.json")):
         os.remove(os.path.join(workdir, "summary.json"))  # the run is unfinished again until it ends
     writer = MetricWriter(files_dir, resume_step=start_step)
     run = _Run(family, config.num_steps, start_step, checkpoints, writer, batch_size)
@@ -350,10 +353,12 @@ def _fit(family, config, train, test, workdir, experiment, files_dir, start_time
             run.progress.write(f"step {step} test " + " ".join(f"{k}={v:.4g}" for k, v in test_metrics.items()))
         samples = artifacts.write_step_images(family, state, test, jax.random.fold_in(keys.sample, step), step, files_dir, config.num_samples)
 
-    pending = None
+    pending, final_step = None, start_step
     try:
         with StopRequests() as stops:
             for first_step, length in chunk_schedule(start_step, config.num_steps, (config.steps_per_call, config.eval_every, config.checkpoint_every)):
+                if out_of_time:
+                    break
                 indices = batch_indices(config.seed, train.num_examples, batch_size, first_step, length, num_shards)
                 if pending and train_chunk.needs_compile(length):  # don't count compile time as training time
                     run.record_chunk(*pending)
@@ -363,26 +368,29 @@ def _fit(family, config, train, test, workdir, experiment, files_dir, start_time
                 if pending:
                     run.record_chunk(*pending)
                 pending = (first_step, length, metrics, dispatched_at)
-                step = first_step + length
+                step = final_step = first_step + length
                 stopping = any_process(stops.signum is not None)  # every process must stop at the same step
-                at_eval = step % config.eval_every == 0
-                at_checkpoint = step % config.checkpoint_every == 0 or step == config.num_steps or stopping
+                # run.train_seconds covers the chunks recorded so far: the budget ends the run one chunk late at most
+                out_of_time = bool(config.time_budget) and any_process(prior_seconds + run.train_seconds >= config.time_budget)
+                at_eval = step % config.eval_every == 0 or out_of_time
+                at_checkpoint = step % config.checkpoint_every == 0 or step == config.num_steps or stopping or out_of_time
                 if at_eval or at_checkpoint:
                     run.record_chunk(*pending)
                     pending = None
                 if at_checkpoint:
                     if not all_finite(state):
                         raise _diverged(f"the parameters became non-finite by step {step}", checkpoints)
-                    checkpoints.save(step, state, {**meta, "step": step})
+                    checkpoints.save(step, state, {**meta, "step": step, "train_seconds": prior_seconds + run.train_seconds})
                 if at_eval:
                     run_eval(step)
                 if stopping:
                     checkpoints.wait()
                     raise Interrupted(stops.signum or signal.SIGTERM, step, checkpoints.directory)
+                if out_of_time:
+                    break
         if pending:
             run.record_chunk(*pending)
-        final_step = max(start_step, config.num_steps)
-        if not test_metrics or final_step % config.eval_every:
+        if not test_metrics or (final_step % config.eval_every and not out_of_time):
             run_eval(final_step)
         summary = {
             "experiment": experiment,
@@ -396,6 +404,7 @@ def _fit(family, config, train, test, workdir, experiment, files_dir, start_time
             "wall_seconds": time.perf_counter() - start_time,
             "compile_seconds": train_chunk.compile_seconds,
             "train_seconds": run.train_seconds,
+            "total_train_seconds": prior_seconds + run.train_seconds,
             "examples_per_s": run.trained_examples / run.train_seconds if run.train_seconds else None,
             "test": test_metrics,
             "train": run.last_train_metrics,
