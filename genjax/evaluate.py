@@ -109,6 +109,9 @@ def experiment_config(experiment: str, values: dict):
 
     config = importlib.import_module(f"experiments.{experiment}").get_config()
     apply_overrides(config, {k: _as_text(v) for k, v in values.items() if k in config})
+    for name, value in values.items():  # fields a multi-stage experiment adds to a stage's config (e.g. the prior's vqvae_workdir)
+        if name not in config:
+            config[name] = tuple(value) if isinstance(value, list) else value
     return config
 
 

@@ -1,8 +1,9 @@
 """The comparison report: tables, figures and a "when to use which" paragraph from measured runs.
 
 Input is a list of run records (one per model, dataset and seed), each a dict with
-    model, dataset, seed, workdir, metrics (genjax.evaluate.evaluate_state's dict), train_seconds,
-    examples_per_s, steps, curve ([(step, value)] of the sample-quality metric over training)
+    model, dataset, seed, workdir, metrics (genjax.evaluate.evaluate_state's dict; empty when the run
+    diverged, and then `diverged` holds the reason), train_seconds, examples_per_s, steps,
+    curve ([(training seconds, Frechet distance)] over training)
 Output: report.md and report.html (the same content) and PNG figures, all in one directory.
 """
 
@@ -18,7 +19,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from genjax import viz  # noqa: E402
 from genjax.data import mixture_modes  # noqa: E402
 from genjax.train.writer import read_metrics  # noqa: E402
 
@@ -69,7 +69,8 @@ def table(records: list[dict], columns, kind: str) -> list[list[str]]:
     header = ["model"] + [title for title, *_ in columns] + [f"seed std of {stability.replace('_', ' ')}"]
     rows = [header]
     for model, runs in group(records).items():
-        row = [model]
+        diverged = sum(1 for r in runs if r.get("diverged"))
+        row = [model + (f" ({diverged} of {len(runs)} seeds diverged)" if diverged else "")]
         for _, metric, fmt, _ in columns:
             stats = aggregate(runs, metric)
             row.append("—" if stats is None else fmt.format(stats[0]))
@@ -148,8 +149,9 @@ def when_to_use_which(image_records: list[dict], toy_records: list[dict]) -> str
 
 
 def _first_seed(records: list[dict]) -> dict:
-    """{model: record of its first seed}."""
-    return {model: runs[0] for model, runs in group(records).items()}
+    """{model: record of its first seed that finished} (models whose every seed diverged are left out)."""
+    finished = {model: [r for r in runs if r["metrics"]] for model, runs in group(records).items()}
+    return {model: runs[0] for model, runs in finished.items() if runs}
 
 
 def _final_file(workdir: str, prefix: str) -> str | None:
@@ -203,19 +205,19 @@ def loss_figure(path: str, records: list[dict]) -> bool:
 
 
 def curve_figure(path: str, records: list[dict], ylabel: str) -> bool:
-    """The quality metric over training, mean over seeds, one line per model."""
+    """The quality metric against training seconds, one line per model: point i is the mean over seeds of
+    the i-th measurement (seconds and value), over the seeds that have it."""
     fig, ax = plt.subplots(figsize=(6, 4))
     drawn = False
     for model, runs in group(records).items():
-        curves = [r["curve"] for r in runs if r.get("curve")]
+        curves = [np.asarray(r["curve"], float) for r in runs if r.get("curve")]
         if not curves:
             continue
-        steps = [s for s, _ in curves[0]]
-        values = np.mean([[v for _, v in c][: len(steps)] for c in curves if len(c) >= len(steps)], axis=0)
-        ax.plot(steps, values, marker="o", label=model)
+        points = [np.mean([c[i] for c in curves if len(c) > i], axis=0) for i in range(max(map(len, curves)))]
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=model)
         drawn = True
     if drawn:
-        ax.set_xlabel("training step")
+        ax.set_xlabel("training seconds")
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=8)
         fig.tight_layout()
@@ -232,7 +234,7 @@ def toy_figure(path: str, records: list[dict], dataset: str) -> bool:
     means, _ = mixture_modes(dataset)
     fig, axes = plt.subplots(1, len(runs), figsize=(3.4 * len(runs), 3.4), squeeze=False)
     for ax, (model, record) in zip(axes[0], runs.items()):
-        with np.load(os.path.join(record["workdir"], "samples_final.npz" if os.path.exists(os.path.join(record["workdir"], "samples_final.npz")) else "samples.npz")) as f:
+        with np.load(os.path.join(record["workdir"], "samples.npz")) as f:
             samples = f["samples"]
         ax.scatter(samples[:, 0], samples[:, 1], s=2, alpha=0.4)
         ax.scatter(means[:, 0], means[:, 1], s=30, c="red", marker="x")

@@ -1,0 +1,104 @@
+"""GAN or VAE (or VQ-VAE, or a plain AE)? Train each on the same data with the same budget and several
+seeds, measure them all the same way, and write report.md and report.html (tables, figures and a "when to
+use which" paragraph computed from the numbers).
+
+    python -m experiments.compare                              # the default comparison (under 20 min, 2 CPU cores)
+    python -m experiments.compare --quick                      # every model at a tiny budget, a few minutes
+    python -m experiments.compare --models vae,dcgan --seconds 60 --seeds 0,1,2
+    python -m experiments.compare --toy_models= --steps 3000   # images only
+
+Runs, records and the report go to --workdir (default runs/compare); rerunning the same command reuses
+finished models and resumes an interrupted one. See genjax/comparison.py for what is held equal.
+"""
+
+import argparse
+import sys
+
+from genjax.comparison import IMAGE_CONTENDERS, MIXTURES, TOY_CONTENDERS, Budget, Settings, compare
+from genjax.errors import EXIT_BAD_INPUT, EXIT_IO, UserError, disk_error_reason
+
+QUICK = dict(steps=20, toy_steps=100, seeds=(0,), segments=2, num_samples=100, curve_samples=50, iwae_samples=20, classifier_steps=100)
+
+
+def _names(text: str) -> tuple:
+    return tuple(name for name in text.split(",") if name)
+
+
+def _seeds(text: str) -> tuple:
+    try:
+        return tuple(int(seed) for seed in text.split(",") if seed)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be comma-separated integers, got '{text}'") from None
+
+
+def parse_settings(argv) -> Settings:
+    parser = argparse.ArgumentParser(prog="python -m experiments.compare", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", default="runs/compare")
+    parser.add_argument("--models", type=_names, default=tuple(IMAGE_CONTENDERS), help=f"image models ({','.join(IMAGE_CONTENDERS)})")
+    parser.add_argument("--dataset", default="mnist", help="image dataset (embedded MNIST subset offline)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps per model (default 1000)")
+    parser.add_argument("--seconds", type=float, default=None, help="or: seconds of training per model (compilation excluded)")
+    parser.add_argument("--batch_size", type=int, default=64, help="batch size of every image model")
+    parser.add_argument("--seeds", type=_seeds, default=(0, 1), help="comma-separated seeds, each a full run of every model")
+    parser.add_argument("--segments", type=int, default=3, help="points of the Frechet distance curve over training")
+    parser.add_argument("--toy_models", type=_names, default=tuple(TOY_CONTENDERS), help=f"2-D models ({','.join(TOY_CONTENDERS)}; empty: none)")
+    parser.add_argument("--toy_datasets", type=_names, default=MIXTURES, help=f"2-D mixtures ({','.join(MIXTURES)})")
+    parser.add_argument("--toy_steps", type=int, default=3000, help="training steps of the 2-D models (batch 256)")
+    parser.add_argument("--num_samples", type=int, default=1000, help="samples per model for the sample-quality metrics")
+    parser.add_argument("--curve_samples", type=int, default=500, help="samples per point of the curve over training")
+    parser.add_argument("--iwae_samples", type=int, default=5000, help="K of the IWAE likelihood bound (0: skip)")
+    parser.add_argument("--classifier_steps", type=int, default=1500, help="training steps of the feature classifier")
+    parser.add_argument("--quick", action="store_true", help="tiny budgets and sample counts: a smoke run in a few minutes")
+    args = parser.parse_args(argv)
+    if args.quick:
+        for field, value in QUICK.items():
+            setattr(args, field, value)
+        args.seconds = None
+    if args.steps is not None and args.seconds is not None:
+        raise UserError("give the budget as --steps or --seconds, not both")
+    steps = 0 if args.seconds is not None else (args.steps if args.steps is not None else 1000)
+    return Settings(
+        workdir=args.workdir,
+        models=args.models,
+        dataset=args.dataset,
+        budget=Budget(steps=steps, seconds=args.seconds or 0.0, batch_size=args.batch_size, segments=args.segments),
+        seeds=args.seeds,
+        toy_models=args.toy_models,
+        toy_datasets=args.toy_datasets,
+        toy_budget=Budget(steps=args.toy_steps, batch_size=256, segments=1),
+        num_samples=args.num_samples,
+        curve_samples=args.curve_samples,
+        iwae_samples=args.iwae_samples,
+        classifier_steps=args.classifier_steps,
+    )
+
+
+def main(argv=None) -> int:
+    from genjax.cli import configure_logging
+    from genjax.train import Interrupted
+
+    configure_logging()
+    try:
+        paths = compare(parse_settings(sys.argv[1:] if argv is None else argv))
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Interrupted as stop:
+        print(f"{stop}; rerun the same command to resume (finished models are kept)", file=sys.stderr)
+        return stop.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume (finished models are kept)", file=sys.stderr)
+        return 130
+    except Exception as error:
+        reason = disk_error_reason(error)
+        if reason is None:
+            raise
+        print(f"error: the comparison could not write its files ({reason}); free space or fix permissions, then rerun", file=sys.stderr)
+        return EXIT_IO
+    print(f"report: {paths['markdown']} and {paths['html']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

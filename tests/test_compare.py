@@ -1,0 +1,81 @@
+"""The head-to-head comparison: the quick command end to end, its bad inputs, and the report's arithmetic."""
+
+import json
+import os
+
+import pytest
+
+from experiments import compare
+from genjax import report
+from genjax.comparison import IMAGE_CONTENDERS, TOY_CONTENDERS
+
+
+def test_quick_compare_writes_a_report_with_every_family_and_reuses_finished_runs(tmp_path, capsys):
+    args = ["--quick", f"--workdir={tmp_path}", "--toy_datasets=ring8"]  # grid25 runs the same code
+    assert compare.main(args) == 0
+    markdown = (tmp_path / "report.md").read_text()
+    html = (tmp_path / "report.html").read_text()
+    image_table = markdown.split("## mnist")[1].split("## ring8")[0]
+    for name in IMAGE_CONTENDERS:
+        assert f"| {name} |" in image_table and f"<td>{name}</td>" in html
+    toy_table = markdown.split("## ring8")[1].split("\n## ")[0]
+    assert all(f"| {name} |" in toy_table for name in TOY_CONTENDERS) and "grid25" not in markdown
+    assert "When to use which" in markdown and "lowest Frechet distance" in markdown
+    for figure in ["fig_samples.png", "fig_reconstructions.png", "fig_losses.png", "fig_frechet.png", "fig_interpolations.png", "fig_ring8.png"]:
+        assert f"]({figure})" in markdown and (tmp_path / figure).stat().st_size > 1000, figure
+    records = json.load(open(tmp_path / "records.json"))
+    vae = [r for r in records["image"] if r["model"] == "vae"][0]
+    assert vae["metrics"]["nll_iwae"] <= vae["metrics"]["neg_elbo"] + 1.0  # the IWAE bound is at least the ELBO (up to MC noise)
+    assert len(vae["curve"]) == 2 and vae["steps"] == compare.QUICK["steps"]
+    assert 0 <= vae["metrics"]["precision"] <= 1 and vae["metrics"]["classes_covered"] >= 1
+
+    record_file = tmp_path / "runs" / "mnist" / "vae" / "seed0" / "compare_record.json"
+    before = record_file.stat().st_mtime_ns
+    capsys.readouterr()
+    assert compare.main(args) == 0  # everything finished: reused, not retrained
+    assert record_file.stat().st_mtime_ns == before and "reusing the finished run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--models=vae,diffusion"], "unknown model 'diffusion'"),
+        (["--steps=10", "--seconds=5"], "not both"),
+        (["--seeds=0,0"], "seeds must be distinct"),
+        (["--dataset=ring8"], "unknown image dataset 'ring8'"),
+        (["--toy_datasets=moons"], "unknown toy dataset 'moons'"),
+        (["--steps=0"], "positive number of steps or of seconds"),
+    ],
+)
+def test_bad_inputs_give_one_line_and_exit_2(tmp_path, capsys, args, message):
+    assert compare.main([f"--workdir={tmp_path}", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+    assert not os.path.exists(tmp_path / "runs")
+
+
+def _record(model, seed, fd, recall, nll=None, diverged=None):
+    metrics = {} if diverged else {"frechet_distance": fd, "precision": 0.5, "recall": recall, **({"nll_iwae": nll} if nll else {})}
+    return {"model": model, "dataset": "mnist", "seed": seed, "workdir": "", "metrics": metrics, "train_seconds": 10.0,
+            "examples_per_s": 100.0 * (seed + 1), "diverged": diverged}
+
+
+def test_report_table_means_seed_spread_and_divergence():
+    records = [_record("vae", 0, 10.0, 0.2, nll=90.0), _record("vae", 1, 14.0, 0.4, nll=92.0),
+               _record("gan", 0, 5.0, 0.6), _record("gan", 1, None, None, diverged="loss became nan at step 3")]
+    rows = report.table(records, report.IMAGE_COLUMNS, "image")
+    header, vae, gan = rows
+    assert header[-1] == "seed std of frechet distance"
+    column = {title: i for i, title in enumerate(header)}
+    assert vae[column["Frechet dist."]] == "12.00" and vae[-1] == "2.83"  # mean and sample std of 10 and 14
+    assert vae[column["NLL bound (nats)"]] == "91.0" and gan[column["NLL bound (nats)"]] == "—"
+    assert gan[0] == "gan (1 of 2 seeds diverged)" and gan[column["Frechet dist."]] == "5.00" and gan[-1] == "—"
+
+
+def test_when_to_use_which_is_computed_from_the_numbers():
+    records = [_record("vae", 0, 10.0, 0.2, nll=90.0), _record("gan", 0, 5.0, 0.6)]
+    text = report.when_to_use_which(records, [])
+    assert "gan gives the lowest Frechet distance (5.00; the worst is vae at 10.00)" in text
+    assert "vae is best at 90.0 nats" in text
+    flipped = report.when_to_use_which([_record("vae", 0, 3.0, 0.2, nll=90.0), _record("gan", 0, 5.0, 0.6)], [])
+    assert "vae gives the lowest Frechet distance (3.00" in flipped
