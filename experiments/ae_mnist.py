@@ -28,5 +28,9 @@ def get_config():
     return config
 
 
+def main(argv=None) -> int:
+    return cli.main("ae_mnist", get_config, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(cli.main("ae_mnist", get_config))
+    sys.exit(main())

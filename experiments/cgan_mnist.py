@@ -25,5 +25,9 @@ def get_config():
     return config
 
 
+def main(argv=None) -> int:
+    return cli.main("cgan_mnist", get_config, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(cli.main("cgan_mnist", get_config))
+    sys.exit(main())

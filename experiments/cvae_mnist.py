@@ -26,5 +26,9 @@ def get_config():
     return config
 
 
+def main(argv=None) -> int:
+    return cli.main("cvae_mnist", get_config, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(cli.main("cvae_mnist", get_config))
+    sys.exit(main())

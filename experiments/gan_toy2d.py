@@ -29,5 +29,9 @@ def get_config():
     return config
 
 
+def main(argv=None) -> int:
+    return cli.main("gan_toy2d", get_config, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(cli.main("gan_toy2d", get_config))
+    sys.exit(main())

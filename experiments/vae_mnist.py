@@ -21,6 +21,7 @@ def get_config():
     config.latent_dim = 20
     config.likelihood = "bernoulli"
     config.beta = 1.0
+    config.kl_warmup_steps = 0
     config.ema_decay = 0.99
     return config
 

@@ -58,5 +58,9 @@ def run(config, workdir: str, name: str):
     return experiment.run(prior_config, workdir, name)
 
 
+def main(argv=None) -> int:
+    return cli.main("vqvae_mnist", get_config, argv, run=run)
+
+
 if __name__ == "__main__":
-    sys.exit(cli.main("vqvae_mnist", get_config, run=run))
+    sys.exit(main())

@@ -65,6 +65,7 @@ IMAGE_CONTENDERS = {
     "sngan": Contender("sngan_mnist", {}, "hinge loss + spectral norm (Miyato et al. 2018)"),
 }
 TOY_CONTENDERS = {
+    "vae": Contender("vae_toy2d", {}, "MLP VAE, 2-D latent, Gaussian decoder, KL warm-up"),
     "gan": Contender("gan_toy2d", {}, "MLP GAN, non-saturating loss"),
     "wgan_gp": Contender("gan_toy2d", {"loss": "wasserstein_gp", "n_critic": 5, "learning_rate": 1e-4, "adam_b1": 0.5, "adam_b2": 0.9},
                          "MLP WGAN-GP, n_critic 5"),

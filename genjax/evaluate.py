@@ -10,7 +10,7 @@ Which metrics a model gets depends on what its family can do (see genjax.metrics
                           classifier_accuracy)
     generates 2-D points  modes_captured, num_modes, high_quality_percent, reverse_kl (ring8, grid25)
     has an encoder        recon_mse: mean squared error per pixel of test reconstructions
-    latent variables      nll_iwae: -L_K, the importance-weighted bound with K = iwae_samples, nats per image
+    latent variables      nll_iwae: -L_K, the importance-weighted bound with K = iwae_samples, nats per example
 """
 
 import argparse
@@ -75,7 +75,8 @@ def evaluate_state(family, state, config, train: data.Dataset, test: data.Datase
     if family.reconstruct is not None and test.data_key == "image":
         metrics["recon_mse"] = reconstruction_mse(family, state, test, reconstruct_key)
     if family.importance_log_weights is not None and iwae_samples > 0:
-        bounds = importance_weighted_bound(family.importance_log_weights, state, images_of(test), iwae_key, iwae_samples)
+        examples = np.asarray(data.to_model_batch(test.arrays)[test.data_key])
+        bounds = importance_weighted_bound(family.importance_log_weights, state, examples, iwae_key, iwae_samples, data_key=test.data_key)
         metrics["nll_iwae"] = float(-np.mean(bounds))
     return metrics
 

@@ -38,6 +38,7 @@ TOY_COLUMNS = [
     ("modes captured", "modes_captured", "{:.1f}", +1),
     ("high quality %", "high_quality_percent", "{:.1f}", +1),
     ("reverse KL", "reverse_kl", "{:.3f}", -1),
+    ("NLL bound (nats)", "nll_iwae", "{:.2f}", -1),
     ("train s", "train_seconds", "{:.0f}", 0),
 ]
 STABILITY_METRIC = {"image": "frechet_distance", "toy": "modes_captured"}
@@ -145,6 +146,9 @@ def when_to_use_which(image_records: list[dict], toy_records: list[dict]) -> str
             top = max(coverage, key=lambda m: coverage[m][0] if coverage[m] else -1)
             sentences.append(f"On {dataset} no model captured all {total} modes; {top} came closest "
                              f"({coverage[top][0]:.1f} on average).")
+        sharp = best(runs, "high_quality_percent", +1)
+        if sharp:
+            sentences.append(f"{sharp[0]} puts the most samples within 3 standard deviations of a mode there ({sharp[1]:.1f}%).")
     return " ".join(sentences)
 
 

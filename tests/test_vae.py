@@ -103,11 +103,37 @@ def test_beta_weights_only_the_training_kl(mnist, batch):
     np.testing.assert_allclose(states[1.0]["kl"], states[4.0]["kl"], rtol=1e-6)  # same init, same noise
 
 
+def test_kl_warmup_weights_the_kl_by_step_over_warmup(mnist, batch):
+    family = vae.make_family(tiny_vae_config(beta=2.0, kl_warmup_steps=4), mnist[0])
+    state = jax.jit(family.init)(jax.random.PRNGKey(0), batch)
+    step = jax.jit(family.train_step)
+    for expected_weight in (0.5, 1.0, 1.5, 2.0, 2.0):  # beta * min(1, (step + 1) / 4)
+        state, metrics = step(state, batch, jax.random.PRNGKey(1))
+        np.testing.assert_allclose(metrics["loss"], metrics["reconstruction"] + expected_weight * metrics["kl"], rtol=1e-5)
+    assert int(state["step"]) == 5
+
+
+def test_points_need_the_gaussian_likelihood_and_train_on_ring8():
+    from genjax import data
+    from genjax.errors import UserError
+
+    ring8 = data.load("ring8", "train")
+    with pytest.raises(UserError, match="likelihood=gaussian"):
+        vae.make_family(tiny_vae_config(dataset="ring8"), ring8)
+    family = vae.make_family(tiny_vae_config(dataset="ring8", likelihood="gaussian", kl_warmup_steps=10), ring8)
+    points = to_model_batch(ring8.take(np.arange(16)))
+    state = jax.jit(family.init)(jax.random.PRNGKey(0), points)
+    state, metrics = jax.jit(family.train_step)(state, points, jax.random.PRNGKey(1))
+    chex.assert_shape(jax.jit(family.sample, static_argnums=2)(state, jax.random.PRNGKey(2), 7), (7, 2))
+    assert np.isfinite(metrics["loss"])
+
+
 def test_invalid_model_fields_are_refused():
     from genjax.errors import UserError
 
     for field, value, message in [("latent_dim", -1, "latent_dim"), ("likelihood", "poisson", "unknown likelihood"),
-                                  ("architecture", "rnn", "unknown architecture"), ("beta", -1.0, "beta"), ("ema_decay", 1.0, "ema_decay")]:
+                                  ("architecture", "rnn", "unknown architecture"), ("beta", -1.0, "beta"), ("ema_decay", 1.0, "ema_decay"),
+                                  ("kl_warmup_steps", -1, "kl_warmup_steps")]:
         with pytest.raises(UserError, match=message):
             vae.validate(tiny_vae_config(**{field: value}))
 

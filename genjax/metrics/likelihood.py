@@ -18,8 +18,9 @@ import numpy as np
 
 
 def importance_weighted_bound(log_weights_fn, state, images: np.ndarray, key, num_samples: int = 5000,
-                              chunk: int = 500, batch_size: int = 100) -> np.ndarray:
-    """L_K per image [N] in nats (an upper bound on -log p(x) is its negation)."""
+                              chunk: int = 500, batch_size: int = 100, data_key: str = "image") -> np.ndarray:
+    """L_K per example [N] in nats (an upper bound on -log p(x) is its negation); `images` are the examples
+    the family reads from batch[data_key] ('point' for the 2-D datasets)."""
     chunk = min(chunk, num_samples)
     if num_samples % chunk:
         raise ValueError(f"num_samples {num_samples} must be a multiple of the chunk size {chunk}")
@@ -27,7 +28,7 @@ def importance_weighted_bound(log_weights_fn, state, images: np.ndarray, key, nu
     @jax.jit
     def bound(state, batch_images, key):
         def add_chunk(running, chunk_key):
-            log_weights = log_weights_fn(state, {"image": batch_images}, chunk_key, chunk)
+            log_weights = log_weights_fn(state, {data_key: batch_images}, chunk_key, chunk)
             return jnp.logaddexp(running, jax.nn.logsumexp(log_weights, axis=1)), None
 
         start = jnp.full((batch_images.shape[0],), -jnp.inf)

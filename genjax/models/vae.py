@@ -15,7 +15,8 @@ Evaluation, samples and reconstructions use an exponential moving average of the
 lowers the test -ELBO of the default MNIST model by about a nat; decay 0 evaluates the raw parameters.
 
 Config fields: architecture ('mlp' | 'conv'), hidden_sizes (MLP widths), conv_channels, latent_dim,
-likelihood ('bernoulli' | 'gaussian'), beta, ema_decay.
+likelihood ('bernoulli' | 'gaussian'), beta, kl_warmup_steps, ema_decay. On the 2-D datasets (points, not
+pixels) the VAE models batch['point'] and needs the Gaussian likelihood.
 """
 
 import math
@@ -31,6 +32,7 @@ from jax.scipy.special import ndtri
 from genjax import losses, viz
 from genjax.config import check, check_choice, check_positive
 from genjax.data import to_model_batch
+from genjax.errors import UserError
 from genjax.nn import MLP, ConvDecoder, ConvEncoder
 from genjax.train.family import Family, check_batch
 from genjax.train.optim import apply_gradients
@@ -100,6 +102,7 @@ def validate(config) -> None:
     check(all(w > 0 for w in config.hidden_sizes), f"hidden_sizes must be positive, got {config.hidden_sizes}")
     check(all(w > 0 for w in config.conv_channels), f"conv_channels must be positive, got {config.conv_channels}")
     check(0 <= config.ema_decay < 1, f"ema_decay must be in [0, 1), got {config.ema_decay}")
+    check(config.get("kl_warmup_steps", 0) >= 0, f"kl_warmup_steps must be >= 0, got {config.get('kl_warmup_steps')}")
 
 
 def model_fields(config, image_shape) -> dict:
@@ -129,47 +132,58 @@ def make_family(config, dataset) -> Family:
         if config.latent_dim == 2:
             write_latent_figures(model, state["ema_params"], test, workdir)
 
-    return elbo_family("vae", model, config, condition=lambda batch: (), sample_images=sample, figures=figures)
+    if dataset.data_key != "image" and config.likelihood != "gaussian":
+        raise UserError(f"{dataset.name} holds real-valued points, not pixels in [0, 1]: use --config.likelihood=gaussian")
+    return elbo_family("vae", model, config, condition=lambda batch: (), sample_images=sample,
+                       figures=figures if dataset.data_key == "image" else None, data_key=dataset.data_key)
 
 
-def elbo_family(name, model: VAE, config, condition, sample_images, figures=None, conditional=False) -> Family:
+def elbo_family(name, model: VAE, config, condition, sample_images, figures=None, conditional=False, data_key="image") -> Family:
     """The family that trains `model` (a VAE or a conditional subclass) on the beta-weighted ELBO.
 
     condition(batch) -> the tuple of extra inputs the model's methods take after x or z (() for the VAE);
     sample_images(params, key, n) -> n generated images. The state holds params, the Adam state and the
-    parameter average used for eval, samples and reconstructions.
+    parameter average used for eval, samples and reconstructions. data_key: the batch entry it models
+    ('image', or 'point' for the 2-D datasets).
     """
     tx = optax.adam(config.learning_rate)
     beta, ema_decay = config.beta, config.ema_decay
+    warmup = config.get("kl_warmup_steps", 0)  # then the state counts steps
 
     def check_images(batch, where):
-        check_batch(batch, "image", model.image_shape, f"{name}.{where}")
+        check_batch(batch, data_key, model.image_shape, f"{name}.{where}")
 
     def init(key, batch):
         check_images(batch, "init")
         params_key, sample_key = jax.random.split(key)
-        params = model.init(params_key, batch["image"], sample_key, *condition(batch))["params"]
-        return {"params": params, "opt_state": tx.init(params), "ema_params": params}
+        params = model.init(params_key, batch[data_key], sample_key, *condition(batch))["params"]
+        state = {"params": params, "opt_state": tx.init(params), "ema_params": params}
+        return {**state, "step": jnp.zeros((), jnp.int32)} if warmup else state
 
     def train_step(state, batch, key):
         check_images(batch, "train_step")
 
+        # KL warm-up (Bowman et al. 2016; Sonderby et al. 2016): the KL weight grows linearly from 0 to beta
+        # over the first `warmup` steps, so the decoder learns to use z before the KL term can switch it off
+        kl_weight = beta * jnp.minimum(1.0, (state["step"] + 1) / warmup) if warmup else beta
+
         def loss_fn(params):
-            reconstruction, kl = model.apply({"params": params}, batch["image"], key, *condition(batch))
-            loss = jnp.mean(reconstruction + beta * kl)
+            reconstruction, kl = model.apply({"params": params}, batch[data_key], key, *condition(batch))
+            loss = jnp.mean(reconstruction + kl_weight * kl)
             return loss, {"loss": loss, "reconstruction": jnp.mean(reconstruction), "kl": jnp.mean(kl)}
 
         grads, metrics = jax.grad(loss_fn, has_aux=True)(state["params"])
         params, opt_state = apply_gradients(tx, state["params"], state["opt_state"], grads)
         ema_params = optax.incremental_update(params, state["ema_params"], 1 - ema_decay)
-        return {"params": params, "opt_state": opt_state, "ema_params": ema_params}, metrics
+        new_state = {"params": params, "opt_state": opt_state, "ema_params": ema_params}
+        return ({**new_state, "step": state["step"] + 1} if warmup else new_state), metrics
 
     def eval_step(state, batch, key):
         check_images(batch, "eval_step")
         variables = {"params": state["ema_params"]}
-        reconstruction, kl = model.apply(variables, batch["image"], key, *condition(batch))
+        reconstruction, kl = model.apply(variables, batch[data_key], key, *condition(batch))
         mean_reconstruction = reconstruct(state, batch, key)
-        squared_error = jnp.square(mean_reconstruction - batch["image"]).reshape(len(kl), -1)
+        squared_error = jnp.square(mean_reconstruction - batch[data_key]).reshape(len(kl), -1)
         return {
             "neg_elbo": reconstruction + kl,
             "reconstruction": reconstruction,
@@ -183,13 +197,13 @@ def elbo_family(name, model: VAE, config, condition, sample_images, figures=None
     def reconstruct(state, batch, key):
         check_images(batch, "reconstruct")
         variables = {"params": state["ema_params"]}
-        mean, _ = model.apply(variables, batch["image"], *condition(batch), method="encode")
+        mean, _ = model.apply(variables, batch[data_key], *condition(batch), method="encode")
         return model.apply(variables, mean, *condition(batch), method="mean_image")
 
     def importance_log_weights(state, batch, key, num_samples):
         """log p(x, z_k) - log q(z_k | x) for K posterior samples z_k per image: [B, K]."""
         variables = {"params": state["ema_params"]}
-        x, extra = batch["image"], condition(batch)
+        x, extra = batch[data_key], condition(batch)
         mean, log_var = model.apply(variables, x, *extra, method="encode")
         z = losses.reparameterize(key, jnp.broadcast_to(mean, (num_samples, *mean.shape)), log_var)  # [K, B, D]
         flat_z = z.reshape(-1, mean.shape[-1])
@@ -203,7 +217,7 @@ def elbo_family(name, model: VAE, config, condition, sample_images, figures=None
 
     def encode(state, batch):
         """The posterior mean of z."""
-        return model.apply({"params": state["ema_params"]}, batch["image"], method="encode")[0]
+        return model.apply({"params": state["ema_params"]}, batch[data_key], method="encode")[0]
 
     def decode(state, z):
         return model.apply({"params": state["ema_params"]}, z, method="mean_image")
@@ -247,5 +261,6 @@ FIELDS = {
     "latent_dim": "dimension of z",
     "likelihood": "decoder p(x|z): bernoulli or gaussian (learned scale)",
     "beta": "weight of the KL term (1: VAE, >1: beta-VAE); eval always reports the beta=1 bound",
+    "kl_warmup_steps": "steps over which the KL weight rises linearly from 0 to beta (0: no warm-up)",
     "ema_decay": "decay of the parameter average used for eval and samples (0: raw parameters)",
 }

@@ -33,7 +33,7 @@ def write_step_images(family, state, test: Dataset, key, step: int, workdir: str
             viz.save_point_scatter(path, samples, modes, title=f"{test.name}, step {step}")
         else:
             viz.save_image_grid(path, samples, columns=_grid_columns(n, test.num_classes, family))
-    if family.reconstruct is not None:
+    if family.reconstruct is not None and test.data_key == "image":
         batch = to_model_batch(test.take(np.arange(min(NUM_RECONSTRUCTIONS, test.num_examples))))  # classes interleaved
         reconstructions = np.asarray(jax.jit(family.reconstruct)(state, batch, reconstruct_key))
         viz.save_reconstructions(os.path.join(workdir, f"reconstructions_{step}.png"), np.asarray(batch["image"]), reconstructions)
