@@ -292,3 +292,19 @@ def test_train_and_test_of_different_shapes_are_refused(tmp_path, mnist):
     ring = data.load("ring8", "test")
     with pytest.raises(ValueError, match="train and test examples differ"):
         fit(vae.make_family(tiny_vae_config(), mnist[0]), tiny_vae_config(), mnist[0], ring, str(tmp_path), "vae_mnist")
+
+
+@pytest.mark.parametrize("name", [n for n in __import__("experiments.__main__").__main__.names() if n != "compare"])
+@pytest.mark.parametrize(
+    "override, message",
+    [("--config.batch_size=0", "batch_size must be a positive number"), ("--config.num_steps=-1", "num_steps must be >= 0"),
+     ("--config.dataset=imagenet", "unknown dataset 'imagenet'"), ("--config.no_such_field=1", "no_such_field")],
+)
+def test_every_experiment_refuses_bad_config_values_before_any_work(tmp_path, capsys, name, override, message):
+    from experiments.__main__ import main as run_experiment
+
+    workdir = tmp_path / "run"
+    assert run_experiment([name, f"--workdir={workdir}", override]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not (workdir / "checkpoints").exists()
