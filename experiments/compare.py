@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from genjax.comparison import IMAGE_CONTENDERS, MIXTURES, TOY_CONTENDERS, Budget, Settings, compare
-from genjax.errors import EXIT_BAD_INPUT, EXIT_IO, UserError, disk_error_reason
+from genjax.errors import UserError
 
 QUICK = dict(steps=20, toy_steps=100, seeds=(0,), segments=2, num_samples=100, curve_samples=50, iwae_samples=20, classifier_steps=100)
 
@@ -75,27 +75,13 @@ def parse_settings(argv) -> Settings:
 
 
 def main(argv=None) -> int:
-    from genjax.cli import configure_logging
-    from genjax.train import Interrupted
+    from genjax.cli import configure_logging, exit_code_for
 
     configure_logging()
     try:
         paths = compare(parse_settings(sys.argv[1:] if argv is None else argv))
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except Interrupted as stop:
-        print(f"{stop}; rerun the same command to resume (finished models are kept)", file=sys.stderr)
-        return stop.exit_code
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume (finished models are kept)", file=sys.stderr)
-        return 130
-    except Exception as error:
-        reason = disk_error_reason(error)
-        if reason is None:
-            raise
-        print(f"error: the comparison could not write its files ({reason}); free space or fix permissions, then rerun", file=sys.stderr)
-        return EXIT_IO
+    except (Exception, KeyboardInterrupt) as error:  # one line and an exit code; finished models are kept
+        return exit_code_for(error)
     print(f"report: {paths['markdown']} and {paths['html']}")
     return 0
 

@@ -8,21 +8,13 @@ Sample grids have one row per class (0 to 9), 10 samples each. Variants as for v
 import sys
 
 from genjax import cli
-from genjax.config import base_config
+from experiments import vae_mnist
 
 
 def get_config():
-    config = base_config()
+    config = vae_mnist.get_config()
     config.model = "cvae"
-    config.num_steps = 3000
-    config.architecture = "mlp"
-    config.hidden_sizes = (400,)
-    config.conv_channels = (32, 64)
-    config.latent_dim = 20
-    config.likelihood = "bernoulli"
-    config.beta = 1.0
-    config.ema_decay = 0.99
-    config.num_samples = 100
+    config.num_samples = 100  # ten per class
     return config
 
 

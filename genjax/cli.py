@@ -95,6 +95,27 @@ def _drop_closed_loop_noise(unraisable) -> None:
     sys.__unraisablehook__(unraisable)
 
 
+def exit_code_for(error: BaseException) -> int:
+    """Print the one line a run ends with for `error` and return the exit code; re-raise unexpected errors."""
+    from genjax.train import Interrupted, TrainingDiverged
+
+    if isinstance(error, (TrainingDiverged, UserError)):
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_DIVERGED if isinstance(error, TrainingDiverged) else EXIT_BAD_INPUT
+    if isinstance(error, Interrupted):
+        print(f"{error}", file=sys.stderr)
+        return error.exit_code
+    if isinstance(error, KeyboardInterrupt):
+        print("interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        return 130
+    reason = disk_error_reason(error)
+    if reason is None:
+        raise error
+    print(f"error: the run could not write its files ({reason}); every complete checkpoint is kept: "
+          "free space or fix permissions, then rerun the same command to resume", file=sys.stderr)
+    return EXIT_IO
+
+
 def main(experiment: str, get_config, argv: list[str] | None = None, run=None) -> int:
     """Run an experiment from the command line; returns the process exit code.
 
@@ -102,7 +123,6 @@ def main(experiment: str, get_config, argv: list[str] | None = None, run=None) -
     experiment of several fits passes its own. --help also lists the experiment module's FIELDS, if any.
     """
     from genjax import experiment as experiments_lib
-    from genjax.train import Interrupted, TrainingDiverged
 
     configure_logging()
     sys.unraisablehook = _drop_closed_loop_noise
@@ -117,25 +137,8 @@ def main(experiment: str, get_config, argv: list[str] | None = None, run=None) -
         apply_overrides(config, overrides)
         workdir = workdir or os.path.join("runs", experiment)
         summary = (run or experiments_lib.run)(config, workdir, experiment).summary
-    except TrainingDiverged as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_DIVERGED
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except Interrupted as stop:
-        print(stop, file=sys.stderr)
-        return stop.exit_code
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
-        return 130
-    except Exception as error:
-        reason = disk_error_reason(error)
-        if reason is None:
-            raise
-        print(f"error: the run could not write its files ({reason}); every complete checkpoint is kept: "
-              "free space or fix permissions, then rerun the same command to resume", file=sys.stderr)
-        return EXIT_IO
+    except (Exception, KeyboardInterrupt) as error:
+        return exit_code_for(error)
     test_text = ", ".join(f"{k} {v:.4g}" for k, v in summary["test"].items())
     print(f"done: {summary['steps']} steps in {summary['wall_seconds']:.0f} s; test {test_text}; run directory {workdir}")
     return 0

@@ -1,7 +1,6 @@
 """Pictures of a run: image grids (PNG via Pillow) and plots (matplotlib, headless Agg backend)."""
 
 import math
-import os
 
 import matplotlib
 

@@ -34,32 +34,6 @@ def dataset(name: str):
     return data.load(name, "train", source="embedded" if name == "mnist" else "auto")
 
 
-def config_of(name: str):
-    experiment, overrides = CONFIGS[name][:2]
-    return tiny_gan_config(experiment, **overrides)
-
-
-@functools.lru_cache(maxsize=None)
-def three_steps(experiment: str, **overrides):
-    """(family, [state before and after each of 3 train steps], [metrics], eval outputs, samples of n=25).
-
-    The step is compiled once: chex.assert_max_traces fails on any retrace across steps."""
-    chex.clear_trace_counter()  # the counter knows a step by its source, which every family shares
-    config = tiny_gan_config(experiment, **overrides)
-    family = gan.make_family(config, dataset(config.dataset))
-    batch = to_model_batch(dataset(config.dataset).take(np.arange(config.batch_size)))
-    states = [jax.jit(family.init)(jax.random.PRNGKey(0), batch)]
-    step = jax.jit(chex.assert_max_traces(family.train_step, n=1))
-    metrics = []
-    for i in range(3):
-        state, step_metrics = step(states[-1], batch, jax.random.PRNGKey(i))
-        states.append(state)
-        metrics.append(step_metrics)
-    per_example = jax.jit(family.eval_step)(states[-1], batch, jax.random.PRNGKey(5))
-    samples = jax.jit(family.sample, static_argnums=2)(states[-1], jax.random.PRNGKey(6), 25)
-    return family, states, metrics, per_example, samples
-
-
 # Unit tests use MLP configurations, which compile in about a second: the machinery (state, steps,
 # n_critic, normalization state) is shared by both architectures. The conv networks are checked by
 # test_network_shapes here and end to end in test_gan_experiments.py.

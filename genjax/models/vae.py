@@ -30,7 +30,7 @@ import optax
 from jax.scipy.special import ndtri
 
 from genjax import losses, viz
-from genjax.config import check, check_choice, check_positive
+from genjax.config import check, check_choice
 from genjax.data import to_model_batch
 from genjax.errors import UserError
 from genjax.nn import MLP, ConvDecoder, ConvEncoder
