@@ -22,7 +22,8 @@ and the FLOP/s achieved as a fraction of the machine's measured float32 matmul p
 of one compiled genjax train step; the PyTorch twin does the same FLOPs).
 
 Adding a family is one `Entry`: the experiment and config overrides of the genjax model, and the name of
-its PyTorch twin in torch_models.py (a module with a `loss(x)` method).
+its PyTorch twin in torch_models.py (a module with a `loss(x)` method, or `make_step(config)` for a model
+with several optimizers).
 """
 
 import argparse
@@ -53,9 +54,15 @@ class Entry:
     torch_kwargs: dict = dataclasses.field(default_factory=dict)
 
 
-ENTRIES = {
+ENTRIES = {  # every family's default model
     "vae_mlp": Entry("vae_mnist", {}, "MLPVAE"),
     "vae_conv": Entry("vae_mnist", {"architecture": "conv"}, "ConvVAE"),
+    "ae": Entry("ae_mnist", {}, "MLPAutoencoder"),
+    "gan": Entry("gan_mnist", {}, "GAN", {"architecture": "mlp", "norm": "none"}),
+    "dcgan": Entry("dcgan_mnist", {}, "GAN", {"architecture": "conv", "norm": "batch"}),
+    "wgan_gp": Entry("wgan_gp_mnist", {}, "GAN", {"architecture": "conv", "norm": "none", "loss": "wasserstein_gp"}),
+    "sngan": Entry("sngan_mnist", {}, "GAN", {"architecture": "conv", "norm": "spectral", "loss": "hinge"}),
+    "vqvae": Entry("vqvae_mnist", {}, "VQVAE"),  # stage 1, the VQ-VAE
 }
 
 
@@ -160,27 +167,10 @@ def run_genjax(entry: Entry, windows: int, steps_per_window: int) -> dict:
     }
 
 
-def run_torch(entry: Entry, windows: int, steps_per_window: int, compiled: bool) -> dict:
-    """The same training eagerly in PyTorch (or with the step under torch.compile): shuffled batches of the
-    same data, Adam with the same learning rate, and the same parameter average when genjax keeps one."""
-    try:
-        import torch
-    except ImportError:
-        sys.exit(TORCH_HINT)
-    import torch_models
+def single_loss_step(model, config):
+    """Forward, backward and Adam on the twin's `loss`, and the parameter average when genjax keeps one."""
+    import torch
 
-    from genjax import experiment
-    from genjax.data import to_model_batch
-
-    config = genjax_config(entry)
-    train, _ = experiment.load_data(config)
-    images = torch.from_numpy(np.asarray(to_model_batch(train.arrays)["image"])).permute(0, 3, 1, 2).contiguous()
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    baseline_rss = _rss_mib()
-
-    start = time.perf_counter()
-    model = getattr(torch_models, entry.torch_model)(**entry.torch_kwargs)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     params = list(model.parameters())
     ema_decay = config.get("ema_decay", 0.0)
@@ -196,6 +186,33 @@ def run_torch(entry: Entry, windows: int, steps_per_window: int, compiled: bool)
                 torch._foreach_lerp_(average, params, 1 - ema_decay)
         return loss.detach()
 
+    return train_step
+
+
+def run_torch(entry: Entry, windows: int, steps_per_window: int, compiled: bool, threads: int = 0) -> dict:
+    """The same training eagerly in PyTorch (or with the step under torch.compile): shuffled batches of the
+    same data, the same optimizers, and the same parameter average when genjax keeps one."""
+    try:
+        import torch
+    except ImportError:
+        sys.exit(TORCH_HINT)
+    import torch_models
+
+    from genjax import experiment
+    from genjax.data import to_model_batch
+
+    config = genjax_config(entry)
+    train, _ = experiment.load_data(config)
+    images = torch.from_numpy(np.asarray(to_model_batch(train.arrays)["image"])).permute(0, 3, 1, 2).contiguous()
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    baseline_rss = _rss_mib()
+
+    start = time.perf_counter()
+    model = getattr(torch_models, entry.torch_model)(**entry.torch_kwargs)
+    train_step = model.make_step(config) if hasattr(model, "make_step") else single_loss_step(model, config)
     step_fn = torch.compile(train_step) if compiled else train_step
     batches = iter(())
 
@@ -253,19 +270,19 @@ def matmul_peak(sizes=(512, 1024, 2048), repeats: int = 5) -> dict:
     return {"peak_flops": max(best.values()), "by_size": best}
 
 
-def worker(kind: str, entry_name: str, windows: int, steps_per_window: int) -> dict:
+def worker(kind: str, entry_name: str, windows: int, steps_per_window: int, torch_threads: int = 0) -> dict:
     if kind == "peak":
         return matmul_peak()
     entry = ENTRIES[entry_name]
     if kind == "genjax":
         return run_genjax(entry, windows, steps_per_window)
-    return run_torch(entry, windows, steps_per_window, compiled=kind == "torch-compile")
+    return run_torch(entry, windows, steps_per_window, compiled=kind == "torch-compile", threads=torch_threads)
 
 
 def spawn(kind: str, entry: str, args) -> dict | None:
     """Run one measurement in a fresh process; None (with the reason on stderr) when it fails."""
     command = [sys.executable, os.path.abspath(__file__), "--worker", kind, entry or "-",
-               "--windows", str(args.windows), "--steps", str(args.steps)]
+               "--windows", str(args.windows), "--steps", str(args.steps), "--torch_threads", str(args.torch_threads)]
     process = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout,
                              env={**os.environ, "TQDM_DISABLE": "1"})
     lines = [line for line in process.stdout.splitlines() if line.startswith("{")]
@@ -318,13 +335,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="fresh processes per (model, framework)")
     parser.add_argument("--windows", type=int, default=5, help="timed windows per process (its median is kept)")
     parser.add_argument("--steps", type=int, default=300, help="training steps per timed window")
+    parser.add_argument("--torch_threads", type=int, default=0,
+                        help="PyTorch's intra-op threads (default 0: PyTorch's own choice, one per core). On cores "
+                             "shared with other processes, 1 avoids OpenMP threads spinning against each other")
     parser.add_argument("--timeout", type=int, default=900, help="seconds before a run is abandoned")
     parser.add_argument("--json", help="also write every run's measurements to this file")
     parser.add_argument("--peak_only", action="store_true")
     parser.add_argument("--worker", nargs=2, metavar=("KIND", "ENTRY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker[0], args.worker[1], args.windows, args.steps)))
+        print(json.dumps(worker(args.worker[0], args.worker[1], args.windows, args.steps, args.torch_threads)))
         return
     entries = args.entries or list(ENTRIES)
     unknown = [e for e in entries if e not in ENTRIES]
