@@ -16,7 +16,8 @@ subprocess (own thread pool, own peak memory) and the runs alternate across repe
 processes hits all frameworks alike.
 
 Reported per run: images/s (median of timed windows after a warm-up), time to the first step (setup and
-compilation of everything the first step needs, plus one step), peak resident memory of the process and
+compilation of everything the first step needs, plus one step: the first chunk's wall time less the
+steady-state time of its other steps), peak resident memory of the process and
 what training added to it. Across repeats: the median (and range) per framework, the ratio to torch-eager,
 and the FLOP/s achieved as a fraction of the machine's measured float32 matmul peak (XLA's cost analysis
 of one compiled genjax train step; the PyTorch twin does the same FLOPs).
@@ -133,10 +134,9 @@ def run_genjax(entry: Entry, windows: int, steps_per_window: int) -> dict:
         step += length
         return metrics
 
+    jax.device_get(chunk())
+    first_chunk_seconds = time.perf_counter() - start  # init, transfers, compilation and `length` steps
     pending = chunk()
-    dispatched = time.perf_counter()
-    jax.device_get(pending)
-    setup_seconds = dispatched - start  # init, transfers and compilation; the chunk itself runs after this
 
     def window():
         nonlocal pending
@@ -158,7 +158,8 @@ def run_genjax(entry: Entry, windows: int, steps_per_window: int) -> dict:
         "windows_images_per_s": images_per_s,
         "images_per_cpu_s": float(np.median([steps * config.batch_size / s for s in cpu_seconds])),
         "scan": chunks.scan,
-        "first_step_s": setup_seconds + config.batch_size / max(images_per_s),
+        # the first chunk less the steady-state time of all its steps but one
+        "first_step_s": first_chunk_seconds - (length - 1) * config.batch_size / float(np.median(images_per_s)),
         "compile_s": chunks.compile_seconds,
         "flops_per_step": float(step_cost["flops"]),
         "peak_rss_mib": _peak_rss_mib(),
@@ -328,6 +329,12 @@ def summarize(results: dict, peak: float, entries, frameworks) -> str:
     return "\n".join(lines)
 
 
+def save_log(path: str | None, log: list) -> None:
+    if path:
+        with open(path, "w") as f:
+            json.dump(log, f, indent=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("entries", nargs="*", help=f"models to measure (default: all of {', '.join(ENTRIES)})")
@@ -371,6 +378,7 @@ def main() -> None:
                 if measured:
                     results.setdefault((entry, fw), []).append(measured)
                     log.append({"kind": fw, "entry": entry, "repeat": repeat, "cpu_pressure_before": pressure, **measured})
+                    save_log(args.json, log)  # as it goes: an interrupted benchmark keeps what it measured
                     print(f"  repeat {repeat} {entry} {fw}: {measured['images_per_s']:,.0f} images/s", file=sys.stderr)
     peak = float(np.median(peaks)) if peaks else None
     pressures = [r.get("cpu_pressure_before", r.get("cpu_pressure")) for r in log]
@@ -380,9 +388,7 @@ def main() -> None:
         print(f"CPU pressure before runs (PSI some avg10, 0 = quiet machine): median {np.median(pressures):.0f}%, max {max(pressures):.0f}%")
     if not args.peak_only:
         print(summarize(results, peak, entries, args.frameworks))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(log, f, indent=1)
+    save_log(args.json, log)
 
 
 if __name__ == "__main__":
