@@ -4,13 +4,15 @@
     python benchmarks/throughput.py vae_mlp --repeats 7      # one entry
     python benchmarks/throughput.py --frameworks genjax      # no PyTorch
     python benchmarks/throughput.py --peak_only              # this machine's matmul peak
+    python benchmarks/throughput.py --torch_threads 1        # on cores shared with other jobs (see --help)
 
 PyTorch is optional: pip install torch==2.13.0 (the CPU build).
 
-genjax trains an experiment's default model through the engine's compiled chunked loop (TrainChunks: the
-jitted lax.scan over steps_per_call steps with the on-device gather, driven chunk by chunk as `fit` does,
-without a run directory). PyTorch trains the twin module of benchmarks/torch_models.py eagerly
-(`torch-eager`: forward, backward, Adam, and the parameter average when genjax keeps one) and, when it
+genjax trains an experiment's default model through the engine's compiled chunked loop (TrainChunks:
+steps_per_call steps per host call, as one jitted lax.scan or, for steps with convolutions on CPU, one
+jitted call per step, with the on-device gather, driven chunk by chunk as `fit` does, without a run
+directory). PyTorch trains the twin module of benchmarks/torch_models.py eagerly (`torch-eager`: forward,
+backward, the optimizers, and the parameter average when genjax keeps one) and, when it
 works, with the whole step under torch.compile (`torch-compile`). Every (entry, framework) run is its own
 subprocess (own thread pool, own peak memory) and the runs alternate across repeats, so load from other
 processes hits all frameworks alike.
