@@ -4,25 +4,29 @@
     python benchmarks/throughput.py vae_mlp --repeats 7      # one entry
     python benchmarks/throughput.py --frameworks genjax      # no PyTorch
     python benchmarks/throughput.py --peak_only              # this machine's matmul peak
+    python benchmarks/throughput.py --torch_threads 1        # on cores shared with other jobs (see --help)
 
 PyTorch is optional: pip install torch==2.13.0 (the CPU build).
 
-genjax trains an experiment's default model through the engine's compiled chunked loop (TrainChunks: the
-jitted lax.scan over steps_per_call steps with the on-device gather, driven chunk by chunk as `fit` does,
-without a run directory). PyTorch trains the twin module of benchmarks/torch_models.py eagerly
-(`torch-eager`: forward, backward, Adam, and the parameter average when genjax keeps one) and, when it
+genjax trains an experiment's default model through the engine's compiled chunked loop (TrainChunks:
+steps_per_call steps per host call, as one jitted lax.scan or, for steps with convolutions on CPU, one
+jitted call per step, with the on-device gather, driven chunk by chunk as `fit` does, without a run
+directory). PyTorch trains the twin module of benchmarks/torch_models.py eagerly (`torch-eager`: forward,
+backward, the optimizers, and the parameter average when genjax keeps one) and, when it
 works, with the whole step under torch.compile (`torch-compile`). Every (entry, framework) run is its own
 subprocess (own thread pool, own peak memory) and the runs alternate across repeats, so load from other
 processes hits all frameworks alike.
 
 Reported per run: images/s (median of timed windows after a warm-up), time to the first step (setup and
-compilation of everything the first step needs, plus one step), peak resident memory of the process and
+compilation of everything the first step needs, plus one step: the first chunk's wall time less the
+steady-state time of its other steps), peak resident memory of the process and
 what training added to it. Across repeats: the median (and range) per framework, the ratio to torch-eager,
 and the FLOP/s achieved as a fraction of the machine's measured float32 matmul peak (XLA's cost analysis
 of one compiled genjax train step; the PyTorch twin does the same FLOPs).
 
 Adding a family is one `Entry`: the experiment and config overrides of the genjax model, and the name of
-its PyTorch twin in torch_models.py (a module with a `loss(x)` method).
+its PyTorch twin in torch_models.py (a module with a `loss(x)` method, or `make_step(config)` for a model
+with several optimizers).
 """
 
 import argparse
@@ -53,9 +57,15 @@ class Entry:
     torch_kwargs: dict = dataclasses.field(default_factory=dict)
 
 
-ENTRIES = {
+ENTRIES = {  # every family's default model
     "vae_mlp": Entry("vae_mnist", {}, "MLPVAE"),
     "vae_conv": Entry("vae_mnist", {"architecture": "conv"}, "ConvVAE"),
+    "ae": Entry("ae_mnist", {}, "MLPAutoencoder"),
+    "gan": Entry("gan_mnist", {}, "GAN", {"architecture": "mlp", "norm": "none"}),
+    "dcgan": Entry("dcgan_mnist", {}, "GAN", {"architecture": "conv", "norm": "batch"}),
+    "wgan_gp": Entry("wgan_gp_mnist", {}, "GAN", {"architecture": "conv", "norm": "none", "loss": "wasserstein_gp"}),
+    "sngan": Entry("sngan_mnist", {}, "GAN", {"architecture": "conv", "norm": "spectral", "loss": "hinge"}),
+    "vqvae": Entry("vqvae_mnist", {}, "VQVAE"),  # stage 1, the VQ-VAE
 }
 
 
@@ -126,10 +136,9 @@ def run_genjax(entry: Entry, windows: int, steps_per_window: int) -> dict:
         step += length
         return metrics
 
+    jax.device_get(chunk())
+    first_chunk_seconds = time.perf_counter() - start  # init, transfers, compilation and `length` steps
     pending = chunk()
-    dispatched = time.perf_counter()
-    jax.device_get(pending)
-    setup_seconds = dispatched - start  # init, transfers and compilation; the chunk itself runs after this
 
     def window():
         nonlocal pending
@@ -151,7 +160,8 @@ def run_genjax(entry: Entry, windows: int, steps_per_window: int) -> dict:
         "windows_images_per_s": images_per_s,
         "images_per_cpu_s": float(np.median([steps * config.batch_size / s for s in cpu_seconds])),
         "scan": chunks.scan,
-        "first_step_s": setup_seconds + config.batch_size / max(images_per_s),
+        # the first chunk less the steady-state time of all its steps but one
+        "first_step_s": first_chunk_seconds - (length - 1) * config.batch_size / float(np.median(images_per_s)),
         "compile_s": chunks.compile_seconds,
         "flops_per_step": float(step_cost["flops"]),
         "peak_rss_mib": _peak_rss_mib(),
@@ -160,27 +170,10 @@ def run_genjax(entry: Entry, windows: int, steps_per_window: int) -> dict:
     }
 
 
-def run_torch(entry: Entry, windows: int, steps_per_window: int, compiled: bool) -> dict:
-    """The same training eagerly in PyTorch (or with the step under torch.compile): shuffled batches of the
-    same data, Adam with the same learning rate, and the same parameter average when genjax keeps one."""
-    try:
-        import torch
-    except ImportError:
-        sys.exit(TORCH_HINT)
-    import torch_models
+def single_loss_step(model, config):
+    """Forward, backward and Adam on the twin's `loss`, and the parameter average when genjax keeps one."""
+    import torch
 
-    from genjax import experiment
-    from genjax.data import to_model_batch
-
-    config = genjax_config(entry)
-    train, _ = experiment.load_data(config)
-    images = torch.from_numpy(np.asarray(to_model_batch(train.arrays)["image"])).permute(0, 3, 1, 2).contiguous()
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    baseline_rss = _rss_mib()
-
-    start = time.perf_counter()
-    model = getattr(torch_models, entry.torch_model)(**entry.torch_kwargs)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     params = list(model.parameters())
     ema_decay = config.get("ema_decay", 0.0)
@@ -196,6 +189,33 @@ def run_torch(entry: Entry, windows: int, steps_per_window: int, compiled: bool)
                 torch._foreach_lerp_(average, params, 1 - ema_decay)
         return loss.detach()
 
+    return train_step
+
+
+def run_torch(entry: Entry, windows: int, steps_per_window: int, compiled: bool, threads: int = 0) -> dict:
+    """The same training eagerly in PyTorch (or with the step under torch.compile): shuffled batches of the
+    same data, the same optimizers, and the same parameter average when genjax keeps one."""
+    try:
+        import torch
+    except ImportError:
+        sys.exit(TORCH_HINT)
+    import torch_models
+
+    from genjax import experiment
+    from genjax.data import to_model_batch
+
+    config = genjax_config(entry)
+    train, _ = experiment.load_data(config)
+    images = torch.from_numpy(np.asarray(to_model_batch(train.arrays)["image"])).permute(0, 3, 1, 2).contiguous()
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    baseline_rss = _rss_mib()
+
+    start = time.perf_counter()
+    model = getattr(torch_models, entry.torch_model)(**entry.torch_kwargs)
+    train_step = model.make_step(config) if hasattr(model, "make_step") else single_loss_step(model, config)
     step_fn = torch.compile(train_step) if compiled else train_step
     batches = iter(())
 
@@ -253,19 +273,19 @@ def matmul_peak(sizes=(512, 1024, 2048), repeats: int = 5) -> dict:
     return {"peak_flops": max(best.values()), "by_size": best}
 
 
-def worker(kind: str, entry_name: str, windows: int, steps_per_window: int) -> dict:
+def worker(kind: str, entry_name: str, windows: int, steps_per_window: int, torch_threads: int = 0) -> dict:
     if kind == "peak":
         return matmul_peak()
     entry = ENTRIES[entry_name]
     if kind == "genjax":
         return run_genjax(entry, windows, steps_per_window)
-    return run_torch(entry, windows, steps_per_window, compiled=kind == "torch-compile")
+    return run_torch(entry, windows, steps_per_window, compiled=kind == "torch-compile", threads=torch_threads)
 
 
 def spawn(kind: str, entry: str, args) -> dict | None:
     """Run one measurement in a fresh process; None (with the reason on stderr) when it fails."""
     command = [sys.executable, os.path.abspath(__file__), "--worker", kind, entry or "-",
-               "--windows", str(args.windows), "--steps", str(args.steps)]
+               "--windows", str(args.windows), "--steps", str(args.steps), "--torch_threads", str(args.torch_threads)]
     process = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout,
                              env={**os.environ, "TQDM_DISABLE": "1"})
     lines = [line for line in process.stdout.splitlines() if line.startswith("{")]
@@ -311,6 +331,12 @@ def summarize(results: dict, peak: float, entries, frameworks) -> str:
     return "\n".join(lines)
 
 
+def save_log(path: str | None, log: list) -> None:
+    if path:
+        with open(path, "w") as f:
+            json.dump(log, f, indent=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("entries", nargs="*", help=f"models to measure (default: all of {', '.join(ENTRIES)})")
@@ -318,13 +344,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="fresh processes per (model, framework)")
     parser.add_argument("--windows", type=int, default=5, help="timed windows per process (its median is kept)")
     parser.add_argument("--steps", type=int, default=300, help="training steps per timed window")
+    parser.add_argument("--torch_threads", type=int, default=0,
+                        help="PyTorch's intra-op threads (default 0: PyTorch's own choice, one per core). On cores "
+                             "shared with other processes, 1 avoids OpenMP threads spinning against each other")
     parser.add_argument("--timeout", type=int, default=900, help="seconds before a run is abandoned")
     parser.add_argument("--json", help="also write every run's measurements to this file")
     parser.add_argument("--peak_only", action="store_true")
     parser.add_argument("--worker", nargs=2, metavar=("KIND", "ENTRY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker[0], args.worker[1], args.windows, args.steps)))
+        print(json.dumps(worker(args.worker[0], args.worker[1], args.windows, args.steps, args.torch_threads)))
         return
     entries = args.entries or list(ENTRIES)
     unknown = [e for e in entries if e not in ENTRIES]
@@ -351,6 +380,7 @@ def main() -> None:
                 if measured:
                     results.setdefault((entry, fw), []).append(measured)
                     log.append({"kind": fw, "entry": entry, "repeat": repeat, "cpu_pressure_before": pressure, **measured})
+                    save_log(args.json, log)  # as it goes: an interrupted benchmark keeps what it measured
                     print(f"  repeat {repeat} {entry} {fw}: {measured['images_per_s']:,.0f} images/s", file=sys.stderr)
     peak = float(np.median(peaks)) if peaks else None
     pressures = [r.get("cpu_pressure_before", r.get("cpu_pressure")) for r in log]
@@ -360,9 +390,7 @@ def main() -> None:
         print(f"CPU pressure before runs (PSI some avg10, 0 = quiet machine): median {np.median(pressures):.0f}%, max {max(pressures):.0f}%")
     if not args.peak_only:
         print(summarize(results, peak, entries, args.frameworks))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(log, f, indent=1)
+    save_log(args.json, log)
 
 
 if __name__ == "__main__":

@@ -26,8 +26,7 @@ import jax.numpy as jnp
 
 from genjax.nn import MLP
 from genjax.nn.conditioning import with_labels
-from genjax.nn.conv import depth_to_space
-from genjax.nn.patch_grad_conv import PatchGradConv, matrix_lecun_normal
+from genjax.nn.conv import Conv, depth_to_space, matrix_lecun_normal
 
 NORMS = ("none", "batch", "spectral")
 SPECTRAL_COLLECTION = "spectral"  # the power-iteration vectors u and the estimates sigma of each layer
@@ -41,7 +40,7 @@ def upsample2x(x: jax.Array, features: int, kind: str) -> jax.Array:
     """Double H and W and map to `features` channels: 'subpixel' (3x3 convolution to 4x the channels, then
     depth-to-space; Shi et al. 2016) or 'transpose' (4x4 stride-2 transposed convolution, as in DCGAN)."""
     if kind == "subpixel":
-        return depth_to_space(PatchGradConv(4 * features, (3, 3))(x))
+        return depth_to_space(Conv(4 * features, (3, 3))(x))
     return nn.ConvTranspose(features, (4, 4), strides=(2, 2), kernel_init=matrix_lecun_normal)(x)
 
 
@@ -152,7 +151,7 @@ class ConvDiscriminator(nn.Module):
     def __call__(self, x: jax.Array, labels: jax.Array | None = None, train: bool = False) -> jax.Array:
         h = x
         for i, width in enumerate(self.channels):
-            h = normalized_layer(PatchGradConv(width, (4, 4), strides=(2, 2)), h, self.norm, train)
+            h = normalized_layer(Conv(width, (4, 4), strides=(2, 2)), h, self.norm, train)
             if self.norm == "batch" and i > 0:
                 h = batch_norm(train)(h)
             h = leaky_relu(h)

@@ -5,8 +5,7 @@ followed by residual blocks (ReLU, 3x3 conv, ReLU, 1x1 conv); the decoder mirror
 upsampling layers. A 28x28 image and two downsamplings give a 7x7 map of code vectors. Upsampling is a
 sub-pixel convolution (3x3 convolution to 4x the channels, then depth-to-space; see genjax.nn.conv).
 
-Convolutions are genjax.nn.loop_conv.Conv (nn.Conv's parameters and outputs), whose gradients stay fast
-inside the engine's lax.scan on CPU.
+Convolutions are genjax.nn.conv.Conv: flax's nn.Conv with a kernel initializer that compiles fast.
 """
 
 from collections.abc import Sequence
@@ -14,8 +13,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 
-from genjax.nn.conv import depth_to_space
-from genjax.nn.loop_conv import Conv
+from genjax.nn.conv import Conv, depth_to_space
 
 
 def upsample2x(x: jax.Array, features: int) -> jax.Array:
