@@ -14,6 +14,14 @@ def _sum_per_example(x: jax.Array) -> jax.Array:
     return jnp.sum(x.reshape(x.shape[0], -1), axis=-1)
 
 
+def _flat(*arrays: jax.Array) -> tuple[jax.Array, ...]:
+    """Each array as [B, features]. Per-pixel losses flatten their inputs *before* the elementwise maths:
+    XLA:CPU fuses elementwise ops into the reduction that follows and, over a [B, H, W, 1] iteration
+    space, runs that fused reduction about 20x slower than over [B, H*W] (measured: 2.6 s against 0.12 s
+    for the Bernoulli NLL of 50,000 MNIST images)."""
+    return tuple(a.reshape(a.shape[0], -1) for a in arrays)
+
+
 def gaussian_kl(mean: jax.Array, log_var: jax.Array) -> jax.Array:
     """KL(N(mean, diag(exp(log_var))) || N(0, I)) in nats, per example.
 
@@ -36,7 +44,8 @@ def bernoulli_nll(logits: jax.Array, x: jax.Array) -> jax.Array:
     [0, 1] that are not binary this is the binary cross-entropy used by the reference PyTorch VAE; it is
     then a loss, not a normalised log-likelihood.
     """
-    return _sum_per_example(logits * (jnp.where(logits > 0, 1.0, 0.0) - x) + jnp.log1p(jnp.exp(-jnp.abs(logits))))
+    logits, x = _flat(logits, x)
+    return jnp.sum(logits * (jnp.where(logits > 0, 1.0, 0.0) - x) + jnp.log1p(jnp.exp(-jnp.abs(logits))), axis=-1)
 
 
 def gaussian_nll(mean: jax.Array, x: jax.Array, log_std: jax.Array | float) -> jax.Array:
@@ -44,9 +53,9 @@ def gaussian_nll(mean: jax.Array, x: jax.Array, log_std: jax.Array | float) -> j
 
         -log p(x) = sum_i (x_i - mean_i)^2 / (2 sigma^2) + log sigma + log(2 pi) / 2
     """
-    log_std = jnp.broadcast_to(log_std, mean.shape)
+    mean, x, log_std = _flat(mean, x, jnp.broadcast_to(log_std, mean.shape))
     z = (x - mean) * jnp.exp(-log_std)
-    return _sum_per_example(0.5 * jnp.square(z) + log_std + 0.5 * math.log(2 * math.pi))
+    return jnp.sum(0.5 * jnp.square(z) + log_std + 0.5 * math.log(2 * math.pi), axis=-1)
 
 
 def reparameterize(key: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.Array:
@@ -131,7 +140,8 @@ def gradient_penalty(critic, real: jax.Array, fake: jax.Array, key: jax.Array, w
     eps = jax.random.uniform(key, (real.shape[0],) + (1,) * (real.ndim - 1), real.dtype)
     interpolates = eps * real + (1.0 - eps) * fake
     grads = jax.grad(lambda x: jnp.sum(critic(x)))(interpolates)
-    norms = jnp.sqrt(_sum_per_example(jnp.square(grads)) + 1e-12)
+    (grads,) = _flat(grads)
+    norms = jnp.sqrt(jnp.sum(jnp.square(grads), axis=-1) + 1e-12)
     return weight * jnp.square(norms - 1.0)
 
 
@@ -141,7 +151,8 @@ def gradient_penalty(critic, real: jax.Array, fake: jax.Array, key: jax.Array, w
 def squared_error(prediction: jax.Array, target: jax.Array) -> jax.Array:
     """sum_i (prediction_i - target_i)^2 per example: the reconstruction loss of a plain autoencoder
     trained with MSE (a Gaussian negative log-likelihood of fixed variance, up to scale and constant)."""
-    return _sum_per_example(jnp.square(prediction - target))
+    prediction, target = _flat(prediction, target)
+    return jnp.sum(jnp.square(prediction - target), axis=-1)
 
 
 RECONSTRUCTION_LOSSES = ("bce", "mse")
