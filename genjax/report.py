@@ -109,8 +109,13 @@ def when_to_use_which(image_records: list[dict], toy_records: list[dict]) -> str
         worst = best(image_records, "frechet_distance", +1)
         sentences.append(f"For sample quality, {quality[0]} gives the lowest Frechet distance ({quality[1]:.2f}; "
                          f"the worst is {worst[0]} at {worst[1]:.2f}).")
+    recalls = {model: aggregate(runs, "recall") for model, runs in group(image_records).items()}
+    collapsed = [model for model, stats in recalls.items() if stats is not None and stats[0] < 0.1]
+    if collapsed:
+        sentences.append(f"At this budget {', '.join(collapsed)} cover almost none of the data (recall below 0.1): "
+                         f"mode collapse or unfinished training, whatever their precision.")
     diversity = best(image_records, "recall", +1)
-    precise = best(image_records, "precision", +1)
+    precise = best([r for r in image_records if r["model"] not in collapsed], "precision", +1)
     if diversity and precise:
         if diversity[0] == precise[0]:
             sentences.append(f"{diversity[0]} is both the most precise ({precise[1]:.2f}) and the most diverse (recall {diversity[1]:.2f}).")

@@ -79,3 +79,5 @@ def test_when_to_use_which_is_computed_from_the_numbers():
     assert "vae is best at 90.0 nats" in text
     flipped = report.when_to_use_which([_record("vae", 0, 3.0, 0.2, nll=90.0), _record("gan", 0, 5.0, 0.6)], [])
     assert "vae gives the lowest Frechet distance (3.00" in flipped
+    collapsed = report.when_to_use_which([_record("vae", 0, 10.0, 0.2, nll=90.0), _record("gan", 0, 50.0, 0.05)], [])
+    assert "gan cover almost none of the data (recall below 0.1)" in collapsed and "vae is both the most precise" in collapsed
