@@ -41,7 +41,7 @@ def parse_settings(argv) -> Settings:
     parser.add_argument("--seconds", type=float, default=None, help="or: seconds of training per model (compilation excluded)")
     parser.add_argument("--batch_size", type=int, default=64, help="batch size of every image model")
     parser.add_argument("--seeds", type=_seeds, default=(0, 1), help="comma-separated seeds, each a full run of every model")
-    parser.add_argument("--segments", type=int, default=3, help="points of the Frechet distance curve over training")
+    parser.add_argument("--segments", type=int, default=2, help="points of the Frechet distance curve over training")
     parser.add_argument("--toy_models", type=_names, default=tuple(TOY_CONTENDERS), help=f"2-D models ({','.join(TOY_CONTENDERS)}; empty: none)")
     parser.add_argument("--toy_datasets", type=_names, default=MIXTURES, help=f"2-D mixtures ({','.join(MIXTURES)})")
     parser.add_argument("--toy_steps", type=int, default=3000, help="training steps of the 2-D models (batch 256)")

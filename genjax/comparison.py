@@ -81,7 +81,7 @@ class Budget:
     steps: int = 0
     seconds: float = 0.0
     batch_size: int = 64
-    segments: int = 3
+    segments: int = 2
 
     def describe(self) -> str:
         amount = f"{self.steps:,} steps" if self.steps else f"{self.seconds:g} s of training"
