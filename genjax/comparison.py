@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 
 from genjax import data, experiment, report  # noqa: E402
 from genjax.errors import UserError  # noqa: E402
-from genjax.evaluate import evaluate_state, load_run  # noqa: E402
+from genjax.evaluate import draw_samples, evaluate_state, load_run  # noqa: E402
 from genjax.metrics import sample_quality  # noqa: E402
 from genjax.metrics.classifier import images_of, load_classifier  # noqa: E402
 from genjax.train import TrainingDiverged  # noqa: E402
@@ -131,8 +131,8 @@ class Settings:
             raise UserError("nothing to compare: give at least one model or toy model")
 
 
-def contender_config(contender: Contender, budget: Budget, dataset: str, seed: int, segment: int):
-    """The experiment's config with the comparison's dataset, seed, batch size and budget up to `segment`."""
+def contender_config(contender: Contender, budget: Budget, dataset: str, seed: int, fraction: float):
+    """The experiment's config with the comparison's dataset, seed, batch size and `fraction` of the budget."""
     module = importlib.import_module(f"experiments.{contender.experiment}")
     config = module.get_config()
     unknown = [field for field in contender.overrides if field not in config]
@@ -141,7 +141,6 @@ def contender_config(contender: Contender, budget: Budget, dataset: str, seed: i
     config.update(contender.overrides)
     config.update(dict(dataset=dataset, seed=seed, batch_size=budget.batch_size))
     two_stage = "prior_num_steps" in config
-    fraction = segment / budget.segments
     if budget.steps:
         config.num_steps = max(1, round(budget.steps * fraction))
         config.time_budget = 0.0
@@ -162,11 +161,10 @@ def train_contender(contender: Contender, budget: Budget, dataset: str, seed: in
 
     after_segment(segment) is called after each segment but the last (for the curve over training).
     """
-    module, config = contender_config(contender, budget, dataset, seed, 1)
-    two_stage = "prior_num_steps" in config
-    segments = 1 if two_stage else budget.segments
+    two_stage = "prior_num_steps" in importlib.import_module(f"experiments.{contender.experiment}").get_config()
+    segments = 1 if two_stage else budget.segments  # a two-stage model trains its whole budget in one go
     for segment in range(1, segments + 1):
-        module, config = contender_config(contender, budget, dataset, seed, segments if two_stage else segment)
+        module, config = contender_config(contender, budget, dataset, seed, segment / segments)
         run = getattr(module, "run", None) or experiment.run
         run(config, workdir, contender.experiment)
         if segment < segments and after_segment:
@@ -201,7 +199,7 @@ def measure_contender(name: str, contender: Contender, budget: Budget, dataset: 
 
     def curve_point(segment):
         config, family, state, train, test = load_run(workdir)
-        fakes = _samples(family, state, jax.random.fold_in(key, segment), settings.curve_samples)
+        fakes = draw_samples(family, state, jax.random.fold_in(key, segment), settings.curve_samples)
         quality = sample_quality(classifier, images_of(test)[: settings.curve_samples], fakes, test.num_classes)
         curve.append((_train_seconds([_read_json(os.path.join(workdir, "summary.json"))]), quality["frechet_distance"]))
 
@@ -229,12 +227,6 @@ def measure_contender(name: str, contender: Contender, budget: Budget, dataset: 
         json.dump(record, f, indent=1, default=float)
     os.replace(record_path + ".tmp", record_path)
     return record
-
-
-def _samples(family, state, key, n: int) -> np.ndarray:
-    from genjax.evaluate import draw_samples
-
-    return draw_samples(family, state, key, n)
 
 
 def interpolation_figure(path: str, records: list[dict], num_points: int = 9) -> bool:

@@ -27,6 +27,8 @@ def test_quick_compare_writes_a_report_with_every_family_and_reuses_finished_run
     vae = [r for r in records["image"] if r["model"] == "vae"][0]
     assert vae["metrics"]["nll_iwae"] <= vae["metrics"]["neg_elbo"] + 1.0  # the IWAE bound is at least the ELBO (up to MC noise)
     assert len(vae["curve"]) == 2 and vae["steps"] == compare.QUICK["steps"]
+    vqvae = [r for r in records["image"] if r["model"] == "vqvae"][0]
+    assert vqvae["steps"] == compare.QUICK["steps"]  # a two-stage model gets the whole budget in one segment
     assert 0 <= vae["metrics"]["precision"] <= 1 and vae["metrics"]["classes_covered"] >= 1
 
     record_file = tmp_path / "runs" / "mnist" / "vae" / "seed0" / "compare_record.json"
