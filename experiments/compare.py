@@ -12,11 +12,13 @@ finished models and resumes an interrupted one. See genjax/comparison.py for wha
 """
 
 import argparse
+import dataclasses
 import sys
 
 from genjax.comparison import IMAGE_CONTENDERS, MIXTURES, TOY_CONTENDERS, Budget, Settings, compare
 from genjax.errors import UserError
 
+DEFAULT = Settings()
 QUICK = dict(steps=20, toy_steps=100, seeds=(0,), segments=2, num_samples=100, curve_samples=50, iwae_samples=20, classifier_steps=100)
 
 
@@ -34,21 +36,22 @@ def _seeds(text: str) -> tuple:
 def parse_settings(argv) -> Settings:
     parser = argparse.ArgumentParser(prog="python -m experiments.compare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", default="runs/compare")
-    parser.add_argument("--models", type=_names, default=tuple(IMAGE_CONTENDERS), help=f"image models ({','.join(IMAGE_CONTENDERS)})")
-    parser.add_argument("--dataset", default="mnist", help="image dataset (embedded MNIST subset offline)")
-    parser.add_argument("--steps", type=int, default=None, help="training steps per model (default 1000)")
+    parser.add_argument("--workdir", default=DEFAULT.workdir)
+    parser.add_argument("--models", type=_names, default=DEFAULT.models, help=f"image models ({','.join(IMAGE_CONTENDERS)})")
+    parser.add_argument("--dataset", default=DEFAULT.dataset, help="image dataset (embedded MNIST subset offline)")
+    parser.add_argument("--steps", type=int, default=None, help=f"training steps per model (default {DEFAULT.budget.steps})")
     parser.add_argument("--seconds", type=float, default=None, help="or: seconds of training per model (compilation excluded)")
-    parser.add_argument("--batch_size", type=int, default=64, help="batch size of every image model")
-    parser.add_argument("--seeds", type=_seeds, default=(0, 1), help="comma-separated seeds, each a full run of every model")
-    parser.add_argument("--segments", type=int, default=2, help="points of the Frechet distance curve over training")
-    parser.add_argument("--toy_models", type=_names, default=tuple(TOY_CONTENDERS), help=f"2-D models ({','.join(TOY_CONTENDERS)}; empty: none)")
-    parser.add_argument("--toy_datasets", type=_names, default=MIXTURES, help=f"2-D mixtures ({','.join(MIXTURES)})")
-    parser.add_argument("--toy_steps", type=int, default=3000, help="training steps of the 2-D models (batch 256)")
-    parser.add_argument("--num_samples", type=int, default=1000, help="samples per model for the sample-quality metrics")
-    parser.add_argument("--curve_samples", type=int, default=500, help="samples per point of the curve over training")
-    parser.add_argument("--iwae_samples", type=int, default=5000, help="K of the IWAE likelihood bound (0: skip)")
-    parser.add_argument("--classifier_steps", type=int, default=1500, help="training steps of the feature classifier")
+    parser.add_argument("--batch_size", type=int, default=DEFAULT.budget.batch_size, help="batch size of every image model")
+    parser.add_argument("--seeds", type=_seeds, default=DEFAULT.seeds, help="comma-separated seeds, each a full run of every model")
+    parser.add_argument("--segments", type=int, default=DEFAULT.budget.segments, help="points of the Frechet distance curve over training")
+    parser.add_argument("--toy_models", type=_names, default=DEFAULT.toy_models, help=f"2-D models ({','.join(TOY_CONTENDERS)}; empty: none)")
+    parser.add_argument("--toy_datasets", type=_names, default=DEFAULT.toy_datasets, help=f"2-D mixtures ({','.join(MIXTURES)})")
+    parser.add_argument("--toy_steps", type=int, default=DEFAULT.toy_budget.steps,
+                        help=f"training steps of the 2-D models (batch {DEFAULT.toy_budget.batch_size})")
+    parser.add_argument("--num_samples", type=int, default=DEFAULT.num_samples, help="samples per model for the sample-quality metrics")
+    parser.add_argument("--curve_samples", type=int, default=DEFAULT.curve_samples, help="samples per point of the curve over training")
+    parser.add_argument("--iwae_samples", type=int, default=DEFAULT.iwae_samples, help="K of the IWAE likelihood bound (0: skip)")
+    parser.add_argument("--classifier_steps", type=int, default=DEFAULT.classifier_steps, help="training steps of the feature classifier")
     parser.add_argument("--quick", action="store_true", help="tiny budgets and sample counts: a smoke run in a few minutes")
     args = parser.parse_args(argv)
     if args.quick:
@@ -57,7 +60,7 @@ def parse_settings(argv) -> Settings:
         args.seconds = None
     if args.steps is not None and args.seconds is not None:
         raise UserError("give the budget as --steps or --seconds, not both")
-    steps = 0 if args.seconds is not None else (args.steps if args.steps is not None else 1000)
+    steps = 0 if args.seconds is not None else (args.steps if args.steps is not None else DEFAULT.budget.steps)
     return Settings(
         workdir=args.workdir,
         models=args.models,
@@ -66,7 +69,7 @@ def parse_settings(argv) -> Settings:
         seeds=args.seeds,
         toy_models=args.toy_models,
         toy_datasets=args.toy_datasets,
-        toy_budget=Budget(steps=args.toy_steps, batch_size=256, segments=1),
+        toy_budget=dataclasses.replace(DEFAULT.toy_budget, steps=args.toy_steps),
         num_samples=args.num_samples,
         curve_samples=args.curve_samples,
         iwae_samples=args.iwae_samples,

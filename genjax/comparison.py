@@ -92,7 +92,7 @@ class Budget:
 class Settings:
     """Everything a comparison needs; `experiments.compare` builds it from the command line."""
 
-    workdir: str
+    workdir: str = "runs/compare"
     models: tuple = tuple(IMAGE_CONTENDERS)
     dataset: str = "mnist"
     budget: Budget = Budget(steps=1000)
