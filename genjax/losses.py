@@ -136,13 +136,24 @@ def gradient_penalty(critic, real: jax.Array, fake: jax.Array, key: jax.Array, w
     treat examples independently (no batch normalization: the paper drops it from the critic), so that the
     gradient of the summed scores is each example's own gradient. The norm is taken as
     sqrt(sum g^2 + 1e-12), differentiable where the gradient vanishes.
+
+    Why it is written this way: the penalty is f(g) with g = grad_x D, so its first derivative with respect
+    to anything (critic parameters, inputs) is v . dg with v = f'(g) = 2 weight (||g|| - 1) g / ||g||. With v
+    held constant, v . g is the directional derivative of D along v, a forward-mode jvp. The function
+    returns the penalty's value with the gradient of that jvp: reverse-over-forward instead of
+    reverse-over-reverse, the same first derivatives (tested against the direct form) at half the cost on
+    XLA:CPU, where the second backward pass through convolutions is slow. Second derivatives of the
+    returned value are not those of the penalty.
     """
     eps = jax.random.uniform(key, (real.shape[0],) + (1,) * (real.ndim - 1), real.dtype)
     interpolates = eps * real + (1.0 - eps) * fake
-    grads = jax.grad(lambda x: jnp.sum(critic(x)))(interpolates)
-    (grads,) = _flat(grads)
-    norms = jnp.sqrt(jnp.sum(jnp.square(grads), axis=-1) + 1e-12)
-    return weight * jnp.square(norms - 1.0)
+    grads = jax.lax.stop_gradient(jax.grad(lambda x: jnp.sum(critic(x)))(interpolates))
+    (flat,) = _flat(grads)
+    norms = jnp.sqrt(jnp.sum(jnp.square(flat), axis=-1) + 1e-12)
+    penalty = weight * jnp.square(norms - 1.0)
+    direction = (2.0 * weight * (norms - 1.0) / norms).reshape(eps.shape) * grads  # v = f'(g), per example
+    _, directional = jax.jvp(critic, (interpolates,), (direction,))  # v_i . grad D(x_hat_i), [B]
+    return penalty + directional - jax.lax.stop_gradient(directional)
 
 
 # Autoencoders

@@ -125,6 +125,35 @@ def test_the_generator_steps_every_n_critic_steps_and_the_critic_every_step():
     assert all(changed(discriminator[i], discriminator[i + 1]) for i in range(3))
 
 
+def test_conv_n_critic_on_cpu_keeps_the_generator_update_one_step_in_n_exactly_as_the_branch_does(monkeypatch):
+    """Conv networks on CPU compute the generator update every step and keep it on generator turns (a cond
+    branch runs convolutions slowly on XLA:CPU); accelerators skip it with lax.cond. Both give one state."""
+    config = tiny_gan_config("wgan_gp_mnist", n_critic=2)
+    batch = to_model_batch(dataset("mnist").take(np.arange(config.batch_size)))
+
+    def three_states():
+        family = gan.make_family(config, dataset("mnist"))
+        states = [jax.jit(family.init)(jax.random.PRNGKey(0), batch)]
+        step = jax.jit(family.train_step)
+        for i in range(3):
+            states.append(step(states[-1], batch, jax.random.PRNGKey(i))[0])
+        return states
+
+    by_select = three_states()
+    generator = [s["generator"]["params"] for s in by_select]
+    assert [changed(generator[i], generator[i + 1]) for i in range(3)] == [False, True, False]
+    assert all(changed(by_select[i]["discriminator"]["params"], by_select[i + 1]["discriminator"]["params"]) for i in range(3))
+    monkeypatch.setattr(jax.lax, "platform_dependent", lambda *args, cpu, default: default(*args))  # the accelerators' code
+    by_branch = three_states()
+    # Adam turns a gradient that is zero up to rounding (a bias before BatchNorm) into a step of up to about
+    # lr / 5 either way, so the generator's parameters agree to a fraction of lr; Adam's state holds the
+    # gradients themselves (b1 = 0: mu is the last gradient) and agrees tightly.
+    for before, after in zip(by_select, by_branch):
+        chex.assert_trees_all_close(before["generator"]["params"], after["generator"]["params"], atol=0.5 * config.learning_rate)
+        for part in ("g_opt_state", "discriminator", "d_opt_state", "step"):
+            chex.assert_trees_all_close(before[part], after[part], rtol=1e-4, atol=1e-6)
+
+
 def test_batch_norm_statistics_change_in_training_only(mnist):
     _, states, _, _, _ = three_steps("batch_norm")
     assert changed(states[0]["discriminator"]["batch_stats"], states[1]["discriminator"]["batch_stats"])

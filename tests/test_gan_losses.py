@@ -4,6 +4,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import linen as nn
 
 from genjax import losses
 
@@ -65,3 +66,31 @@ def test_gradient_penalty_is_taken_at_interpolates_between_real_and_fake():
     points = jnp.array([[3.0, 4.0], [0.6, 0.8], [0.0, 0.5]])
     penalty = losses.gradient_penalty(lambda x: 0.5 * jnp.sum(x**2, axis=1), points, points, jax.random.PRNGKey(1), weight=2.0)
     np.testing.assert_allclose(penalty, 2.0 * (np.array([5.0, 1.0, 0.5]) - 1.0) ** 2, rtol=1e-5)
+
+
+def test_gradient_penalty_has_the_first_derivatives_of_the_direct_double_backward_form():
+    """The penalty is computed as a jvp of the critic (reverse-over-forward); its gradients with respect to
+    the critic's parameters and to the real and fake inputs must equal those of the textbook form, which
+    differentiates through grad_x D with a second backward pass."""
+    keys = jax.random.split(jax.random.PRNGKey(3), 4)
+    critic_net = nn.Sequential([nn.Conv(4, (3, 3), strides=2), nn.leaky_relu, nn.Conv(8, (3, 3), strides=2), nn.leaky_relu,
+                                lambda h: h.reshape(h.shape[0], -1), nn.Dense(1), lambda s: s[:, 0]])
+    real = jax.random.uniform(keys[0], (5, 8, 8, 1))
+    fake = jax.random.uniform(keys[1], (5, 8, 8, 1))
+    params = critic_net.init(keys[2], real)
+
+    def direct(params, real, fake):
+        eps = jax.random.uniform(keys[3], (5, 1, 1, 1))
+        x_hat = eps * real + (1.0 - eps) * fake
+        grads = jax.grad(lambda x: jnp.sum(critic_net.apply(params, x)))(x_hat).reshape(5, -1)
+        return jnp.sum(10.0 * jnp.square(jnp.sqrt(jnp.sum(grads**2, axis=-1) + 1e-12) - 1.0) * jnp.arange(1.0, 6.0))
+
+    def via_jvp(params, real, fake):
+        penalty = losses.gradient_penalty(lambda x: critic_net.apply(params, x), real, fake, keys[3], 10.0)
+        return jnp.sum(penalty * jnp.arange(1.0, 6.0))  # unequal weights: per-example gradients, not only their sum
+
+    np.testing.assert_allclose(jax.jit(via_jvp)(params, real, fake), jax.jit(direct)(params, real, fake), rtol=1e-5)
+    expected = jax.jit(jax.grad(direct, argnums=(0, 1, 2)))(params, real, fake)
+    actual = jax.jit(jax.grad(via_jvp, argnums=(0, 1, 2)))(params, real, fake)
+    assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(expected)) > 1e-3  # the comparison is not of zeros
+    chex.assert_trees_all_close(actual, expected, rtol=1e-4, atol=1e-6)

@@ -20,7 +20,8 @@ One train_step updates D, then G, on one batch:
   2. D takes one Adam step on its loss over the real batch and the (gradient-stopped) fakes; its batch
      statistics and spectral-norm power iterations advance.
   3. G takes one Adam step on its loss through the updated D, every n_critic-th step. With n_critic > 1
-     (WGAN-GP's 5) the other steps skip it through lax.cond: so every critic update sees a fresh batch of
+     (WGAN-GP's 5) the other steps skip it through lax.cond (conv networks on CPU: compute it and keep it
+     only on G's turn, since XLA:CPU runs convolutions in a cond branch slowly): so every critic update sees a fresh batch of
      real data and fresh z, as in algorithm 1 of Gulrajani et al. (2017), and num_steps counts critic
      updates (the paper's generator iterations are num_steps / n_critic). Splitting one batch into five
      critic sub-batches instead would shrink the critic's batch fivefold.
@@ -147,6 +148,7 @@ def make_family(config, dataset) -> Family:
     is_image = dataset.data_key == "image"
     num_classes = dataset.num_classes if config.conditional else 0
     gradient_penalty = config.loss == "wasserstein_gp"
+    conv_networks = config.architecture == "conv"
     n_critic, gp_weight, latent_dim = config.n_critic, config.gp_weight, config.latent_dim
     mixture = mixture_modes(dataset.name) if dataset.name in ("ring8", "grid25") else None
 
@@ -217,7 +219,22 @@ def make_family(config, dataset) -> Family:
             g_params, g_opt_state = update_generator(g_params, g_opt_state)
         else:
             generator_turn = (state["step"] + 1) % n_critic == 0
-            g_params, g_opt_state = jax.lax.cond(generator_turn, update_generator, lambda p, s: (p, s), g_params, g_opt_state)
+
+            def skip_by_branch(g_params, g_opt_state):
+                return jax.lax.cond(generator_turn, update_generator, lambda p, s: (p, s), g_params, g_opt_state)
+
+            def skip_by_select(g_params, g_opt_state):
+                updated = update_generator(g_params, g_opt_state)
+                return jax.tree.map(lambda new, old: jnp.where(generator_turn, new, old), updated, (g_params, g_opt_state))
+
+            # XLA:CPU runs convolutions inside a cond branch on its slow generic kernel (as inside a loop
+            # body, jax-ml/jax#12868): a conv WGAN-GP step took 93 ms with the branch and 61 ms computing
+            # the generator update every step and keeping it one step in n_critic. Elsewhere the branch
+            # skips the work.
+            if conv_networks:
+                g_params, g_opt_state = jax.lax.platform_dependent(g_params, g_opt_state, cpu=skip_by_select, default=skip_by_branch)
+            else:
+                g_params, g_opt_state = skip_by_branch(g_params, g_opt_state)
         new_state = {
             "generator": {**g_variables, "params": g_params},
             "discriminator": d_variables,
