@@ -121,7 +121,7 @@ def make_family(config, dataset) -> Family:
         return {"code_nll": code_nll(state["params"], codes(state, batch["image"])), **vqvae_metrics}
 
     def sample(state, key, n):
-        tokens = sample_tokens(lambda t: prior.apply({"params": state["params"]}, t), key, n, h * w)
+        tokens = sample_tokens(prior, state["params"], key, n)
         return vqvae.decode_indices(model, state["vqvae"], tokens.reshape(n, h, w))
 
     def reconstruct(state, batch, key):

@@ -3,6 +3,10 @@
 Pre-LayerNorm decoder blocks (Radford et al. 2019) with learned position embeddings. The input is the
 sequence shifted right behind a start token, and attention is masked to earlier positions, so the logits
 at position i depend on c_0, ..., c_{i-1} only.
+
+Sampling (`sample_tokens`) runs the same parameters one position per call with a key/value cache (Flax's
+decode mode): each token is computed once, instead of re-running the whole sequence at every position,
+which made drawing 1,000 MNIST code maps (49 positions) take 22 s on 2 CPU cores.
 """
 
 import flax.linen as nn
@@ -11,38 +15,60 @@ import jax.numpy as jnp
 
 
 class CausalTransformer(nn.Module):
-    """Tokens int [B, L] in [0, vocab_size) -> logits [B, L, vocab_size] of p(c_i | c_<i)."""
+    """Tokens int [B, L] in [0, vocab_size) -> logits [B, L, vocab_size] of p(c_i | c_<i).
+
+    With decode=True (same parameters) each call after `init` takes the token at the previous position,
+    int [B, 1] (ignored at position 0, where the start token goes in), and returns the logits [B, 1, V] of
+    the next position; the position and the attention keys and values live in the 'cache' collection.
+    """
 
     vocab_size: int
     length: int
     width: int = 64
     layers: int = 2
     heads: int = 4
+    decode: bool = False
 
     @nn.compact
     def __call__(self, tokens: jax.Array) -> jax.Array:
-        start = jnp.full((tokens.shape[0], 1), self.vocab_size, tokens.dtype)  # an extra token id
-        inputs = jnp.concatenate([start, tokens[:, :-1]], axis=1)
         positions = self.param("positions", nn.initializers.normal(0.02), (self.length, self.width))
-        x = nn.Embed(self.vocab_size + 1, self.width, embedding_init=nn.initializers.normal(0.02))(inputs) + positions
-        mask = nn.make_causal_mask(inputs)
+        embed = nn.Embed(self.vocab_size + 1, self.width, embedding_init=nn.initializers.normal(0.02))
+        start = self.vocab_size  # an extra token id
+        if self.decode and not self.is_initializing():
+            position = self.variable("cache", "position", lambda: jnp.zeros((), jnp.int32))
+            inputs = jnp.where(position.value == 0, start, tokens)
+            x = embed(inputs) + jax.lax.dynamic_slice_in_dim(positions, position.value, 1)
+            position.value += 1
+            mask = None  # attention's own cache mask: the positions filled so far
+        else:
+            if self.decode:
+                self.variable("cache", "position", lambda: jnp.zeros((), jnp.int32))
+            inputs = jnp.concatenate([jnp.full((tokens.shape[0], 1), start, tokens.dtype), tokens[:, :-1]], axis=1)
+            x = embed(inputs) + positions
+            mask = nn.make_causal_mask(inputs)
         for _ in range(self.layers):
             h = nn.LayerNorm()(x)
-            x = x + nn.MultiHeadDotProductAttention(self.heads)(h, h, mask=mask)
+            x = x + nn.MultiHeadDotProductAttention(self.heads, decode=self.decode)(h, h, mask=mask)
             h = nn.LayerNorm()(x)
             x = x + nn.Dense(self.width)(nn.gelu(nn.Dense(4 * self.width)(h)))
         return nn.Dense(self.vocab_size)(nn.LayerNorm()(x))
 
 
-def sample_tokens(logits_fn, key: jax.Array, n: int, length: int) -> jax.Array:
-    """Draw n sequences int32 [n, length] position by position from logits_fn(tokens) -> [n, length, V].
+def sample_tokens(model: CausalTransformer, params, key: jax.Array, n: int) -> jax.Array:
+    """Draw n sequences int32 [n, model.length] position by position from the model with these parameters.
 
-    Position i is drawn with fold_in(key, i) from the logits at i, which depend on positions < i only;
-    the whole sequence is re-run at each step (no cache), cheap for the short code maps used here.
+    Position i is drawn with fold_in(key, i) from p(c_i | c_<i); the sequence so far lives in the model's
+    key/value cache, so each step computes one new position.
     """
+    decoder = model.clone(decode=True)
+    shapes = jax.eval_shape(decoder.init, jax.random.PRNGKey(0), jnp.zeros((n, model.length), jnp.int32))["cache"]
+    cache = jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype), shapes)
 
-    def draw(i, tokens):
-        logits = jax.lax.dynamic_index_in_dim(logits_fn(tokens), i, axis=1, keepdims=False)
-        return tokens.at[:, i].set(jax.random.categorical(jax.random.fold_in(key, i), logits).astype(jnp.int32))
+    def draw(carry, i):
+        cache, previous = carry
+        logits, updates = decoder.apply({"params": params, "cache": cache}, previous[:, None], mutable=["cache"])
+        token = jax.random.categorical(jax.random.fold_in(key, i), logits[:, 0]).astype(jnp.int32)
+        return (updates["cache"], token), token
 
-    return jax.lax.fori_loop(0, length, draw, jnp.zeros((n, length), jnp.int32))
+    _, tokens = jax.lax.scan(draw, (cache, jnp.zeros((n,), jnp.int32)), jnp.arange(model.length))
+    return tokens.T
