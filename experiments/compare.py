@@ -2,7 +2,7 @@
 seeds, measure them all the same way, and write report.md and report.html (tables, figures and a "when to
 use which" paragraph computed from the numbers).
 
-    python -m experiments.compare                              # the default comparison (under 20 min, 2 CPU cores)
+    python -m experiments.compare                              # the default comparison (about 15 min on 2 CPU cores)
     python -m experiments.compare --quick                      # every model at a tiny budget, a few minutes
     python -m experiments.compare --models vae,dcgan --seconds 60 --seeds 0,1,2
     python -m experiments.compare --toy_models= --steps 3000   # images only
