@@ -51,3 +51,38 @@ def test_eight_devices_match_one_device(tmp_path):
     assert (one["devices"], eight["devices"]) == (1, 8)
     assert eight["sharding"] == one["sharding"] == "P()"  # parameters replicated
     assert losses["gathered"] == losses["expected"]
+
+
+GAN_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import jax
+    from genjax import experiment
+    from tests.test_gan import tiny_gan_config
+    runs = {}
+    for devices in (1, 8):
+        config = tiny_gan_config("wgan_gp_mnist", num_devices=devices, n_critic=2, num_steps=6, batch_size=16, steps_per_call=1,
+                                 eval_every=6, checkpoint_every=6)
+        result = experiment.run(config, f"{sys.argv[1]}/d{devices}", "wgan_gp_mnist")
+        records = [json.loads(l) for l in open(f"{sys.argv[1]}/d{devices}/metrics.jsonl")]
+        runs[devices] = {"train": [r["d_loss"] for r in records if r["split"] == "train"],
+                         "penalty": [r["gradient_penalty"] for r in records if r["split"] == "train"],
+                         "test": result.summary["test"]["d_loss"]}
+    print("RESULT" + json.dumps(runs))
+    """
+)
+
+
+def test_a_conv_wgan_gp_on_eight_devices_matches_one_device(tmp_path):
+    """The per-example gradient penalty, the generator's BatchNorm over the global batch and the CPU path that
+    keeps the generator update one step in n_critic all shard without changing the result."""
+    (tmp_path / "script.py").write_text(GAN_SCRIPT)
+    result = run_module("tests.run_script", str(tmp_path / "script.py"), str(tmp_path),
+                        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = json.loads(result.stdout.split("RESULT")[1])
+    one, eight = runs["1"], runs["8"]
+    assert len(one["train"]) == 6 and min(one["penalty"]) > 0
+    np.testing.assert_allclose(eight["train"], one["train"], rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(eight["penalty"], one["penalty"], rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(eight["test"], one["test"], rtol=1e-3, atol=1e-5)
