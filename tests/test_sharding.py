@@ -38,12 +38,17 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_eight_devices_match_one_device(tmp_path):
-    (tmp_path / "script.py").write_text(SCRIPT)
+def run_on_eight_devices(script: str, tmp_path) -> dict:
+    """Run `script` (argv[1]: a scratch directory) in a process with 8 forced CPU devices; its RESULT json."""
+    (tmp_path / "script.py").write_text(script)
     result = run_module("tests.run_script", str(tmp_path / "script.py"), str(tmp_path),
                         env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
     assert result.returncode == 0, result.stderr[-3000:]
-    losses = json.loads(result.stdout.split("RESULT")[1])
+    return json.loads(result.stdout.split("RESULT")[1])
+
+
+def test_eight_devices_match_one_device(tmp_path):
+    losses = run_on_eight_devices(SCRIPT, tmp_path)
     one, eight = losses["1"], losses["8"]
     assert len(one["train"]) == 30
     np.testing.assert_allclose(eight["train"], one["train"], rtol=1e-4)
@@ -76,11 +81,7 @@ GAN_SCRIPT = textwrap.dedent(
 def test_a_conv_wgan_gp_on_eight_devices_matches_one_device(tmp_path):
     """The per-example gradient penalty, the generator's BatchNorm over the global batch and the CPU path that
     keeps the generator update one step in n_critic all shard without changing the result."""
-    (tmp_path / "script.py").write_text(GAN_SCRIPT)
-    result = run_module("tests.run_script", str(tmp_path / "script.py"), str(tmp_path),
-                        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    runs = json.loads(result.stdout.split("RESULT")[1])
+    runs = run_on_eight_devices(GAN_SCRIPT, tmp_path)
     one, eight = runs["1"], runs["8"]
     assert len(one["train"]) == 6 and min(one["penalty"]) > 0
     np.testing.assert_allclose(eight["train"], one["train"], rtol=1e-3, atol=1e-5)

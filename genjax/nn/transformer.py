@@ -34,15 +34,14 @@ class CausalTransformer(nn.Module):
         positions = self.param("positions", nn.initializers.normal(0.02), (self.length, self.width))
         embed = nn.Embed(self.vocab_size + 1, self.width, embedding_init=nn.initializers.normal(0.02))
         start = self.vocab_size  # an extra token id
-        if self.decode and not self.is_initializing():
+        if self.decode:
             position = self.variable("cache", "position", lambda: jnp.zeros((), jnp.int32))
+        if self.decode and not self.is_initializing():  # init only shapes the cache, over whole sequences
             inputs = jnp.where(position.value == 0, start, tokens)
             x = embed(inputs) + jax.lax.dynamic_slice_in_dim(positions, position.value, 1)
             position.value += 1
             mask = None  # attention's own cache mask: the positions filled so far
         else:
-            if self.decode:
-                self.variable("cache", "position", lambda: jnp.zeros((), jnp.int32))
             inputs = jnp.concatenate([jnp.full((tokens.shape[0], 1), start, tokens.dtype), tokens[:, :-1]], axis=1)
             x = embed(inputs) + positions
             mask = nn.make_causal_mask(inputs)
