@@ -15,7 +15,7 @@ from genjax.errors import UserError
 
 # field -> one-line help, shown by --help
 BASE_FIELDS = {
-    "model": "model family (see genjax.models.FAMILIES)",
+    "model": "model family: a module of genjax.models (genjax.models.names())",
     "dataset": "dataset name (see genjax.data.DATASETS)",
     "source": "data source: auto (tfds if prepared, else embedded), embedded, tfds or toy",
     "data_dir": "tfds data directory ('' for tfds's default)",

@@ -21,11 +21,19 @@ Optional hooks:
     progress_metrics                  train metrics shown on the progress bar
     importance_log_weights(state, batch, key, k) -> [B, k]: log p(x, z_k) - log q(z_k | x) for z_k ~ q(z|x),
                                       for latent-variable families; gives the IWAE likelihood bound
+    log_likelihood(state, batch, key) -> [B]: log p(x) itself in nats per example (exact up to the
+                                      family's stated estimator, e.g. a flow's ODE solver and trace estimate)
 
     encode(state, batch) -> codes     the latent representation of a batch ([B, ...]; a VAE's posterior mean)
     decode(state, codes) -> data      data from such codes; with encode, gives latent interpolations
     conditional                       True when `sample` draws n // num_classes examples of each class in
                                       class order, so that sample grids get one row per class
+    codebook                          True when eval reports code usage (perplexity, used_fraction)
+    convolutional                     True when train_step runs convolutions: the engine's execution policy
+                                      (genjax.train.policy) runs such steps differently on CPU
+
+What a family can do, its capabilities (CAPABILITIES), follows from the hooks it provides; the metrics
+(genjax.metrics.registry) and the report ask for capabilities, never for family names.
 """
 
 import dataclasses
@@ -37,6 +45,16 @@ import jax.numpy as jnp
 Batch = dict
 Metrics = dict
 State = object
+
+CAPABILITIES = {
+    "sample": "draws new examples (sample)",
+    "reconstruct": "reconstructs its inputs (reconstruct)",
+    "latent": "maps examples to codes and back (encode, decode): latent interpolations",
+    "likelihood_bound": "a lower bound on log p(x) by importance weights (importance_log_weights)",
+    "exact_likelihood": "log p(x) itself (log_likelihood)",
+    "codebook": "a discrete codebook whose usage eval reports",
+    "conditional": "class-conditional sampling, one class per grid row",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +74,23 @@ class Family:
     importance_log_weights: Callable | None = None
     encode: Callable[[State, Batch], jax.Array] | None = None
     decode: Callable[[State, jax.Array], jax.Array] | None = None
+    log_likelihood: Callable[[State, Batch, jax.Array], jax.Array] | None = None
+    codebook: bool = False
+    convolutional: bool = False
+
+    @property
+    def capabilities(self) -> frozenset:
+        """The names of CAPABILITIES this family has, from the hooks it provides."""
+        has = {
+            "sample": self.sample is not None,
+            "reconstruct": self.reconstruct is not None,
+            "latent": self.encode is not None and self.decode is not None,
+            "likelihood_bound": self.importance_log_weights is not None,
+            "exact_likelihood": self.log_likelihood is not None,
+            "codebook": self.codebook,
+            "conditional": self.conditional,
+        }
+        return frozenset(name for name, present in has.items() if present)
 
 
 def count_params(state) -> int:
