@@ -95,8 +95,10 @@ def measure(cases, rounds: int, in_scan: bool, min_seconds: float = 0.05):
 
 def table(results, in_scan: bool) -> str:
     columns = ["forward", "forward+backward"] + (["in lax.scan"] if in_scan else [])
-    lines = ["| layer | formulation | " + " | ".join(f"{c} (ms)" for c in columns) + " | fastest fwd+bwd |",
-             "| --- | --- | " + " | ".join("---" for _ in columns) + " | --- |"]
+    lines = [
+        "| layer | formulation | " + " | ".join(f"{c} (ms)" for c in columns) + " | fastest fwd+bwd |",
+        "| --- | --- | " + " | ".join("---" for _ in columns) + " | --- |",
+    ]
     for case, by_kind in results.items():
         fastest = min(by_kind, key=lambda kind: by_kind[kind]["forward+backward"])
         for kind, r in by_kind.items():

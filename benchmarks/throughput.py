@@ -284,10 +284,20 @@ def worker(kind: str, entry_name: str, windows: int, steps_per_window: int, torc
 
 def spawn(kind: str, entry: str, args) -> dict | None:
     """Run one measurement in a fresh process; None (with the reason on stderr) when it fails."""
-    command = [sys.executable, os.path.abspath(__file__), "--worker", kind, entry or "-",
-               "--windows", str(args.windows), "--steps", str(args.steps), "--torch_threads", str(args.torch_threads)]
-    process = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout,
-                             env={**os.environ, "TQDM_DISABLE": "1"})
+    command = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--worker",
+        kind,
+        entry or "-",
+        "--windows",
+        str(args.windows),
+        "--steps",
+        str(args.steps),
+        "--torch_threads",
+        str(args.torch_threads),
+    ]
+    process = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout, env={**os.environ, "TQDM_DISABLE": "1"})
     lines = [line for line in process.stdout.splitlines() if line.startswith("{")]
     if process.returncode or not lines:
         tail = (process.stderr.strip().splitlines() or ["no output"])[-1]
@@ -327,7 +337,9 @@ def summarize(results: dict, peak: float, entries, frameworks) -> str:
             achieved = rate / measured[0]["batch_size"] * flops if flops else None
             gflops = f"{achieved / 1e9:.0f}" if achieved else ""
             fraction = f"{achieved / peak:.0%}" if achieved and peak else ""
-            lines.append(f"| {entry} | {fw} | {rate:,.0f} ({low:,.0f}-{high:,.0f}) | {ratio} | {first:.2f} | {memory} | {gflops} | {fraction} |")
+            lines.append(
+                f"| {entry} | {fw} | {rate:,.0f} ({low:,.0f}-{high:,.0f}) | {ratio} | {first:.2f} | {memory} | {gflops} | {fraction} |"
+            )
     return "\n".join(lines)
 
 
@@ -344,9 +356,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="fresh processes per (model, framework)")
     parser.add_argument("--windows", type=int, default=5, help="timed windows per process (its median is kept)")
     parser.add_argument("--steps", type=int, default=300, help="training steps per timed window")
-    parser.add_argument("--torch_threads", type=int, default=0,
-                        help="PyTorch's intra-op threads (default 0: PyTorch's own choice, one per core). On cores "
-                             "shared with other processes, 1 avoids OpenMP threads spinning against each other")
+    parser.add_argument(
+        "--torch_threads",
+        type=int,
+        default=0,
+        help="PyTorch's intra-op threads (default 0: PyTorch's own choice, one per core). On cores "
+        "shared with other processes, 1 avoids OpenMP threads spinning against each other",
+    )
     parser.add_argument("--timeout", type=int, default=900, help="seconds before a run is abandoned")
     parser.add_argument("--json", help="also write every run's measurements to this file")
     parser.add_argument("--peak_only", action="store_true")
@@ -387,7 +403,9 @@ def main() -> None:
     pressures = [p for p in pressures if p is not None]
     print(f"matmul peak (XLA float32, median of {len(peaks)}): {peak / 1e9:.0f} GFLOP/s" if peak else "matmul peak: not measured")
     if pressures:
-        print(f"CPU pressure before runs (PSI some avg10, 0 = quiet machine): median {np.median(pressures):.0f}%, max {max(pressures):.0f}%")
+        print(
+            f"CPU pressure before runs (PSI some avg10, 0 = quiet machine): median {np.median(pressures):.0f}%, max {max(pressures):.0f}%"
+        )
     if not args.peak_only:
         print(summarize(results, peak, entries, args.frameworks))
     save_log(args.json, log)

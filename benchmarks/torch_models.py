@@ -9,10 +9,9 @@ batch [B, C, H, W] in [0, 1] (PyTorch's NCHW layout).
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from pytorch_vae_reference import VAE as ExamplesVAE
 from pytorch_vae_reference import loss_terms
+from torch import nn
 
 
 def gaussian_kl(mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
@@ -119,11 +118,20 @@ class VQVAE(nn.Module):
         super().__init__()
         a, b = channels
         self.encoder = nn.Sequential(
-            nn.Conv2d(1, a, 4, stride=2, padding=1), nn.ReLU(), nn.Conv2d(a, b, 4, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(b, b, 3, padding=1), residual_stack(b, hidden, blocks), nn.Conv2d(b, code_dim, 1),
+            nn.Conv2d(1, a, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(a, b, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(b, b, 3, padding=1),
+            residual_stack(b, hidden, blocks),
+            nn.Conv2d(b, code_dim, 1),
         )
         self.decoder = nn.Sequential(
-            nn.Conv2d(code_dim, b, 3, padding=1), residual_stack(b, hidden, blocks), subpixel(b, a), nn.ReLU(), subpixel(a, 1),
+            nn.Conv2d(code_dim, b, 3, padding=1),
+            residual_stack(b, hidden, blocks),
+            subpixel(b, a),
+            nn.ReLU(),
+            subpixel(a, 1),
         )
         self.beta, self.decay, self.eps, self.threshold = beta, decay, eps, threshold
         codebook = (torch.rand(num_codes, code_dim) * 2 - 1) / num_codes
@@ -165,7 +173,9 @@ class MLPGenerator(nn.Sequential):
         widths = (latent_dim, *hidden)
         super().__init__(
             *[layer for a, b in zip(widths, widths[1:]) for layer in (nn.Linear(a, b), nn.ReLU())],
-            nn.Linear(widths[-1], 784), nn.Tanh(), nn.Unflatten(1, (1, 28, 28)),
+            nn.Linear(widths[-1], 784),
+            nn.Tanh(),
+            nn.Unflatten(1, (1, 28, 28)),
         )
 
 
@@ -175,8 +185,10 @@ class MLPDiscriminator(nn.Sequential):
     def __init__(self, hidden=(512, 256)):
         widths = (784, *hidden)
         super().__init__(
-            nn.Flatten(), *[layer for a, b in zip(widths, widths[1:]) for layer in (nn.Linear(a, b), nn.LeakyReLU(0.2))],
-            nn.Linear(widths[-1], 1), nn.Flatten(0),
+            nn.Flatten(),
+            *[layer for a, b in zip(widths, widths[1:]) for layer in (nn.Linear(a, b), nn.LeakyReLU(0.2))],
+            nn.Linear(widths[-1], 1),
+            nn.Flatten(0),
         )
 
 
@@ -187,8 +199,15 @@ class ConvGenerator(nn.Sequential):
     def __init__(self, latent_dim=100, channels=(64, 32)):
         a, b = channels
         super().__init__(
-            nn.Linear(latent_dim, 7 * 7 * a), nn.BatchNorm1d(7 * 7 * a), nn.ReLU(), nn.Unflatten(1, (a, 7, 7)),
-            subpixel(a, b), nn.BatchNorm2d(b), nn.ReLU(), subpixel(b, 1), nn.Tanh(),
+            nn.Linear(latent_dim, 7 * 7 * a),
+            nn.BatchNorm1d(7 * 7 * a),
+            nn.ReLU(),
+            nn.Unflatten(1, (a, 7, 7)),
+            subpixel(a, b),
+            nn.BatchNorm2d(b),
+            nn.ReLU(),
+            subpixel(b, 1),
+            nn.Tanh(),
         )
 
 
@@ -199,9 +218,14 @@ class ConvDiscriminator(nn.Sequential):
     def __init__(self, channels=(32, 64), norm="batch"):
         a, b = channels
         super().__init__(
-            normalized(nn.Conv2d(1, a, 4, stride=2, padding=1), norm), nn.LeakyReLU(0.2),
-            normalized(nn.Conv2d(a, b, 4, stride=2, padding=1), norm), nn.BatchNorm2d(b) if norm == "batch" else nn.Identity(),
-            nn.LeakyReLU(0.2), nn.Flatten(), normalized(nn.Linear(7 * 7 * b, 1), norm), nn.Flatten(0),
+            normalized(nn.Conv2d(1, a, 4, stride=2, padding=1), norm),
+            nn.LeakyReLU(0.2),
+            normalized(nn.Conv2d(a, b, 4, stride=2, padding=1), norm),
+            nn.BatchNorm2d(b) if norm == "batch" else nn.Identity(),
+            nn.LeakyReLU(0.2),
+            nn.Flatten(),
+            normalized(nn.Linear(7 * 7 * b, 1), norm),
+            nn.Flatten(0),
         )
 
 

@@ -34,8 +34,9 @@ def _seeds(text: str) -> tuple:
 
 
 def parse_settings(argv) -> Settings:
-    parser = argparse.ArgumentParser(prog="python -m experiments.compare", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--workdir", default=DEFAULT.workdir)
     parser.add_argument("--models", type=_names, default=DEFAULT.models, help=f"image models ({','.join(IMAGE_CONTENDERS)})")
     parser.add_argument("--dataset", default=DEFAULT.dataset, help="image dataset (embedded MNIST subset offline)")
@@ -44,10 +45,16 @@ def parse_settings(argv) -> Settings:
     parser.add_argument("--batch_size", type=int, default=DEFAULT.budget.batch_size, help="batch size of every image model")
     parser.add_argument("--seeds", type=_seeds, default=DEFAULT.seeds, help="comma-separated seeds, each a full run of every model")
     parser.add_argument("--segments", type=int, default=DEFAULT.budget.segments, help="points of the Frechet distance curve over training")
-    parser.add_argument("--toy_models", type=_names, default=DEFAULT.toy_models, help=f"2-D models ({','.join(TOY_CONTENDERS)}; empty: none)")
+    parser.add_argument(
+        "--toy_models", type=_names, default=DEFAULT.toy_models, help=f"2-D models ({','.join(TOY_CONTENDERS)}; empty: none)"
+    )
     parser.add_argument("--toy_datasets", type=_names, default=DEFAULT.toy_datasets, help=f"2-D mixtures ({','.join(MIXTURES)})")
-    parser.add_argument("--toy_steps", type=int, default=DEFAULT.toy_budget.steps,
-                        help=f"training steps of the 2-D models (batch {DEFAULT.toy_budget.batch_size})")
+    parser.add_argument(
+        "--toy_steps",
+        type=int,
+        default=DEFAULT.toy_budget.steps,
+        help=f"training steps of the 2-D models (batch {DEFAULT.toy_budget.batch_size})",
+    )
     parser.add_argument("--num_samples", type=int, default=DEFAULT.num_samples, help="samples per model for the sample-quality metrics")
     parser.add_argument("--curve_samples", type=int, default=DEFAULT.curve_samples, help="samples per point of the curve over training")
     parser.add_argument("--iwae_samples", type=int, default=DEFAULT.iwae_samples, help="K of the IWAE likelihood bound (0: skip)")

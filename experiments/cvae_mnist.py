@@ -7,8 +7,8 @@ Sample grids have one row per class (0 to 9), 10 samples each. Variants as for v
 
 import sys
 
-from genjax import cli
 from experiments import vae_mnist
+from genjax import cli
 
 
 def get_config():

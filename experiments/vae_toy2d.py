@@ -10,14 +10,26 @@ samples_<step>.png scatters them over the mixture means.
 
 import sys
 
-from genjax import cli
 from experiments import vae_mnist
+from genjax import cli
 
 
 def get_config():
     config = vae_mnist.get_config()
-    config.update(dict(dataset="ring8", hidden_sizes=(128, 128), latent_dim=2, likelihood="gaussian", kl_warmup_steps=2000, batch_size=256,
-                       num_steps=10000, eval_every=2000, checkpoint_every=2000, num_samples=2000))
+    config.update(
+        dict(
+            dataset="ring8",
+            hidden_sizes=(128, 128),
+            latent_dim=2,
+            likelihood="gaussian",
+            kl_warmup_steps=2000,
+            batch_size=256,
+            num_steps=10000,
+            eval_every=2000,
+            checkpoint_every=2000,
+            num_samples=2000,
+        )
+    )
     return config
 
 

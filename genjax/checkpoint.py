@@ -80,9 +80,7 @@ class Checkpoints:
         meta = self.read_meta(step)
         for field in ("experiment", "model"):
             if meta.get(field) != expected_meta.get(field):
-                raise UserError(
-                    f"{where} was written by {field} '{meta.get(field)}', not '{expected_meta.get(field)}'; {FRESH_HINT}"
-                )
+                raise UserError(f"{where} was written by {field} '{meta.get(field)}', not '{expected_meta.get(field)}'; {FRESH_HINT}")
         stored = self.manager.item_metadata(step)["state"]
         stored_tree = getattr(stored, "tree", stored)
         mismatch = describe_mismatch(stored_tree, like_state)

@@ -111,8 +111,11 @@ def exit_code_for(error: BaseException) -> int:
     reason = disk_error_reason(error)
     if reason is None:
         raise error
-    print(f"error: the run could not write its files ({reason}); every complete checkpoint is kept: "
-          "free space or fix permissions, then rerun the same command to resume", file=sys.stderr)
+    print(
+        f"error: the run could not write its files ({reason}); every complete checkpoint is kept: "
+        "free space or fix permissions, then rerun the same command to resume",
+        file=sys.stderr,
+    )
     return EXIT_IO
 
 

@@ -67,8 +67,11 @@ IMAGE_CONTENDERS = {
 TOY_CONTENDERS = {
     "vae": Contender("vae_toy2d", {}, "MLP VAE, 2-D latent, Gaussian decoder, KL warm-up"),
     "gan": Contender("gan_toy2d", {}, "MLP GAN, non-saturating loss"),
-    "wgan_gp": Contender("gan_toy2d", {"loss": "wasserstein_gp", "n_critic": 5, "learning_rate": 1e-4, "adam_b1": 0.5, "adam_b2": 0.9},
-                         "MLP WGAN-GP, n_critic 5"),
+    "wgan_gp": Contender(
+        "gan_toy2d",
+        {"loss": "wasserstein_gp", "n_critic": 5, "learning_rate": 1e-4, "adam_b1": 0.5, "adam_b2": 0.9},
+        "MLP WGAN-GP, n_critic 5",
+    ),
     "sngan": Contender("gan_toy2d", {"loss": "hinge", "discriminator_norm": "spectral"}, "MLP GAN, hinge loss + spectral norm"),
 }
 MIXTURES = ("ring8", "grid25")  # the 2-D datasets with modes to count
@@ -184,12 +187,21 @@ def _train_seconds(summaries: list[dict]) -> float:
     return sum(s.get("total_train_seconds", s["train_seconds"]) for s in summaries)
 
 
-def measure_contender(name: str, contender: Contender, budget: Budget, dataset: str, seed: int, workdir: str, settings: Settings,
-                      classifier, key) -> dict:
+def measure_contender(
+    name: str, contender: Contender, budget: Budget, dataset: str, seed: int, workdir: str, settings: Settings, classifier, key
+) -> dict:
     """Train (or resume) one model and evaluate it; returns its record for the report."""
     record_path = os.path.join(workdir, "compare_record.json")
-    identity = {"model": name, "experiment": contender.experiment, "overrides": contender.overrides, "dataset": dataset, "seed": seed,
-                "budget": dataclasses.asdict(budget), "num_samples": settings.num_samples, "iwae_samples": settings.iwae_samples}
+    identity = {
+        "model": name,
+        "experiment": contender.experiment,
+        "overrides": contender.overrides,
+        "dataset": dataset,
+        "seed": seed,
+        "budget": dataclasses.asdict(budget),
+        "num_samples": settings.num_samples,
+        "iwae_samples": settings.iwae_samples,
+    }
     if os.path.exists(record_path):
         record = _read_json(record_path)
         if record.get("identity") == identity:
@@ -284,29 +296,37 @@ def compare(settings: Settings) -> dict:
         test = data.load(settings.dataset, "test", seed=0)
         classifier = load_classifier(train, test, settings.classifier_steps)
         floor = real_data_floor(classifier, train, test, settings.num_samples)
-        header.update({
-            "dataset": f"{train.name} ({train.source}), {train.num_examples} train / {test.num_examples} test images",
-            "budget": settings.budget.describe(),
-            "seeds": ", ".join(map(str, settings.seeds)),
-            "sample metrics": f"{settings.num_samples} samples against the {test.num_examples} test images, in the features of "
-                              f"genjax's classifier (test accuracy {classifier.test_accuracy:.3f}, {settings.classifier_steps} steps)",
-            "floor (real training images vs test)": f"Frechet distance {floor['frechet_distance']:.2f}, precision "
-                                                    f"{floor['precision']:.2f}, recall {floor['recall']:.2f}, "
-                                                    f"classes covered {floor['classes_covered']:.0f}",
-            "NLL bound": f"IWAE with K = {settings.iwae_samples}" if settings.iwae_samples else "not computed",
-        })
+        header.update(
+            {
+                "dataset": f"{train.name} ({train.source}), {train.num_examples} train / {test.num_examples} test images",
+                "budget": settings.budget.describe(),
+                "seeds": ", ".join(map(str, settings.seeds)),
+                "sample metrics": f"{settings.num_samples} samples against the {test.num_examples} test images, in the features of "
+                f"genjax's classifier (test accuracy {classifier.test_accuracy:.3f}, {settings.classifier_steps} steps)",
+                "floor (real training images vs test)": f"Frechet distance {floor['frechet_distance']:.2f}, precision "
+                f"{floor['precision']:.2f}, recall {floor['recall']:.2f}, "
+                f"classes covered {floor['classes_covered']:.0f}",
+                "NLL bound": f"IWAE with K = {settings.iwae_samples}" if settings.iwae_samples else "not computed",
+            }
+        )
         for name in settings.models:
             contender = IMAGE_CONTENDERS[name]
             for seed in settings.seeds:
                 workdir = os.path.join(settings.workdir, "runs", settings.dataset, name, f"seed{seed}")
-                image_records.append(measure_contender(name, contender, settings.budget, settings.dataset, seed, workdir, settings,
-                                                       classifier, jax.random.PRNGKey(seed)))
+                image_records.append(
+                    measure_contender(
+                        name, contender, settings.budget, settings.dataset, seed, workdir, settings, classifier, jax.random.PRNGKey(seed)
+                    )
+                )
     for dataset in settings.toy_datasets if settings.toy_models else ():
         for name in settings.toy_models:
             for seed in settings.seeds:
                 workdir = os.path.join(settings.workdir, "runs", dataset, name, f"seed{seed}")
-                toy_records.append(measure_contender(name, TOY_CONTENDERS[name], settings.toy_budget, dataset, seed, workdir, settings,
-                                                     None, jax.random.PRNGKey(seed)))
+                toy_records.append(
+                    measure_contender(
+                        name, TOY_CONTENDERS[name], settings.toy_budget, dataset, seed, workdir, settings, None, jax.random.PRNGKey(seed)
+                    )
+                )
     if toy_records:
         header["toy budget"] = settings.toy_budget.describe()
     header["models"] = "; ".join(f"{n}: {IMAGE_CONTENDERS[n].description}" for n in settings.models)

@@ -92,9 +92,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> None:
         try:
             config[field] = _parse_value(text, default)
         except (ValueError, SyntaxError, TypeError):
-            raise UserError(
-                f"--config.{field}={text} is not a valid {type(default).__name__} (default: {default!r})"
-            ) from None
+            raise UserError(f"--config.{field}={text} is not a valid {type(default).__name__} (default: {default!r})") from None
 
 
 def check(condition: bool, message: str) -> None:
@@ -122,7 +120,10 @@ def validate_base(config) -> None:
     check_positive(config, "batch_size", "learning_rate", "eval_every", "checkpoint_every")
     check_positive(config, "keep_checkpoints", "steps_per_call", "num_samples")
     check(config.num_steps >= 0, f"num_steps must be >= 0, got {config.num_steps}")
-    check(config.time_budget >= 0 and math.isfinite(config.time_budget), f"time_budget must be >= 0 seconds (0: no limit), got {config.time_budget}")
+    check(
+        config.time_budget >= 0 and math.isfinite(config.time_budget),
+        f"time_budget must be >= 0 seconds (0: no limit), got {config.time_budget}",
+    )
     check(config.seed >= 0, f"seed must be >= 0, got {config.seed}")
     check(config.num_devices >= 0, f"num_devices must be >= 0 (0 means all), got {config.num_devices}")
     check(config.data_shards >= 0, f"data_shards must be >= 0 (0 means one per process), got {config.data_shards}")

@@ -26,9 +26,11 @@ from genjax.checkpoint import Checkpoints
 from genjax.config import apply_overrides
 from genjax.errors import EXIT_BAD_INPUT, UserError
 from genjax.metrics import sample_quality
-from genjax.metrics.classifier import NUM_STEPS as CLASSIFIER_STEPS, images_of, load_classifier
+from genjax.metrics.classifier import NUM_STEPS as CLASSIFIER_STEPS
+from genjax.metrics.classifier import images_of, load_classifier
 from genjax.metrics.likelihood import importance_weighted_bound
-from genjax.metrics.modes import NUM_SAMPLES as MODE_SAMPLES, mode_coverage
+from genjax.metrics.modes import NUM_SAMPLES as MODE_SAMPLES
+from genjax.metrics.modes import mode_coverage
 from genjax.train.family import count_params
 from genjax.train.loop import make_evaluate
 from genjax.train.parallel import make_mesh, replicated
@@ -39,8 +41,10 @@ SAMPLE_BATCH = 500
 def draw_samples(family, state, key, n: int) -> np.ndarray:
     """n samples, drawn in batches of SAMPLE_BATCH with keys fold_in(key, batch number)."""
     sample = jax.jit(family.sample, static_argnums=2)
-    batches = [np.asarray(sample(state, jax.random.fold_in(key, i), min(SAMPLE_BATCH, n - start)))
-               for i, start in enumerate(range(0, n, SAMPLE_BATCH))]
+    batches = [
+        np.asarray(sample(state, jax.random.fold_in(key, i), min(SAMPLE_BATCH, n - start)))
+        for i, start in enumerate(range(0, n, SAMPLE_BATCH))
+    ]
     return np.concatenate(batches)
 
 
@@ -55,8 +59,18 @@ def reconstruction_mse(family, state, test: data.Dataset, key) -> float:
     return float(np.mean(np.concatenate(errors)))
 
 
-def evaluate_state(family, state, config, train: data.Dataset, test: data.Dataset, key, num_samples: int = 1000,
-                   iwae_samples: int = 5000, classifier=None, classifier_steps: int = CLASSIFIER_STEPS) -> dict:
+def evaluate_state(
+    family,
+    state,
+    config,
+    train: data.Dataset,
+    test: data.Dataset,
+    key,
+    num_samples: int = 1000,
+    iwae_samples: int = 5000,
+    classifier=None,
+    classifier_steps: int = CLASSIFIER_STEPS,
+) -> dict:
     """Every metric the family supports (module docstring), as a flat dict of floats."""
     eval_key, sample_key, reconstruct_key, iwae_key = jax.random.split(key, 4)
     mesh = make_mesh(config.num_devices)
@@ -133,8 +147,17 @@ def main(argv=None) -> int:
     configure_logging()
     try:
         config, family, state, train, test = load_run(args.run_dir)
-        metrics = evaluate_state(family, state, config, train, test, jax.random.PRNGKey(args.seed), args.num_samples,
-                                 args.iwae_samples, classifier_steps=args.classifier_steps)
+        metrics = evaluate_state(
+            family,
+            state,
+            config,
+            train,
+            test,
+            jax.random.PRNGKey(args.seed),
+            args.num_samples,
+            args.iwae_samples,
+            classifier_steps=args.classifier_steps,
+        )
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

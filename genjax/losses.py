@@ -51,7 +51,7 @@ def bernoulli_nll(logits: jax.Array, x: jax.Array) -> jax.Array:
 def gaussian_nll(mean: jax.Array, x: jax.Array, log_std: jax.Array | float) -> jax.Array:
     """-log N(x | mean, exp(log_std)^2) summed over dimensions, per example (nats of a density).
 
-        -log p(x) = sum_i (x_i - mean_i)^2 / (2 sigma^2) + log sigma + log(2 pi) / 2
+    -log p(x) = sum_i (x_i - mean_i)^2 / (2 sigma^2) + log sigma + log(2 pi) / 2
     """
     mean, x, log_std = _flat(mean, x, jnp.broadcast_to(log_std, mean.shape))
     z = (x - mean) * jnp.exp(-log_std)
@@ -66,9 +66,7 @@ def reparameterize(key: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.A
 
 def diagonal_gaussian_log_prob(z: jax.Array, mean: jax.Array, log_var: jax.Array) -> jax.Array:
     """log N(z | mean, diag(exp(log_var))), summed over the last axis."""
-    return -0.5 * jnp.sum(
-        jnp.square(z - mean) * jnp.exp(-log_var) + log_var + math.log(2 * math.pi), axis=-1
-    )
+    return -0.5 * jnp.sum(jnp.square(z - mean) * jnp.exp(-log_var) + log_var + math.log(2 * math.pi), axis=-1)
 
 
 # --- GANs ------------------------------------------------------------------------------------------

@@ -107,36 +107,50 @@ def when_to_use_which(image_records: list[dict], toy_records: list[dict]) -> str
     quality = best(image_records, "frechet_distance", -1)
     if quality:
         worst = best(image_records, "frechet_distance", +1)
-        sentences.append(f"For sample quality, {quality[0]} gives the lowest Frechet distance ({quality[1]:.2f}; "
-                         f"the worst is {worst[0]} at {worst[1]:.2f}).")
+        sentences.append(
+            f"For sample quality, {quality[0]} gives the lowest Frechet distance ({quality[1]:.2f}; "
+            f"the worst is {worst[0]} at {worst[1]:.2f})."
+        )
     recalls = {model: aggregate(runs, "recall") for model, runs in group(image_records).items()}
     collapsed = [model for model, stats in recalls.items() if stats is not None and stats[0] < 0.1]
     if collapsed:
-        sentences.append(f"At this budget {', '.join(collapsed)} cover almost none of the data (recall below 0.1): "
-                         f"mode collapse or unfinished training, whatever their precision.")
+        sentences.append(
+            f"At this budget {', '.join(collapsed)} cover almost none of the data (recall below 0.1): "
+            f"mode collapse or unfinished training, whatever their precision."
+        )
     diversity = best(image_records, "recall", +1)
     precise = best([r for r in image_records if r["model"] not in collapsed], "precision", +1)
     if diversity and precise:
         if diversity[0] == precise[0]:
-            sentences.append(f"{diversity[0]} is both the most precise ({precise[1]:.2f}) and the most diverse (recall {diversity[1]:.2f}).")
+            sentences.append(
+                f"{diversity[0]} is both the most precise ({precise[1]:.2f}) and the most diverse (recall {diversity[1]:.2f})."
+            )
         else:
-            sentences.append(f"{precise[0]} has the highest precision ({precise[1]:.2f}) and {diversity[0]} the highest recall "
-                             f"({diversity[1]:.2f}): fidelity and coverage of the data are won by different models.")
+            sentences.append(
+                f"{precise[0]} has the highest precision ({precise[1]:.2f}) and {diversity[0]} the highest recall "
+                f"({diversity[1]:.2f}): fidelity and coverage of the data are won by different models."
+            )
     likelihood = best(image_records, "nll_iwae", -1)
     if likelihood:
-        sentences.append(f"When a likelihood is needed (density estimation, compression, anomaly scores), only the models "
-                         f"with an encoder and a prior report one, and {likelihood[0]} is best at {likelihood[1]:.1f} nats per image.")
+        sentences.append(
+            f"When a likelihood is needed (density estimation, compression, anomaly scores), only the models "
+            f"with an encoder and a prior report one, and {likelihood[0]} is best at {likelihood[1]:.1f} nats per image."
+        )
     reconstruction = best(image_records, "recon_mse", -1)
     if reconstruction:
-        sentences.append(f"For reconstruction and representation, {reconstruction[0]} reconstructs test images most "
-                         f"faithfully (MSE {reconstruction[1]:.4f} per pixel).")
+        sentences.append(
+            f"For reconstruction and representation, {reconstruction[0]} reconstructs test images most "
+            f"faithfully (MSE {reconstruction[1]:.4f} per pixel)."
+        )
     spreads = {model: aggregate(runs, "frechet_distance") for model, runs in group(image_records).items()}
     spreads = {m: s for m, s in spreads.items() if s is not None and s[2] > 1}
     if len(spreads) > 1:
         steady = min(spreads, key=lambda m: spreads[m][1] / max(spreads[m][0], 1e-9))
         shaky = max(spreads, key=lambda m: spreads[m][1] / max(spreads[m][0], 1e-9))
-        sentences.append(f"Across seeds, {steady} is the most stable (Frechet distance {spreads[steady][0]:.2f} ± "
-                         f"{spreads[steady][1]:.2f}) and {shaky} the least ({spreads[shaky][0]:.2f} ± {spreads[shaky][1]:.2f}).")
+        sentences.append(
+            f"Across seeds, {steady} is the most stable (Frechet distance {spreads[steady][0]:.2f} ± "
+            f"{spreads[steady][1]:.2f}) and {shaky} the least ({spreads[shaky][0]:.2f} ± {spreads[shaky][1]:.2f})."
+        )
     fastest = best(image_records, "examples_per_s", +1)
     if fastest:
         sentences.append(f"{fastest[0]} trains fastest here ({fastest[1]:,.0f} images/s).")
@@ -149,8 +163,7 @@ def when_to_use_which(image_records: list[dict], toy_records: list[dict]) -> str
             sentences.append(f"On {dataset}, {', '.join(complete)} captured all {total} modes on every seed.")
         else:
             top = max(coverage, key=lambda m: coverage[m][0] if coverage[m] else -1)
-            sentences.append(f"On {dataset} no model captured all {total} modes; {top} came closest "
-                             f"({coverage[top][0]:.1f} on average).")
+            sentences.append(f"On {dataset} no model captured all {total} modes; {top} came closest ({coverage[top][0]:.1f} on average).")
         sharp = best(runs, "high_quality_percent", +1)
         if sharp:
             sentences.append(f"{sharp[0]} puts the most samples within 3 standard deviations of a mode there ({sharp[1]:.1f}%).")
@@ -196,7 +209,7 @@ def loss_figure(path: str, records: list[dict]) -> bool:
     columns = min(4, len(runs))
     rows = math.ceil(len(runs) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 2.8 * rows), squeeze=False)
-    for ax in axes.ravel()[len(runs):]:
+    for ax in axes.ravel()[len(runs) :]:
         ax.axis("off")
     for ax, (model, record) in zip(axes.ravel(), runs.items()):
         train = [r for r in read_metrics(record["workdir"]) if r["split"] == "train"]
@@ -255,14 +268,23 @@ def toy_figure(path: str, records: list[dict], dataset: str) -> bool:
     return True
 
 
-def write_report(out_dir: str, image_records: list[dict], toy_records: list[dict], header: dict,
-                 interpolation_figure: str | None = None) -> dict:
+def write_report(
+    out_dir: str, image_records: list[dict], toy_records: list[dict], header: dict, interpolation_figure: str | None = None
+) -> dict:
     """report.md, report.html, records.json and the figures in `out_dir`; returns {'markdown', 'html'} paths."""
     os.makedirs(out_dir, exist_ok=True)
     figures = []  # (title, file name)
-    if figure_of_pngs(os.path.join(out_dir, "fig_samples.png"), {m: _final_file(r["workdir"], "samples") for m, r in _first_seed(image_records).items()}, "samples (seed of the first run)"):
+    if figure_of_pngs(
+        os.path.join(out_dir, "fig_samples.png"),
+        {m: _final_file(r["workdir"], "samples") for m, r in _first_seed(image_records).items()},
+        "samples (seed of the first run)",
+    ):
         figures.append(("Samples, side by side", "fig_samples.png"))
-    if figure_of_pngs(os.path.join(out_dir, "fig_reconstructions.png"), {m: _final_file(r["workdir"], "reconstructions") for m, r in _first_seed(image_records).items()}, "test images (odd rows) and reconstructions (even rows)"):
+    if figure_of_pngs(
+        os.path.join(out_dir, "fig_reconstructions.png"),
+        {m: _final_file(r["workdir"], "reconstructions") for m, r in _first_seed(image_records).items()},
+        "test images (odd rows) and reconstructions (even rows)",
+    ):
         figures.append(("Reconstructions, side by side", "fig_reconstructions.png"))
     if loss_figure(os.path.join(out_dir, "fig_losses.png"), image_records):
         figures.append(("Training losses", "fig_losses.png"))
@@ -277,16 +299,25 @@ def write_report(out_dir: str, image_records: list[dict], toy_records: list[dict
 
     sections = [("setup", "\n".join(f"- {k}: {v}" for k, v in header.items()))]
     if image_records:
-        sections.append((f"{image_records[0]['dataset']}: every model, same data, same budget", table(image_records, IMAGE_COLUMNS, "image")))
+        sections.append(
+            (f"{image_records[0]['dataset']}: every model, same data, same budget", table(image_records, IMAGE_COLUMNS, "image"))
+        )
     for dataset in toy_datasets:
-        sections.append((f"{dataset}: mode coverage (VEEGAN/PacGAN protocol, 2,500 samples)", table([r for r in toy_records if r["dataset"] == dataset], TOY_COLUMNS, "toy")))
+        sections.append(
+            (
+                f"{dataset}: mode coverage (VEEGAN/PacGAN protocol, 2,500 samples)",
+                table([r for r in toy_records if r["dataset"] == dataset], TOY_COLUMNS, "toy"),
+            )
+        )
     sections.append(("When to use which (generated from the numbers above)", when_to_use_which(image_records, toy_records)))
 
     markdown = ["# genjax comparison report", ""]
-    page = ["<!doctype html><html><head><meta charset='utf-8'><title>genjax comparison report</title>",
-            "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child{text-align:left}</style>",
-            "</head><body><h1>genjax comparison report</h1>"]
+    page = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>genjax comparison report</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child{text-align:left}</style>",
+        "</head><body><h1>genjax comparison report</h1>",
+    ]
     for title, content in sections:
         markdown += [f"## {title}", "", markdown_table(content) if isinstance(content, list) else content, ""]
         body = html_table(content) if isinstance(content, list) else "<p>" + html.escape(content).replace("\n", "<br>") + "</p>"

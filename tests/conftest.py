@@ -3,7 +3,6 @@
 import os
 import subprocess
 import sys
-
 import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -30,8 +29,15 @@ def tiny_vae_config(**overrides):
     config = vae_mnist.get_config()
     config.update(
         dict(
-            hidden_sizes=(32,), latent_dim=4, batch_size=32, num_steps=20, steps_per_call=5, eval_every=10,
-            checkpoint_every=10, num_samples=16, source="embedded",
+            hidden_sizes=(32,),
+            latent_dim=4,
+            batch_size=32,
+            num_steps=20,
+            steps_per_call=5,
+            eval_every=10,
+            checkpoint_every=10,
+            num_samples=16,
+            source="embedded",
         )
     )
     config.update(overrides)
@@ -42,7 +48,11 @@ def run_module(module: str, *args: str, env: dict | None = None, timeout: int = 
     """`python -m module args...` in the repository root, capturing output."""
     return subprocess.run(
         [sys.executable, "-m", module, *args],
-        cwd=REPO, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
 
 

@@ -17,8 +17,20 @@ from genjax.models import ae
 
 def tiny_ae_config(**overrides):
     config = ae_mnist.get_config()
-    config.update(dict(hidden_sizes=(16,), conv_channels=(4, 8), latent_dim=3, batch_size=8, num_steps=4, steps_per_call=2,
-                       eval_every=2, checkpoint_every=2, num_samples=4, source="embedded"))
+    config.update(
+        dict(
+            hidden_sizes=(16,),
+            conv_channels=(4, 8),
+            latent_dim=3,
+            batch_size=8,
+            num_steps=4,
+            steps_per_call=2,
+            eval_every=2,
+            checkpoint_every=2,
+            num_samples=4,
+            source="embedded",
+        )
+    )
     config.update(overrides)
     return config
 
@@ -59,7 +71,7 @@ def test_mlp_family_shapes_and_no_recompiles(masked_ae, batch):
     chex.assert_shape(samples, (5, 28, 28, 1))
     chex.assert_shape(reconstructions, (8, 28, 28, 1))
     chex.assert_tree_all_finite((samples, reconstructions))
-    assert 0 <= float(samples.min()) and float(samples.max()) <= 1
+    assert float(samples.min()) >= 0 and float(samples.max()) <= 1
 
 
 def test_conv_family_with_mse_shapes(mnist, batch):
@@ -121,18 +133,36 @@ def test_train_step_collects_the_codes_of_clean_images(masked_ae, batch):
     np.testing.assert_allclose(cov, np.cov(codes, rowvar=False, bias=True), rtol=1e-3, atol=1e-5)
 
 
-@pytest.mark.parametrize("field, value, message", [("loss", "l1", "unknown loss"), ("noise", "salt", "unknown noise"),
-                                                   ("mask_fraction", 1.0, "mask_fraction"), ("noise_std", -1.0, "noise_std"),
-                                                   ("code_stats_decay", 1.0, "code_stats_decay"), ("latent_dim", 0, "latent_dim")])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("loss", "l1", "unknown loss"),
+        ("noise", "salt", "unknown noise"),
+        ("mask_fraction", 1.0, "mask_fraction"),
+        ("noise_std", -1.0, "noise_std"),
+        ("code_stats_decay", 1.0, "code_stats_decay"),
+        ("latent_dim", 0, "latent_dim"),
+    ],
+)
 def test_invalid_fields_are_refused(field, value, message):
     with pytest.raises(UserError, match=message):
         ae.validate(tiny_ae_config(**{field: value}))
 
 
 def test_experiment_end_to_end(tmp_path, capsys):
-    args = [f"--workdir={tmp_path}", "--config.hidden_sizes=(16,)", "--config.latent_dim=3", "--config.batch_size=8",
-            "--config.num_steps=4", "--config.steps_per_call=2", "--config.eval_every=2", "--config.checkpoint_every=2",
-            "--config.num_samples=4", "--config.source=embedded", "--config.noise=mask"]
+    args = [
+        f"--workdir={tmp_path}",
+        "--config.hidden_sizes=(16,)",
+        "--config.latent_dim=3",
+        "--config.batch_size=8",
+        "--config.num_steps=4",
+        "--config.steps_per_call=2",
+        "--config.eval_every=2",
+        "--config.checkpoint_every=2",
+        "--config.num_samples=4",
+        "--config.source=embedded",
+        "--config.noise=mask",
+    ]
     assert cli.main("ae_mnist", ae_mnist.get_config, args) == 0
     assert "done: 4 steps" in capsys.readouterr().out
     for name in ["config.json", "metrics.jsonl", "summary.json", "samples.npz", "samples_4.png", "reconstructions_4.png", "curves.png"]:

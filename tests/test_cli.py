@@ -13,16 +13,34 @@ from tests.conftest import run_module
 def vae_mnist_cli(argv):
     return cli.main("vae_mnist", vae_mnist.get_config, argv)
 
-TINY = ["--config.hidden_sizes=(32,)", "--config.latent_dim=2", "--config.batch_size=32", "--config.num_steps=20",
-        "--config.steps_per_call=10", "--config.eval_every=10", "--config.checkpoint_every=10", "--config.num_samples=16"]
+
+TINY = [
+    "--config.hidden_sizes=(32,)",
+    "--config.latent_dim=2",
+    "--config.batch_size=32",
+    "--config.num_steps=20",
+    "--config.steps_per_call=10",
+    "--config.eval_every=10",
+    "--config.checkpoint_every=10",
+    "--config.num_samples=16",
+]
 
 
 def test_tiny_run_writes_the_whole_run_directory(tmp_path):
     result = run_module("experiments.vae_mnist", f"--workdir={tmp_path}", *TINY)
     assert result.returncode == 0, result.stderr
     assert "done: 20 steps" in result.stdout and "neg_elbo" in result.stdout
-    for name in ["config.json", "metrics.jsonl", "summary.json", "samples.npz", "samples_20.png",
-                 "reconstructions_20.png", "curves.png", "latent_scatter.png", "latent_manifold.png"]:
+    for name in [
+        "config.json",
+        "metrics.jsonl",
+        "summary.json",
+        "samples.npz",
+        "samples_20.png",
+        "reconstructions_20.png",
+        "curves.png",
+        "latent_scatter.png",
+        "latent_manifold.png",
+    ]:
         assert (tmp_path / name).is_file(), name
     assert os.listdir(tmp_path / "tb") and sorted(os.listdir(tmp_path / "checkpoints"))[:2] == ["10", "20"]
     config = json.load(open(tmp_path / "config.json"))
@@ -33,8 +51,20 @@ def test_tiny_run_writes_the_whole_run_directory(tmp_path):
 def test_help_lists_every_config_field():
     result = run_module("experiments.vae_mnist", "--help")
     assert result.returncode == 0
-    for field in ["seed", "dataset", "batch_size", "num_steps", "learning_rate", "latent_dim", "hidden_sizes",
-                  "architecture", "likelihood", "beta", "eval_every", "checkpoint_every"]:
+    for field in [
+        "seed",
+        "dataset",
+        "batch_size",
+        "num_steps",
+        "learning_rate",
+        "latent_dim",
+        "hidden_sizes",
+        "architecture",
+        "likelihood",
+        "beta",
+        "eval_every",
+        "checkpoint_every",
+    ]:
         assert f"\n  {field} " in result.stdout, field
 
 

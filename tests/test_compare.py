@@ -21,7 +21,14 @@ def test_quick_compare_writes_a_report_with_every_family_and_reuses_finished_run
     toy_table = markdown.split("## ring8")[1].split("\n## ")[0]
     assert all(f"| {name} |" in toy_table for name in TOY_CONTENDERS) and "grid25" not in markdown
     assert "When to use which" in markdown and "lowest Frechet distance" in markdown
-    for figure in ["fig_samples.png", "fig_reconstructions.png", "fig_losses.png", "fig_frechet.png", "fig_interpolations.png", "fig_ring8.png"]:
+    for figure in [
+        "fig_samples.png",
+        "fig_reconstructions.png",
+        "fig_losses.png",
+        "fig_frechet.png",
+        "fig_interpolations.png",
+        "fig_ring8.png",
+    ]:
         assert f"]({figure})" in markdown and (tmp_path / figure).stat().st_size > 1000, figure
     records = json.load(open(tmp_path / "records.json"))
     vae = [r for r in records["image"] if r["model"] == "vae"][0]
@@ -58,13 +65,25 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path, capsys, args, message):
 
 def _record(model, seed, fd, recall, nll=None, diverged=None):
     metrics = {} if diverged else {"frechet_distance": fd, "precision": 0.5, "recall": recall, **({"nll_iwae": nll} if nll else {})}
-    return {"model": model, "dataset": "mnist", "seed": seed, "workdir": "", "metrics": metrics, "train_seconds": 10.0,
-            "examples_per_s": 100.0 * (seed + 1), "diverged": diverged}
+    return {
+        "model": model,
+        "dataset": "mnist",
+        "seed": seed,
+        "workdir": "",
+        "metrics": metrics,
+        "train_seconds": 10.0,
+        "examples_per_s": 100.0 * (seed + 1),
+        "diverged": diverged,
+    }
 
 
 def test_report_table_means_seed_spread_and_divergence():
-    records = [_record("vae", 0, 10.0, 0.2, nll=90.0), _record("vae", 1, 14.0, 0.4, nll=92.0),
-               _record("gan", 0, 5.0, 0.6), _record("gan", 1, None, None, diverged="loss became nan at step 3")]
+    records = [
+        _record("vae", 0, 10.0, 0.2, nll=90.0),
+        _record("vae", 1, 14.0, 0.4, nll=92.0),
+        _record("gan", 0, 5.0, 0.6),
+        _record("gan", 1, None, None, diverged="loss became nan at step 3"),
+    ]
     rows = report.table(records, report.IMAGE_COLUMNS, "image")
     header, vae, gan = rows
     assert header[-1] == "seed std of frechet distance"

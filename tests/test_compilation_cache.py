@@ -16,8 +16,9 @@ jax.jit(lambda x: jnp.sin(x) * 2)(jnp.ones(3)).block_until_ready()
 
 def _run(**env):
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT", "GENJAX_"))}
-    result = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, capture_output=True, text=True, timeout=120,
-                            env={**clean, "JAX_PLATFORMS": "cpu", **env})
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT], cwd=REPO, capture_output=True, text=True, timeout=120, env={**clean, "JAX_PLATFORMS": "cpu", **env}
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout.strip().splitlines()[-1]
 

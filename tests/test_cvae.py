@@ -13,8 +13,20 @@ from genjax.models import cvae
 
 def tiny_cvae_config(**overrides):
     config = cvae_mnist.get_config()
-    config.update(dict(hidden_sizes=(16,), conv_channels=(4, 8), latent_dim=3, batch_size=8, num_steps=2, steps_per_call=2,
-                       eval_every=2, checkpoint_every=2, num_samples=25, source="embedded"))
+    config.update(
+        dict(
+            hidden_sizes=(16,),
+            conv_channels=(4, 8),
+            latent_dim=3,
+            batch_size=8,
+            num_steps=2,
+            steps_per_call=2,
+            eval_every=2,
+            checkpoint_every=2,
+            num_samples=25,
+            source="embedded",
+        )
+    )
     config.update(overrides)
     return config
 
@@ -32,9 +44,12 @@ def test_the_label_is_an_input_of_encoder_and_decoder(batch):
     def forward(key):
         variables = model.init(key, batch["image"], key, batch["label"])
         z = jnp.zeros((8, 3))
-        return (variables, model.apply(variables, batch["image"], key, batch["label"]),
-                [model.apply(variables, batch["image"], labels, method="encode")[0] for labels in (batch["label"], other_labels)],
-                [model.apply(variables, z, labels, method="mean_image") for labels in (batch["label"], other_labels)])
+        return (
+            variables,
+            model.apply(variables, batch["image"], key, batch["label"]),
+            [model.apply(variables, batch["image"], labels, method="encode")[0] for labels in (batch["label"], other_labels)],
+            [model.apply(variables, z, labels, method="mean_image") for labels in (batch["label"], other_labels)],
+        )
 
     variables, (reconstruction, kl), means, images = forward(jax.random.PRNGKey(0))
     chex.assert_shape([reconstruction, kl], (8,))
@@ -67,5 +82,5 @@ def test_family_steps_eval_and_class_ordered_samples(mnist, batch):
     np.testing.assert_allclose(per_example["neg_elbo"], per_example["reconstruction"] + per_example["kl"], rtol=1e-6)
     samples = jax.jit(family.sample, static_argnums=2)(new_state, jax.random.PRNGKey(3), 25)
     chex.assert_shape(samples, (20, 28, 28, 1))  # 2 per class, classes 0..9 in order
-    assert 0.0 <= float(samples.min()) and float(samples.max()) <= 1.0
+    assert float(samples.min()) >= 0.0 and float(samples.max()) <= 1.0
     chex.assert_shape(jax.jit(family.reconstruct)(new_state, batch, jax.random.PRNGKey(4)), (8, 28, 28, 1))

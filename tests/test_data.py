@@ -1,6 +1,7 @@
 """Datasets: the embedded MNIST subset, tfds (mocked), 2-D toys and the batch order."""
 
 import logging
+
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -38,7 +39,8 @@ def test_to_model_batch_scales_images_to_unit_interval(mnist):
 
 
 @pytest.mark.parametrize(
-    "name, shape, classes", [("mnist", (28, 28, 1), 10), ("fashion_mnist", (28, 28, 1), 10), ("cifar10", (32, 32, 3), 10), ("binarized_mnist", (28, 28, 1), 1)]
+    "name, shape, classes",
+    [("mnist", (28, 28, 1), 10), ("fashion_mnist", (28, 28, 1), 10), ("cifar10", (32, 32, 3), 10), ("binarized_mnist", (28, 28, 1), 1)],
 )
 def test_tfds_datasets_load_through_data_source(name, shape, classes):
     with tfds.testing.mock_data(num_examples=12):
@@ -122,7 +124,9 @@ def test_shape_datasets(name, radius_check):
 def test_toy_sample_is_a_function_of_the_seed():
     np.testing.assert_array_equal(data.load("moons", "train", seed=3).arrays["point"], data.load("moons", "train", seed=3).arrays["point"])
     assert not np.array_equal(data.load("moons", "train", seed=3).arrays["point"], data.load("moons", "train", seed=4).arrays["point"])
-    assert not np.array_equal(data.load("moons", "train", seed=3).arrays["point"][:2500], data.load("moons", "test", seed=3).arrays["point"])
+    assert not np.array_equal(
+        data.load("moons", "train", seed=3).arrays["point"][:2500], data.load("moons", "test", seed=3).arrays["point"]
+    )
 
 
 def test_batch_indices_visit_each_example_once_per_epoch_and_drop_the_remainder():

@@ -67,7 +67,9 @@ def test_fresh_flag_starts_over(tmp_path):
 
 def test_a_checkpoint_of_another_shape_is_refused_not_replaced(tmp_path):
     _fit(tmp_path, num_steps=10)
-    with pytest.raises(UserError, match=r"does not fit this model: 'params/decoder/Dense_0/bias' is float32\[32\] there and float32\[16\] here"):
+    with pytest.raises(
+        UserError, match=r"does not fit this model: 'params/decoder/Dense_0/bias' is float32\[32\] there and float32\[16\] here"
+    ):
         _fit(tmp_path, num_steps=20, hidden_sizes=(16,))
     assert Checkpoints(str(tmp_path / "checkpoints")).latest_step() == 10
 
@@ -97,8 +99,18 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path):
 
 def test_run_directory_contents(tmp_path):
     result = _fit(tmp_path, num_steps=20, latent_dim=2)
-    for name in ["config.json", "metrics.jsonl", "summary.json", "samples.npz", "samples_10.png", "samples_20.png",
-                 "reconstructions_20.png", "curves.png", "latent_scatter.png", "latent_manifold.png"]:
+    for name in [
+        "config.json",
+        "metrics.jsonl",
+        "summary.json",
+        "samples.npz",
+        "samples_10.png",
+        "samples_20.png",
+        "reconstructions_20.png",
+        "curves.png",
+        "latent_scatter.png",
+        "latent_manifold.png",
+    ]:
         assert (tmp_path / name).is_file(), name
     assert os.listdir(tmp_path / "tb") and os.listdir(tmp_path / "checkpoints")
     with np.load(tmp_path / "samples.npz") as f:

@@ -73,8 +73,17 @@ def test_gradient_penalty_has_the_first_derivatives_of_the_direct_double_backwar
     the critic's parameters and to the real and fake inputs must equal those of the textbook form, which
     differentiates through grad_x D with a second backward pass."""
     keys = jax.random.split(jax.random.PRNGKey(3), 4)
-    critic_net = nn.Sequential([nn.Conv(4, (3, 3), strides=2), nn.leaky_relu, nn.Conv(8, (3, 3), strides=2), nn.leaky_relu,
-                                lambda h: h.reshape(h.shape[0], -1), nn.Dense(1), lambda s: s[:, 0]])
+    critic_net = nn.Sequential(
+        [
+            nn.Conv(4, (3, 3), strides=2),
+            nn.leaky_relu,
+            nn.Conv(8, (3, 3), strides=2),
+            nn.leaky_relu,
+            lambda h: h.reshape(h.shape[0], -1),
+            nn.Dense(1),
+            lambda s: s[:, 0],
+        ]
+    )
     real = jax.random.uniform(keys[0], (5, 8, 8, 1))
     fake = jax.random.uniform(keys[1], (5, 8, 8, 1))
     params = critic_net.init(keys[2], real)

@@ -44,7 +44,7 @@ def test_bernoulli_nll_is_finite_and_exact_at_extreme_logits():
     value = jax.jit(losses.bernoulli_nll)(logits, x)
     assert jnp.isfinite(value).all()
     np.testing.assert_allclose(value, _bce_numpy(np.repeat(logit_values, 3), np.tile(target_values, 7)), rtol=1e-5)
-    grad = jax.jit(jax.grad(lambda l: losses.bernoulli_nll(l, x).sum()))(logits)
+    grad = jax.jit(jax.grad(lambda logit: losses.bernoulli_nll(logit, x).sum()))(logits)
     assert jnp.isfinite(grad).all()
 
 

@@ -110,8 +110,20 @@ def test_evaluate_a_run_directory(trained_vae, tmp_path):
     result = run_module("genjax.evaluate", str(workdir), "--num_samples=200", "--iwae_samples=50", "--classifier_steps=300")
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.load(open(workdir / "eval.json"))
-    for name in ["neg_elbo", "frechet_distance", "precision", "recall", "density", "coverage", "class_kl",
-                 "classes_covered", "classifier_accuracy", "recon_mse", "nll_iwae", "num_params"]:
+    for name in [
+        "neg_elbo",
+        "frechet_distance",
+        "precision",
+        "recall",
+        "density",
+        "coverage",
+        "class_kl",
+        "classes_covered",
+        "classifier_accuracy",
+        "recon_mse",
+        "nll_iwae",
+        "num_params",
+    ]:
         assert name in metrics and np.isfinite(metrics[name]), name
     assert metrics["nll_iwae"] <= metrics["neg_elbo"] + 1.0
 

@@ -39,8 +39,12 @@ def _free_port() -> int:
 
 def _start(script, out, layouts, **env) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.run_script", str(script), str(out), *layouts], cwd=REPO, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "JAX_PLATFORMS": "cpu", **env},
+        [sys.executable, "-m", "tests.run_script", str(script), str(out), *layouts],
+        cwd=REPO,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "JAX_PLATFORMS": "cpu", **env},
     )
 
 
@@ -65,8 +69,14 @@ def test_two_processes_agree_and_match_one_process(tmp_path):
     (tmp_path / "script.py").write_text(SCRIPT)
     address = f"127.0.0.1:{_free_port()}"
     distributed = [
-        _start(tmp_path / "script.py", tmp_path / "two", DISTRIBUTED, JAX_COORDINATOR_ADDRESS=address,
-               JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(rank))
+        _start(
+            tmp_path / "script.py",
+            tmp_path / "two",
+            DISTRIBUTED,
+            JAX_COORDINATOR_ADDRESS=address,
+            JAX_NUM_PROCESSES="2",
+            JAX_PROCESS_ID=str(rank),
+        )
         for rank in range(2)
     ]
     single = _start(tmp_path / "script.py", tmp_path / "one", SINGLE, XLA_FLAGS="--xla_force_host_platform_device_count=2")

@@ -12,7 +12,10 @@ from tests.conftest import REPO
 # notebook -> (run directories it must finish, relative to its workdir; text its outputs must contain)
 EXPECTED = {
     "01_vae_quickstart.ipynb": (["vae2d"], ["restored state == trained state: True", "resumed at step 20, now at step 30"]),
-    "02_gan_vs_vae.ipynb": (["vae", "dcgan", "vqvae", "vqvae/vqvae", "gan_ring8"], ["| VAE |", "| DCGAN |", "| VQ-VAE |", "'modes_captured'"]),
+    "02_gan_vs_vae.ipynb": (
+        ["vae", "dcgan", "vqvae", "vqvae/vqvae", "gan_ring8"],
+        ["| VAE |", "| DCGAN |", "| VQ-VAE |", "'modes_captured'"],
+    ),
     "03_vqvae_codebook.ipynb": (["restarts", "restarts/vqvae", "no_restarts"], ["| restarts |", "| no restarts |", "prior: test code_nll"]),
 }
 NOTEBOOKS = sorted(glob.glob(os.path.join(REPO, "notebooks", "*.ipynb")))

@@ -23,14 +23,27 @@ from genjax.train import Family, TrainingDiverged, fit
 from genjax.train.rundir import WorkdirLock
 from tests.conftest import REPO, run_module, tiny_vae_config
 
-TINY = ["--config.hidden_sizes=(32,)", "--config.latent_dim=4", "--config.batch_size=32", "--config.steps_per_call=5",
-        "--config.eval_every=100000", "--config.num_samples=16", "--config.source=embedded"]
+TINY = [
+    "--config.hidden_sizes=(32,)",
+    "--config.latent_dim=4",
+    "--config.batch_size=32",
+    "--config.steps_per_call=5",
+    "--config.eval_every=100000",
+    "--config.num_samples=16",
+    "--config.source=embedded",
+]
 META = {"experiment": "vae_mnist", "model": "vae"}
 
 
 def _cli(workdir, *args, **popen):
-    return subprocess.Popen([sys.executable, "-m", "experiments.vae_mnist", f"--workdir={workdir}", *TINY, *args],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    return subprocess.Popen(
+        [sys.executable, "-m", "experiments.vae_mnist", f"--workdir={workdir}", *TINY, *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
 
 
 def _wait_for_checkpoints(workdir, process, count, timeout=120):
@@ -54,6 +67,7 @@ def _assert_same(a, b):
 
 # ---- faults ------------------------------------------------------------------------------------------
 
+
 def test_kill_9_mid_run_resumes_from_the_last_complete_checkpoint_exactly(tmp_path):
     run = tmp_path / "run"
     process = _cli(run, "--config.num_steps=100000", "--config.checkpoint_every=5")
@@ -62,8 +76,20 @@ def test_kill_9_mid_run_resumes_from_the_last_complete_checkpoint_exactly(tmp_pa
     process.communicate(timeout=60)
     steps = sorted(int(d) for d in os.listdir(run / "checkpoints") if d.isdigit())  # finished saves only
     total = steps[-1] + 10
-    finish = subprocess.run([sys.executable, "-m", "experiments.vae_mnist", f"--workdir={run}", *TINY,
-                             f"--config.num_steps={total}", "--config.checkpoint_every=5"], cwd=REPO, capture_output=True, text=True)
+    finish = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.vae_mnist",
+            f"--workdir={run}",
+            *TINY,
+            f"--config.num_steps={total}",
+            "--config.checkpoint_every=5",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert finish.returncode == 0, finish.stderr
     assert f"resuming from checkpoint step {steps[-1]}" in finish.stderr
     assert not glob.glob(str(run / "checkpoints" / "*tmp*")), "half-written saves are cleaned up"
@@ -140,8 +166,18 @@ def _poisoned_points(poisoned_index=7):
 
 def _point_config(**overrides):
     config = base_config()
-    config.update(dict(model="point_regression", dataset="ring8", batch_size=20, num_steps=50, steps_per_call=5,
-                       eval_every=50, checkpoint_every=50, num_samples=8))
+    config.update(
+        dict(
+            model="point_regression",
+            dataset="ring8",
+            batch_size=20,
+            num_steps=50,
+            steps_per_call=5,
+            eval_every=50,
+            checkpoint_every=50,
+            num_samples=8,
+        )
+    )
     config.update(overrides)
     return config
 
@@ -168,7 +204,9 @@ def test_skip_mode_discards_exactly_the_poisoned_steps_and_counts_them(tmp_path)
 def test_a_huge_learning_rate_stops_the_cli_with_exit_code_3(tmp_path, capsys):
     from experiments import vae_mnist
 
-    code = cli.main("vae_mnist", vae_mnist.get_config, [f"--workdir={tmp_path}", *TINY, "--config.num_steps=200", "--config.learning_rate=1e9"])
+    code = cli.main(
+        "vae_mnist", vae_mnist.get_config, [f"--workdir={tmp_path}", *TINY, "--config.num_steps=200", "--config.learning_rate=1e9"]
+    )
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
     assert code == EXIT_DIVERGED and len(errors) == 1 and "training diverged" in errors[0] and "at step" in errors[0]
 
@@ -177,8 +215,13 @@ def test_a_second_run_on_the_same_workdir_is_refused(tmp_path):
     first = _cli(tmp_path, "--config.num_steps=100000", "--config.checkpoint_every=50")
     try:
         _wait_for_checkpoints(tmp_path, first, count=1)
-        second = subprocess.run([sys.executable, "-m", "experiments.vae_mnist", f"--workdir={tmp_path}", *TINY],
-                                cwd=REPO, capture_output=True, text=True, timeout=120)
+        second = subprocess.run(
+            [sys.executable, "-m", "experiments.vae_mnist", f"--workdir={tmp_path}", *TINY],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert second.returncode == EXIT_BAD_INPUT and "Traceback" not in second.stderr
         assert f"is in use by another genjax run (pid {first.pid})" in second.stderr
         assert first.poll() is None, "the first run must be unaffected"
@@ -189,9 +232,8 @@ def test_a_second_run_on_the_same_workdir_is_refused(tmp_path):
 
 
 def test_the_lock_is_released_by_a_finished_run(tmp_path):
-    with WorkdirLock(str(tmp_path)):
-        with pytest.raises(UserError, match="in use by another genjax run"):
-            WorkdirLock(str(tmp_path)).__enter__()
+    with WorkdirLock(str(tmp_path)), pytest.raises(UserError, match="in use by another genjax run"):
+        WorkdirLock(str(tmp_path)).__enter__()
     with WorkdirLock(str(tmp_path)):
         pass
 
@@ -202,8 +244,10 @@ def test_a_file_size_limit_ends_with_exit_74_and_no_complete_looking_run(tmp_pat
     The limit is set inside the child (no preexec_fn: forking a multithreaded JAX process is unsafe).
     """
     args = [f"--workdir={tmp_path}", *TINY, "--config.hidden_sizes=(64,)", "--config.num_steps=20", "--config.checkpoint_every=10"]
-    limited = ("import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000)); "
-               "from experiments import vae_mnist; sys.exit(vae_mnist.main(sys.argv[1:]))")
+    limited = (
+        "import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000)); "
+        "from experiments import vae_mnist; sys.exit(vae_mnist.main(sys.argv[1:]))"
+    )
     result = subprocess.run([sys.executable, "-c", limited, *args], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == EXIT_IO, result.stderr[-2000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
@@ -246,10 +290,14 @@ def test_a_run_trained_further_is_not_complete_until_it_ends(tmp_path):
 
 # ---- bad inputs --------------------------------------------------------------------------------------
 
+
 def test_an_unknown_experiment_is_refused():
     result = run_module("experiments", "vae_cifar100")
     assert result.returncode == EXIT_BAD_INPUT and "Traceback" not in result.stderr
-    assert result.stderr.strip() == f"error: unknown experiment 'vae_cifar100'; choose one of: {', '.join(__import__('experiments.__main__').__main__.names())}"
+    assert (
+        result.stderr.strip()
+        == f"error: unknown experiment 'vae_cifar100'; choose one of: {', '.join(__import__('experiments.__main__').__main__.names())}"
+    )
 
 
 def test_experiments_run_by_name(tmp_path):
@@ -278,7 +326,10 @@ def test_batches_of_the_wrong_shape_or_dtype_are_refused_by_the_family(mnist):
     family = vae.make_family(tiny_vae_config(), mnist[0])
     state = jax.jit(family.init)(jax.random.PRNGKey(0), data.to_model_batch(mnist[0].take(np.arange(4))))
     key = jax.random.PRNGKey(1)
-    with pytest.raises(ValueError, match=r"vae.train_step: batch\['image'\] holds examples of shape \[32, 32, 3\], but the model was built for \[28, 28, 1\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"vae.train_step: batch\['image'\] holds examples of shape \[32, 32, 3\], but the model was built for \[28, 28, 1\]",
+    ):
         family.train_step(state, {"image": jnp.zeros((4, 32, 32, 3)), "label": jnp.zeros(4, jnp.int32)}, key)
     with pytest.raises(ValueError, match=r"vae.eval_step: batch\['image'\] is uint8"):
         family.eval_step(state, {"image": jnp.zeros((4, 28, 28, 1), jnp.uint8), "label": jnp.zeros(4, jnp.int32)}, key)
@@ -297,8 +348,12 @@ def test_train_and_test_of_different_shapes_are_refused(tmp_path, mnist):
 @pytest.mark.parametrize("name", [n for n in __import__("experiments.__main__").__main__.names() if n != "compare"])
 @pytest.mark.parametrize(
     "override, message",
-    [("--config.batch_size=0", "batch_size must be a positive number"), ("--config.num_steps=-1", "num_steps must be >= 0"),
-     ("--config.dataset=imagenet", "unknown dataset 'imagenet'"), ("--config.no_such_field=1", "no_such_field")],
+    [
+        ("--config.batch_size=0", "batch_size must be a positive number"),
+        ("--config.num_steps=-1", "num_steps must be >= 0"),
+        ("--config.dataset=imagenet", "unknown dataset 'imagenet'"),
+        ("--config.no_such_field=1", "no_such_field"),
+    ],
 )
 def test_every_experiment_refuses_bad_config_values_before_any_work(tmp_path, capsys, name, override, message):
     from experiments.__main__ import main as run_experiment

@@ -41,8 +41,9 @@ SCRIPT = textwrap.dedent(
 def run_on_eight_devices(script: str, tmp_path) -> dict:
     """Run `script` (argv[1]: a scratch directory) in a process with 8 forced CPU devices; its RESULT json."""
     (tmp_path / "script.py").write_text(script)
-    result = run_module("tests.run_script", str(tmp_path / "script.py"), str(tmp_path),
-                        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+    result = run_module(
+        "tests.run_script", str(tmp_path / "script.py"), str(tmp_path), env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.split("RESULT")[1])
 

@@ -12,14 +12,25 @@ import pytest
 from genjax.checkpoint import Checkpoints
 from tests.conftest import REPO, tiny_vae_config
 
-ARGS = ["--config.hidden_sizes=(32,)", "--config.latent_dim=4", "--config.batch_size=32", "--config.steps_per_call=5",
-        "--config.eval_every=100000", "--config.checkpoint_every=100000", "--config.num_samples=16", "--config.source=embedded"]
+ARGS = [
+    "--config.hidden_sizes=(32,)",
+    "--config.latent_dim=4",
+    "--config.batch_size=32",
+    "--config.steps_per_call=5",
+    "--config.eval_every=100000",
+    "--config.checkpoint_every=100000",
+    "--config.num_samples=16",
+    "--config.source=embedded",
+]
 
 
 def _start(workdir, num_steps):
     return subprocess.Popen(
         [sys.executable, "-m", "experiments.vae_mnist", f"--workdir={workdir}", f"--config.num_steps={num_steps}", *ARGS],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -57,8 +68,13 @@ def test_resume_after_sigterm_equals_an_uninterrupted_run(tmp_path):
     _, stderr = process.communicate(timeout=120)
     stopped_at = Checkpoints(str(interrupted / "checkpoints")).latest_step()
     assert process.returncode == 143 and stopped_at < total, stderr
-    finish = subprocess.run([sys.executable, "-m", "experiments.vae_mnist", f"--workdir={interrupted}", f"--config.num_steps={total}", *ARGS],
-                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    finish = subprocess.run(
+        [sys.executable, "-m", "experiments.vae_mnist", f"--workdir={interrupted}", f"--config.num_steps={total}", *ARGS],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert finish.returncode == 0, finish.stderr
     config = tiny_vae_config(num_steps=total, eval_every=100000, checkpoint_every=100000)
     straight = experiment.run(config, str(tmp_path / "straight"), "vae_mnist")

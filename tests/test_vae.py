@@ -18,7 +18,9 @@ def batch(mnist):
 @pytest.mark.parametrize("architecture", ["mlp", "conv"])
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
 def test_module_shapes(architecture, likelihood, batch):
-    model = vae.VAE(image_shape=(28, 28, 1), latent_dim=3, architecture=architecture, hidden_sizes=(16,), conv_channels=(4, 8), likelihood=likelihood)
+    model = vae.VAE(
+        image_shape=(28, 28, 1), latent_dim=3, architecture=architecture, hidden_sizes=(16,), conv_channels=(4, 8), likelihood=likelihood
+    )
     variables = jax.jit(model.init)(jax.random.PRNGKey(0), batch["image"], jax.random.PRNGKey(1))
 
     @jax.jit
@@ -130,9 +132,14 @@ def test_points_need_the_gaussian_likelihood_and_train_on_ring8():
 def test_invalid_model_fields_are_refused():
     from genjax.errors import UserError
 
-    for field, value, message in [("latent_dim", -1, "latent_dim"), ("likelihood", "poisson", "unknown likelihood"),
-                                  ("architecture", "rnn", "unknown architecture"), ("beta", -1.0, "beta"), ("ema_decay", 1.0, "ema_decay"),
-                                  ("kl_warmup_steps", -1, "kl_warmup_steps")]:
+    for field, value, message in [
+        ("latent_dim", -1, "latent_dim"),
+        ("likelihood", "poisson", "unknown likelihood"),
+        ("architecture", "rnn", "unknown architecture"),
+        ("beta", -1.0, "beta"),
+        ("ema_decay", 1.0, "ema_decay"),
+        ("kl_warmup_steps", -1, "kl_warmup_steps"),
+    ]:
         with pytest.raises(UserError, match=message):
             vae.validate(tiny_vae_config(**{field: value}))
 

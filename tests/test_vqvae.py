@@ -18,9 +18,24 @@ from genjax.models import vqvae, vqvae_prior
 from genjax.nn import vector_quantizer as vq
 from genjax.nn.transformer import CausalTransformer, sample_tokens
 
-TINY = dict(conv_channels=(4, 8), residual_blocks=1, residual_hidden=4, num_codes=8, code_dim=3, batch_size=8, num_steps=4,
-            steps_per_call=2, eval_every=2, checkpoint_every=2, num_samples=4, source="embedded", prior_num_steps=4,
-            prior_width=8, prior_layers=1, prior_heads=2)
+TINY = dict(
+    conv_channels=(4, 8),
+    residual_blocks=1,
+    residual_hidden=4,
+    num_codes=8,
+    code_dim=3,
+    batch_size=8,
+    num_steps=4,
+    steps_per_call=2,
+    eval_every=2,
+    checkpoint_every=2,
+    num_samples=4,
+    source="embedded",
+    prior_num_steps=4,
+    prior_width=8,
+    prior_layers=1,
+    prior_heads=2,
+)
 
 
 def tiny_vqvae_config(**overrides):
@@ -150,7 +165,7 @@ def test_ema_family_shapes_and_steps(ema_family, batch):
     samples = jax.jit(family.sample, static_argnums=2)(state, jax.random.PRNGKey(6), 5)
     chex.assert_shape(samples, (5, 28, 28, 1))
     chex.assert_shape(jax.jit(family.reconstruct)(state, batch, jax.random.PRNGKey(7)), (8, 28, 28, 1))
-    assert 0 <= float(samples.min()) and float(samples.max()) <= 1
+    assert float(samples.min()) >= 0 and float(samples.max()) <= 1
 
 
 def test_loss_family_steps_move_the_codebook_by_gradients(mnist, batch):
@@ -222,11 +237,18 @@ def test_prior_family_keeps_the_vqvae_frozen(tmp_path, mnist, batch, ema_family)
     chex.assert_shape(jax.jit(family.sample, static_argnums=2)(state, jax.random.PRNGKey(4), 3), (3, 28, 28, 1))
 
 
-@pytest.mark.parametrize("field, value, message", [("codebook_update", "adam", "unknown codebook_update"),
-                                                   ("codebook_init", "zeros", "unknown codebook_init"),
-                                                   ("codebook_decay", 1.0, "codebook_decay"), ("num_codes", 1, "num_codes"),
-                                                   ("restart_threshold", -1.0, "restart_threshold"), ("beta", -0.1, "beta"),
-                                                   ("prior_heads", 3, "multiple of prior_heads")])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("codebook_update", "adam", "unknown codebook_update"),
+        ("codebook_init", "zeros", "unknown codebook_init"),
+        ("codebook_decay", 1.0, "codebook_decay"),
+        ("num_codes", 1, "num_codes"),
+        ("restart_threshold", -1.0, "restart_threshold"),
+        ("beta", -0.1, "beta"),
+        ("prior_heads", 3, "multiple of prior_heads"),
+    ],
+)
 def test_invalid_fields_are_refused(field, value, message):
     with pytest.raises(UserError, match=message):
         vqvae_prior.validate(vqvae_prior.stage_config(tiny_vqvae_config(**{field: value}), "runs/x", 0))

@@ -21,8 +21,16 @@ SOURCES = ("auto", "embedded", "tfds", "toy")
 SPLITS = ("train", "test")
 
 __all__ = [
-    "DATASETS", "SOURCES", "Dataset", "batch_indices", "epoch_permutation", "images_uint8", "load",
-    "mixture_modes", "sample_toy", "to_model_batch",
+    "DATASETS",
+    "SOURCES",
+    "Dataset",
+    "batch_indices",
+    "epoch_permutation",
+    "images_uint8",
+    "load",
+    "mixture_modes",
+    "sample_toy",
+    "to_model_batch",
 ]
 
 
@@ -62,7 +70,7 @@ def load(name: str, split: str, source: str = "auto", data_dir: str | None = Non
     raise UserError(f"tfds dataset '{name}' is not prepared and cannot be downloaded here; {PREPARE_HINT.format(name=name)}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _warn_once(message: str) -> None:
     """Log `message` the first time only: train and test splits are loaded separately."""
     logging.getLogger("genjax").warning(message)

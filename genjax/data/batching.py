@@ -33,9 +33,7 @@ def shard_size(num_examples: int, shard: int, num_shards: int) -> int:
     return len(range(shard, num_examples, num_shards))
 
 
-def batch_indices(
-    seed: int, num_examples: int, batch_size: int, first_step: int, num_steps: int, num_shards: int = 1
-) -> np.ndarray:
+def batch_indices(seed: int, num_examples: int, batch_size: int, first_step: int, num_steps: int, num_shards: int = 1) -> np.ndarray:
     """Example indices int32 [num_steps, batch_size] for steps first_step, ..., first_step + num_steps - 1.
 
     With num_shards S > 1, columns g * B/S ... (g + 1) * B/S - 1 are positions within shard g: example

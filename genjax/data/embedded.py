@@ -15,7 +15,7 @@ from genjax.data.dataset import Dataset
 SUBSET_PATH = os.path.join(os.path.dirname(__file__), "mnist_subset.npz")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _arrays() -> dict:
     with np.load(SUBSET_PATH) as f:
         return {name: f[name] for name in f.files}

@@ -1,6 +1,6 @@
 """Download and prepare tfds datasets for genjax (online, needs TensorFlow: pip install -e ".[prepare]").
 
-    python -m genjax.data.prepare mnist fashion_mnist --data_dir ~/tensorflow_datasets
+python -m genjax.data.prepare mnist fashion_mnist --data_dir ~/tensorflow_datasets
 """
 
 import argparse

@@ -1,11 +1,11 @@
 """Metrics for comparing generative models, each documented with its definition and reference.
 
-    frechet       Frechet distance between Gaussian fits of features (FID-style)
-    manifold      improved precision/recall (k-NN balls) and density/coverage
-    classes       class coverage of generated images (label-histogram KL, classes covered)
-    modes         mode coverage on 2-D mixtures (VEEGAN / PacGAN protocol)
-    likelihood    importance-weighted (IWAE) bound on log-likelihood
-    classifier    the small classifier genjax trains to provide features and labels
+frechet       Frechet distance between Gaussian fits of features (FID-style)
+manifold      improved precision/recall (k-NN balls) and density/coverage
+classes       class coverage of generated images (label-histogram KL, classes covered)
+modes         mode coverage on 2-D mixtures (VEEGAN / PacGAN protocol)
+likelihood    importance-weighted (IWAE) bound on log-likelihood
+classifier    the small classifier genjax trains to provide features and labels
 """
 
 import numpy as np

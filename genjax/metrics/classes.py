@@ -1,10 +1,10 @@
 """Class coverage of generated images, read off a classifier's predictions.
 
-    class_kl          KL(p_pred || uniform) = sum_c p_c log(C p_c), p_c the share of samples predicted as c:
-                      0 when every class appears equally often, log C when one class takes everything
-                      (the label-histogram test used for mode collapse on MNIST, e.g. Metz et al. 2017)
-    classes_covered   classes predicted for at least a quarter of their uniform share (2.5% of samples for 10
-                      classes), so that a few stray predictions do not count as a class being generated
+class_kl          KL(p_pred || uniform) = sum_c p_c log(C p_c), p_c the share of samples predicted as c:
+                  0 when every class appears equally often, log C when one class takes everything
+                  (the label-histogram test used for mode collapse on MNIST, e.g. Metz et al. 2017)
+classes_covered   classes predicted for at least a quarter of their uniform share (2.5% of samples for 10
+                  classes), so that a few stray predictions do not count as a class being generated
 """
 
 import numpy as np

@@ -85,7 +85,7 @@ class TrainedClassifier:
         """(features [N, 128], logits [N, C]) of float images [N, H, W, C] in [0, 1]."""
         apply = _apply_fn(self.model)
         outputs = [apply(self.params, jnp.asarray(images[i : i + batch_size], jnp.float32)) for i in range(0, len(images), batch_size)]
-        return np.concatenate([np.asarray(f) for f, _ in outputs]), np.concatenate([np.asarray(l) for _, l in outputs])
+        return np.concatenate([np.asarray(f) for f, _ in outputs]), np.concatenate([np.asarray(logits) for _, logits in outputs])
 
 
 def _apply_fn(model: Classifier):
@@ -98,8 +98,9 @@ def cache_dir() -> str:
 
 def classifier_config(num_steps: int = NUM_STEPS):
     config = base_config()
-    config.update(dict(model="classifier", num_steps=num_steps, eval_every=num_steps, checkpoint_every=num_steps,
-                       keep_checkpoints=1, num_samples=1))
+    config.update(
+        dict(model="classifier", num_steps=num_steps, eval_every=num_steps, checkpoint_every=num_steps, keep_checkpoints=1, num_samples=1)
+    )
     return config
 
 

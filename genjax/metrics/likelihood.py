@@ -17,8 +17,16 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def importance_weighted_bound(log_weights_fn, state, images: np.ndarray, key, num_samples: int = 5000,
-                              chunk: int = 100, batch_size: int = 100, data_key: str = "image") -> np.ndarray:
+def importance_weighted_bound(
+    log_weights_fn,
+    state,
+    images: np.ndarray,
+    key,
+    num_samples: int = 5000,
+    chunk: int = 100,
+    batch_size: int = 100,
+    data_key: str = "image",
+) -> np.ndarray:
     """L_K per example [N] in nats (an upper bound on -log p(x) is its negation); `images` are the examples
     the family reads from batch[data_key] ('point' for the 2-D datasets).
 

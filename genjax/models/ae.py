@@ -189,8 +189,16 @@ def make_family(config, dataset) -> Family:
     def decode(state, z):
         return jax.nn.sigmoid(model.apply({"params": state["params"]}, z, method=Autoencoder.decode))
 
-    return Family(name="ae", init=init, train_step=train_step, eval_step=eval_step, sample=sample, reconstruct=reconstruct,
-                  encode=encode, decode=decode)
+    return Family(
+        name="ae",
+        init=init,
+        train_step=train_step,
+        eval_step=eval_step,
+        sample=sample,
+        reconstruct=reconstruct,
+        encode=encode,
+        decode=decode,
+    )
 
 
 FIELDS = {

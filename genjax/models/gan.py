@@ -183,6 +183,7 @@ def make_family(config, dataset) -> Family:
         metrics = {"d_loss": d_loss, "g_loss": jnp.mean(generator_loss(fake_scores))}
         objective = d_loss
         if gradient_penalty:
+
             def critic(x):
                 return run(discriminator, variables, x, labels, train=False)[0]
 

@@ -134,8 +134,15 @@ def make_family(config, dataset) -> Family:
 
     if dataset.data_key != "image" and config.likelihood != "gaussian":
         raise UserError(f"{dataset.name} holds real-valued points, not pixels in [0, 1]: use --config.likelihood=gaussian")
-    return elbo_family("vae", model, config, condition=lambda batch: (), sample_images=sample,
-                       figures=figures if dataset.data_key == "image" else None, data_key=dataset.data_key)
+    return elbo_family(
+        "vae",
+        model,
+        config,
+        condition=lambda batch: (),
+        sample_images=sample,
+        figures=figures if dataset.data_key == "image" else None,
+        data_key=dataset.data_key,
+    )
 
 
 def elbo_family(name, model: VAE, config, condition, sample_images, figures=None, conditional=False, data_key="image") -> Family:

@@ -66,7 +66,10 @@ def validate(config) -> None:
     check_choice(config, "codebook_update", CODEBOOK_UPDATES)
     check_choice(config, "codebook_init", CODEBOOK_INITS)
     check_choice(config, "loss", losses.RECONSTRUCTION_LOSSES)
-    check(len(config.conv_channels) > 0 and all(w > 0 for w in config.conv_channels), f"conv_channels must be positive widths, got {config.conv_channels}")
+    check(
+        len(config.conv_channels) > 0 and all(w > 0 for w in config.conv_channels),
+        f"conv_channels must be positive widths, got {config.conv_channels}",
+    )
     check(config.residual_blocks >= 0, f"residual_blocks must be >= 0, got {config.residual_blocks}")
     check(config.residual_hidden > 0, f"residual_hidden must be positive, got {config.residual_hidden}")
     check(config.num_codes >= 2, f"num_codes must be at least 2, got {config.num_codes}")
@@ -82,9 +85,7 @@ def build_model(config, image_shape) -> VQVAE:
     height, width, colors = image_shape
     scale = 2 ** len(config.conv_channels)
     if height % scale or width % scale:
-        raise UserError(
-            f"{height}x{width} images are not divisible by 2^{len(config.conv_channels)}: use fewer conv_channels"
-        )
+        raise UserError(f"{height}x{width} images are not divisible by 2^{len(config.conv_channels)}: use fewer conv_channels")
     return VQVAE(colors, tuple(config.conv_channels), config.code_dim, config.residual_blocks, config.residual_hidden)
 
 
@@ -154,7 +155,11 @@ def make_family(config, dataset) -> Family:
         def loss_fn(params):
             terms, z, indices, _ = forward(params, batch["image"])
             loss = terms["reconstruction"] + beta * terms["commitment"] + (0.0 if use_ema else terms["codebook"])
-            metrics = {"loss": jnp.mean(loss), "reconstruction": jnp.mean(terms["reconstruction"]), "commitment": jnp.mean(terms["commitment"])}
+            metrics = {
+                "loss": jnp.mean(loss),
+                "reconstruction": jnp.mean(terms["reconstruction"]),
+                "commitment": jnp.mean(terms["commitment"]),
+            }
             return metrics["loss"], (metrics, z, indices)
 
         grads, (metrics, z, indices) = jax.grad(loss_fn, has_aux=True)(state["params"])

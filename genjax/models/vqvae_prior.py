@@ -67,7 +67,10 @@ def validate(config) -> None:
     vqvae.validate(config)
     for field in ("prior_width", "prior_layers", "prior_heads"):
         check(config[field] > 0, f"{field} must be positive, got {config[field]}")
-    check(config.prior_width % config.prior_heads == 0, f"prior_width {config.prior_width} must be a multiple of prior_heads {config.prior_heads}")
+    check(
+        config.prior_width % config.prior_heads == 0,
+        f"prior_width {config.prior_width} must be a multiple of prior_heads {config.prior_heads}",
+    )
     check(bool(config.get("vqvae_workdir")), "vqvae_prior needs config.vqvae_workdir, the run directory of a trained VQ-VAE")
 
 
@@ -80,7 +83,9 @@ def load_vqvae(config, dataset):
     try:
         step = config.vqvae_step or checkpoints.latest_step()
         if step is None or step not in checkpoints.manager.all_steps():
-            raise UserError(f"no VQ-VAE checkpoint at step {config.vqvae_step or 'latest'} in {checkpoints.directory}; train the VQ-VAE first")
+            raise UserError(
+                f"no VQ-VAE checkpoint at step {config.vqvae_step or 'latest'} in {checkpoints.directory}; train the VQ-VAE first"
+            )
         meta = checkpoints.read_meta(step)
         family = vqvae.make_family(config, dataset)
         example = to_model_batch(dataset.take(np.arange(min(config.batch_size, dataset.num_examples))))

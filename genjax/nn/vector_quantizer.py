@@ -23,11 +23,7 @@ import jax.numpy as jnp
 
 def nearest_codes(z: jax.Array, codebook: jax.Array) -> jax.Array:
     """Index of the nearest code (squared Euclidean distance) for each vector of z [..., D]; int32 [...]."""
-    distances = (
-        jnp.sum(jnp.square(z), axis=-1, keepdims=True)
-        - 2 * z @ codebook.T
-        + jnp.sum(jnp.square(codebook), axis=-1)
-    )
+    distances = jnp.sum(jnp.square(z), axis=-1, keepdims=True) - 2 * z @ codebook.T + jnp.sum(jnp.square(codebook), axis=-1)
     return jnp.argmin(distances, axis=-1).astype(jnp.int32)
 
 

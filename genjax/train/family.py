@@ -97,9 +97,7 @@ def count_params(state) -> int:
     """Number of trainable parameters: the sizes of all leaves below any key named 'params'."""
     leaves = jax.tree_util.tree_flatten_with_path(state)[0]
     return sum(
-        leaf.size
-        for path, leaf in leaves
-        if any(getattr(entry, "key", None) == "params" for entry in path) and hasattr(leaf, "size")
+        leaf.size for path, leaf in leaves if any(getattr(entry, "key", None) == "params" for entry in path) and hasattr(leaf, "size")
     )
 
 
@@ -113,6 +111,8 @@ def check_batch(batch: dict, key: str, example_shape: tuple, where: str) -> None
         raise ValueError(f"{where}: the batch has no '{key}' (it has {sorted(batch)}); build it with genjax.data.to_model_batch")
     x = batch[key]
     if tuple(x.shape[1:]) != tuple(example_shape):
-        raise ValueError(f"{where}: batch['{key}'] holds examples of shape {list(x.shape[1:])}, but the model was built for {list(example_shape)}")
+        raise ValueError(
+            f"{where}: batch['{key}'] holds examples of shape {list(x.shape[1:])}, but the model was built for {list(example_shape)}"
+        )
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise ValueError(f"{where}: batch['{key}'] is {x.dtype}; models take float inputs in [0, 1] (genjax.data.to_model_batch)")

@@ -126,10 +126,12 @@ class TrainChunks:
         whole, examples, rows = replicated(mesh), batch_sharded(mesh), batch_sharded(mesh, axis=1)
         self.mesh, self.one_step = mesh, one_step
         self.scan = scan  # None: decided at the first call
-        self.chunk = jax.jit(train_chunk, in_shardings=(whole, examples, rows, whole, whole),
-                             out_shardings=(whole, whole), donate_argnums=0)
-        self.step = jax.jit(chunk_step, in_shardings=(whole, examples, rows, whole, whole, whole),
-                            out_shardings=(whole, whole), donate_argnums=0)
+        self.chunk = jax.jit(
+            train_chunk, in_shardings=(whole, examples, rows, whole, whole), out_shardings=(whole, whole), donate_argnums=0
+        )
+        self.step = jax.jit(
+            chunk_step, in_shardings=(whole, examples, rows, whole, whole, whole), out_shardings=(whole, whole), donate_argnums=0
+        )
         self.compiled = {}
         self.compile_seconds = 0.0
         self.offsets = []
@@ -162,7 +164,13 @@ class TrainChunks:
         length = len(indices)
         if self._decide_scan(state, data, indices.shape[1], train_key):
             steps = np.arange(first_step, first_step + length, dtype=np.int32)
-            args = (state, data, global_array(indices, batch_sharded(self.mesh, axis=1)), global_array(steps, replicated(self.mesh)), train_key)
+            args = (
+                state,
+                data,
+                global_array(indices, batch_sharded(self.mesh, axis=1)),
+                global_array(steps, replicated(self.mesh)),
+                train_key,
+            )
             return self._compiled(length, self.chunk, args)(*args)
         padded = np.concatenate([indices, np.repeat(indices[-1:], (rows or length) - length, axis=0)])
         steps = global_array(np.arange(first_step, first_step + len(padded), dtype=np.int32), replicated(self.mesh))
@@ -241,8 +249,14 @@ class _Run:
         self.trained_examples = 0
         self.last_ready = None
         self.last_train_metrics = {}
-        self.progress = tqdm(total=num_steps, initial=start_step, unit="step", dynamic_ncols=True, mininterval=1.0,
-                             disable=True if not is_primary() else None)
+        self.progress = tqdm(
+            total=num_steps,
+            initial=start_step,
+            unit="step",
+            dynamic_ncols=True,
+            mininterval=1.0,
+            disable=True if not is_primary() else None,
+        )
 
     def record_chunk(self, first_step: int, length: int, metrics, dispatched_at: float) -> None:
         """Fetch a chunk's metrics (waits for it), check them, log their means."""
@@ -319,8 +333,10 @@ def _fit(family, config, train, test, workdir, experiment, files_dir, start_time
     if num_devices % num_shards:
         raise UserError(f"data_shards={num_shards} does not divide the {num_devices} devices; use a divisor of {num_devices}")
     if batch_size > train.num_examples // num_shards * num_shards:
-        raise UserError(f"batch_size {batch_size} is larger than the {train.num_examples} training examples of {train.name}"
-                        + (f" (in {num_shards} data shards)" if num_shards > 1 else ""))
+        raise UserError(
+            f"batch_size {batch_size} is larger than the {train.num_examples} training examples of {train.name}"
+            + (f" (in {num_shards} data shards)" if num_shards > 1 else "")
+        )
     keys = Keys.from_seed(config.seed)
     example = to_model_batch(train.take(np.arange(batch_size)))
     state = jax.jit(family.init, out_shardings=replicated(mesh))(keys.init, example)
@@ -351,12 +367,16 @@ def _fit(family, config, train, test, workdir, experiment, files_dir, start_time
         writer.write(step, "test", test_metrics)
         if is_primary():
             run.progress.write(f"step {step} test " + " ".join(f"{k}={v:.4g}" for k, v in test_metrics.items()))
-        samples = artifacts.write_step_images(family, state, test, jax.random.fold_in(keys.sample, step), step, files_dir, config.num_samples)
+        samples = artifacts.write_step_images(
+            family, state, test, jax.random.fold_in(keys.sample, step), step, files_dir, config.num_samples
+        )
 
     pending, final_step = None, start_step
     try:
         with StopRequests() as stops:
-            for first_step, length in chunk_schedule(start_step, config.num_steps, (config.steps_per_call, config.eval_every, config.checkpoint_every)):
+            for first_step, length in chunk_schedule(
+                start_step, config.num_steps, (config.steps_per_call, config.eval_every, config.checkpoint_every)
+            ):
                 if out_of_time:
                     break
                 indices = batch_indices(config.seed, train.num_examples, batch_size, first_step, length, num_shards)

@@ -52,8 +52,9 @@ def initialize_distributed(requested: bool) -> None:
             f"could not start the multi-process run ({error}); set {COORDINATOR_VARIABLE}=host:port, "
             "JAX_NUM_PROCESSES and JAX_PROCESS_ID on every process, or run where JAX detects the cluster"
         ) from None
-    logging.getLogger("genjax").info("process %d of %d, %d local devices of %d", jax.process_index(),
-                                     jax.process_count(), jax.local_device_count(), jax.device_count())
+    logging.getLogger("genjax").info(
+        "process %d of %d, %d local devices of %d", jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count()
+    )
 
 
 def is_primary() -> bool:

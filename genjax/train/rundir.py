@@ -42,7 +42,9 @@ def prepare_workdir(workdir: str, config, fresh: bool) -> None:
     if fresh:
         for name in RUN_DIRS:
             shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
-        for path in [os.path.join(workdir, n) for n in RUN_FILES] + [p for pat in RUN_PATTERNS for p in glob.glob(os.path.join(workdir, pat))]:
+        for path in [os.path.join(workdir, n) for n in RUN_FILES] + [
+            p for pat in RUN_PATTERNS for p in glob.glob(os.path.join(workdir, pat))
+        ]:
             if os.path.exists(path):
                 os.remove(path)
     config_path = os.path.join(workdir, "config.json")
