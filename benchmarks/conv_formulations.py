@@ -12,7 +12,7 @@ median over rounds is reported, so load from other processes hits them alike.
 
 `--in_scan` adds the same gradient computed inside a lax.scan, where XLA:CPU leaves the gradient
 convolutions in non-canonical dimension orders and runs them on a slow generic kernel (jax-ml/jax#12868);
-that is why genjax's engine runs one jitted call per step on CPU (genjax.train.loop.TrainChunks).
+that is why genjax's engine runs one jitted call per step on CPU (genjax.train.chunks.TrainChunks, genjax.train.policy).
 """
 
 import argparse

@@ -110,7 +110,9 @@ def run_genjax(entry: Entry, windows: int, steps_per_window: int) -> dict:
 
     from genjax import experiment
     from genjax.data import batch_indices, to_model_batch
-    from genjax.train.loop import Keys, TrainChunks
+    from genjax.train import policy
+    from genjax.train.chunks import TrainChunks
+    from genjax.train.loop import Keys
     from genjax.train.parallel import global_array, make_mesh, put_data_shards, replicated
 
     config = genjax_config(entry)
@@ -126,7 +128,7 @@ def run_genjax(entry: Entry, windows: int, steps_per_window: int) -> dict:
     state = jax.jit(family.init, out_shardings=replicated(mesh))(keys.init, example)
     data = put_data_shards(mesh, train.arrays, 1)
     train_key = global_array(keys.train, replicated(mesh))
-    chunks = TrainChunks(family, mesh)
+    chunks = TrainChunks(family, mesh, scan=policy.scan_chunks(mesh.devices.flat[0].platform, family.convolutional))
     length, step = config.steps_per_call, 0
 
     def chunk():

@@ -2,7 +2,7 @@
 the training codes is decoded. Trained on the embedded 4,500-image subset offline or on full MNIST when
 tfds has it.
 
-Variants: --config.architecture=conv, --config.loss=mse, --config.noise=gaussian --config.noise_std=0.5
+Variants: --config.architecture=conv, --config.reconstruction_loss=mse, --config.noise=gaussian --config.noise_std=0.5
 (denoising), --config.noise=mask --config.mask_fraction=0.25 (masking noise).
 """
 
@@ -10,6 +10,7 @@ import sys
 
 from genjax import cli
 from genjax.config import base_config
+from genjax.experiment import Contender
 
 
 def get_config():
@@ -20,7 +21,7 @@ def get_config():
     config.hidden_sizes = (400,)
     config.conv_channels = (32, 64)
     config.latent_dim = 16
-    config.loss = "bce"
+    config.reconstruction_loss = "bce"
     config.noise = "none"
     config.noise_std = 0.5
     config.mask_fraction = 0.25
@@ -28,8 +29,11 @@ def get_config():
     return config
 
 
+CONTENDERS = (Contender("ae", "autoencoder, samples from a Gaussian fit of its codes (Ghosh et al. 2020)"),)
+
+
 def main(argv=None) -> int:
-    return cli.main("ae_mnist", get_config, argv)
+    return cli.main("ae_mnist", get_config, argv, description=__doc__)
 
 
 if __name__ == "__main__":

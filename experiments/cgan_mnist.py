@@ -26,7 +26,7 @@ def get_config():
 
 
 def main(argv=None) -> int:
-    return cli.main("cgan_mnist", get_config, argv)
+    return cli.main("cgan_mnist", get_config, argv, description=__doc__)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,38 @@ finished models and resumes an interrupted one. See genjax/comparison.py for wha
 
 import argparse
 import dataclasses
+import importlib
 import sys
 
-from genjax.comparison import IMAGE_CONTENDERS, MIXTURES, TOY_CONTENDERS, Budget, Settings, compare
+from experiments.__main__ import names as experiment_names
+from genjax.comparison import MIXTURES, Budget, Settings, compare
+from genjax.data import TOY_DATASETS
 from genjax.errors import UserError
+from genjax.experiment import contenders_of
 
-DEFAULT = Settings()
+
+def contenders() -> tuple[dict, dict]:
+    """({name: Contender} on images, {name: Contender} on the 2-D datasets): every CONTENDERS entry of every
+    experiment module, split by the dataset its config trains on, in the order of their model families."""
+    image, toy = {}, {}
+    for experiment in experiment_names():
+        module = importlib.import_module(f"experiments.{experiment}")
+        for contender in contenders_of(module, experiment):
+            kind = toy if contender.config().dataset in TOY_DATASETS else image
+            if contender.name in kind:
+                raise ValueError(
+                    f"two experiments declare the contender '{contender.name}': {kind[contender.name].experiment} and {experiment}"
+                )
+            kind[contender.name] = contender
+
+    def by_family(contenders: dict) -> dict:  # the report's rows grouped by model family
+        return dict(sorted(contenders.items(), key=lambda item: item[1].config().model))
+
+    return by_family(image), by_family(toy)
+
+
+IMAGE_CONTENDERS, TOY_CONTENDERS = contenders()
+DEFAULT = Settings(IMAGE_CONTENDERS, TOY_CONTENDERS)
 QUICK = dict(steps=20, toy_steps=100, seeds=(0,), segments=2, num_samples=100, curve_samples=50, iwae_samples=20, classifier_steps=100)
 
 
@@ -69,6 +95,8 @@ def parse_settings(argv) -> Settings:
         raise UserError("give the budget as --steps or --seconds, not both")
     steps = 0 if args.seconds is not None else (args.steps if args.steps is not None else DEFAULT.budget.steps)
     return Settings(
+        contenders=IMAGE_CONTENDERS,
+        toy_contenders=TOY_CONTENDERS,
         workdir=args.workdir,
         models=args.models,
         dataset=args.dataset,

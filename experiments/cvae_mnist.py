@@ -19,7 +19,7 @@ def get_config():
 
 
 def main(argv=None) -> int:
-    return cli.main("cvae_mnist", get_config, argv)
+    return cli.main("cvae_mnist", get_config, argv, description=__doc__)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import sys
 
 from genjax import cli
 from genjax.config import base_config
+from genjax.experiment import Contender
 from genjax.models import gan
 
 
@@ -31,8 +32,11 @@ def get_config():
     return config
 
 
+CONTENDERS = (Contender("dcgan", "DCGAN (Radford et al. 2016)"),)
+
+
 def main(argv=None) -> int:
-    return cli.main("dcgan_mnist", get_config, argv)
+    return cli.main("dcgan_mnist", get_config, argv, description=__doc__)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import sys
 
 from genjax import cli
 from genjax.config import base_config
+from genjax.experiment import Contender
 from genjax.models import gan
 
 
@@ -22,8 +23,11 @@ def get_config():
     return config
 
 
+CONTENDERS = (Contender("gan", "MLP GAN, non-saturating loss (Goodfellow et al. 2014)"),)
+
+
 def main(argv=None) -> int:
-    return cli.main("gan_mnist", get_config, argv)
+    return cli.main("gan_mnist", get_config, argv, description=__doc__)
 
 
 if __name__ == "__main__":

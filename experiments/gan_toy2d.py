@@ -10,6 +10,7 @@ import sys
 
 from genjax import cli
 from genjax.config import base_config
+from genjax.experiment import Contender
 from genjax.models import gan
 
 
@@ -29,8 +30,16 @@ def get_config():
     return config
 
 
+WGAN_GP = {"adversarial_loss": "wasserstein_gp", "n_critic": 5, "learning_rate": 1e-4, "adam_b1": 0.5, "adam_b2": 0.9}
+CONTENDERS = (
+    Contender("gan", "MLP GAN, non-saturating loss"),
+    Contender("wgan_gp", "MLP WGAN-GP, n_critic 5", WGAN_GP),
+    Contender("sngan", "MLP GAN, hinge loss + spectral norm", {"adversarial_loss": "hinge", "discriminator_norm": "spectral"}),
+)
+
+
 def main(argv=None) -> int:
-    return cli.main("gan_toy2d", get_config, argv)
+    return cli.main("gan_toy2d", get_config, argv, description=__doc__)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import sys
 
 from genjax import cli
 from genjax.config import base_config
+from genjax.experiment import Contender
 from genjax.models import gan
 
 
@@ -20,7 +21,7 @@ def get_config():
     config.update(gan.defaults())
     config.architecture = "conv"
     config.conv_channels = (32, 64)
-    config.loss = "hinge"
+    config.adversarial_loss = "hinge"
     config.discriminator_norm = "spectral"
     config.learning_rate = 1e-3
     config.batch_size = 64
@@ -31,8 +32,11 @@ def get_config():
     return config
 
 
+CONTENDERS = (Contender("sngan", "hinge loss + spectral norm (Miyato et al. 2018)"),)
+
+
 def main(argv=None) -> int:
-    return cli.main("sngan_mnist", get_config, argv)
+    return cli.main("sngan_mnist", get_config, argv, description=__doc__)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import sys
 
 from genjax import cli
 from genjax.config import base_config
+from genjax.experiment import Contender
 
 
 def get_config():
@@ -26,8 +27,14 @@ def get_config():
     return config
 
 
+CONTENDERS = (
+    Contender("vae", "VAE (Kingma & Welling 2014)"),
+    Contender("beta_vae", "beta-VAE, beta = 4 (Higgins et al. 2017)", {"beta": 4.0}),
+)
+
+
 def main(argv=None) -> int:
-    return cli.main("vae_mnist", get_config, argv)
+    return cli.main("vae_mnist", get_config, argv, description=__doc__)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import sys
 
 from experiments import vae_mnist
 from genjax import cli
+from genjax.experiment import Contender
 
 
 def get_config():
@@ -33,8 +34,11 @@ def get_config():
     return config
 
 
+CONTENDERS = (Contender("vae", "MLP VAE, 2-D latent, Gaussian decoder, KL warm-up"),)
+
+
 def main(argv=None) -> int:
-    return cli.main("vae_toy2d", get_config, argv)
+    return cli.main("vae_toy2d", get_config, argv, description=__doc__)
 
 
 if __name__ == "__main__":

@@ -11,14 +11,12 @@ stopped; a VQ-VAE trained further (larger --config.num_steps) gets its prior fit
 prior's. Variants: --config.codebook_update=loss, --config.codebook_init=kmeans, --config.restart_threshold=0.
 """
 
-import os
 import sys
 
-from genjax import cli, experiment
+from genjax import cli
 from genjax.config import base_config
+from genjax.experiment import Contender, Stage
 from genjax.models import vqvae_prior
-
-FIELDS = vqvae_prior.FIELDS
 
 
 def get_config():
@@ -32,8 +30,8 @@ def get_config():
     config.residual_hidden = 16
     config.num_codes = 64
     config.code_dim = 16
-    config.beta = 0.25
-    config.loss = "bce"
+    config.commitment_weight = 0.25
+    config.reconstruction_loss = "bce"
     config.codebook_update = "ema"
     config.codebook_decay = 0.99
     config.codebook_eps = 1e-5
@@ -48,18 +46,22 @@ def get_config():
     return config
 
 
-def run(config, workdir: str, name: str):
-    """Fit the VQ-VAE in <workdir>/vqvae, then its prior in <workdir>; returns the prior's FitResult."""
-    vqvae_workdir = os.path.join(workdir, "vqvae")
-    experiment.validate(vqvae_prior.stage_config(config, vqvae_workdir, 0))  # both stages' fields, before any work
-    first = experiment.run(config, vqvae_workdir, name)
-    prior_config = vqvae_prior.stage_config(config, vqvae_workdir, first.summary["steps"])
-    vqvae_prior.refit_if_stale(prior_config, workdir)
-    return experiment.run(prior_config, workdir, name)
+def prior_config(config, workdir: str, earlier: list):
+    """The prior's config: the prior_* fields become the engine's, fitted to the VQ-VAE stage's final step
+    (and refitted from scratch when that step moved since it was fitted)."""
+    vqvae_run = earlier[0]
+    prior = vqvae_prior.stage_config(config, vqvae_run.workdir, vqvae_run.summary["steps"])
+    vqvae_prior.refit_if_stale(prior, workdir)
+    return prior
+
+
+# the prior trains half as many steps as the VQ-VAE (prior_num_steps 1,000 against num_steps 2,000)
+STAGES = (Stage("vqvae", "vqvae"), Stage("prior", "", prior_config, budget_share=0.5))
+CONTENDERS = (Contender("vqvae", "VQ-VAE + transformer prior (van den Oord et al. 2017)"),)
 
 
 def main(argv=None) -> int:
-    return cli.main("vqvae_mnist", get_config, argv, run=run)
+    return cli.main("vqvae_mnist", get_config, argv, stages=STAGES, description=__doc__)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import sys
 
 from genjax import cli
 from genjax.config import base_config
+from genjax.experiment import Contender
 from genjax.models import gan
 
 
@@ -18,7 +19,7 @@ def get_config():
     config.update(gan.defaults())
     config.architecture = "conv"
     config.conv_channels = (32, 64)
-    config.loss = "wasserstein_gp"
+    config.adversarial_loss = "wasserstein_gp"
     config.discriminator_norm = "none"
     config.n_critic = 5
     config.gp_weight = 10.0
@@ -33,8 +34,11 @@ def get_config():
     return config
 
 
+CONTENDERS = (Contender("wgan_gp", "WGAN-GP, n_critic 5 (Gulrajani et al. 2017)"),)
+
+
 def main(argv=None) -> int:
-    return cli.main("wgan_gp_mnist", get_config, argv)
+    return cli.main("wgan_gp_mnist", get_config, argv, description=__doc__)
 
 
 if __name__ == "__main__":

@@ -119,27 +119,36 @@ def exit_code_for(error: BaseException) -> int:
     return EXIT_IO
 
 
-def main(experiment: str, get_config, argv: list[str] | None = None, run=None) -> int:
+def field_help(config, stages, workdir: str) -> dict:
+    """One-line help of every field: the engine's and those of every stage's model family."""
+    from genjax import experiment as experiments_lib
+
+    helps = dict(BASE_FIELDS)
+    for stage_config in experiments_lib.stage_configs(config, workdir, stages):
+        helps.update(getattr(models.get(stage_config.model), "FIELDS", {}))
+    return helps
+
+
+def main(experiment: str, get_config, argv: list[str] | None = None, stages=None, description: str = "") -> int:
     """Run an experiment from the command line; returns the process exit code.
 
-    `run(config, workdir, experiment) -> FitResult` defaults to genjax.experiment.run (one fit); an
-    experiment of several fits passes its own. --help also lists the experiment module's FIELDS, if any.
+    `stages` are the experiment's STAGES (default: one fit); `description` is shown by --help, with every
+    field the stages' model families read.
     """
     from genjax import experiment as experiments_lib
 
+    stages = stages or experiments_lib.ONE_STAGE
     configure_logging()
     sys.unraisablehook = _drop_closed_loop_noise
     try:
         workdir, overrides, wants_help = parse_args(sys.argv[1:] if argv is None else argv)
         config = get_config()
+        workdir = workdir or os.path.join("runs", experiment)
         if wants_help:
-            module = sys.modules[get_config.__module__]
-            field_help = {**BASE_FIELDS, **models.get(config.model).FIELDS, **getattr(module, "FIELDS", {})}
-            print(help_text(experiment, module.__doc__ or "", config, field_help))
+            print(help_text(experiment, description, config, field_help(config, stages, workdir)))
             return 0
         apply_overrides(config, overrides)
-        workdir = workdir or os.path.join("runs", experiment)
-        summary = (run or experiments_lib.run)(config, workdir, experiment).summary
+        summary = experiments_lib.run(config, workdir, experiment, stages).summary
     except (Exception, KeyboardInterrupt) as error:
         return exit_code_for(error)
     test_text = ", ".join(f"{k} {v:.4g}" for k, v in summary["test"].items())

@@ -1,79 +1,45 @@
 """Train several model families on the same data with the same budget and several seeds, measure each with
 the same metrics, and write the report: the engine behind `python -m experiments.compare`.
 
-Every contender is an experiment module of experiments/ with a few config overrides; the comparison sets
-what must be equal for all (dataset, batch size, budget, seed) and nothing else, so each model keeps the
-optimizer and architecture its own experiment documents. A budget is either
+The contenders come from the experiments (each experiment module declares its CONTENDERS; see
+genjax.experiment.Contender): the library takes them as given. The comparison sets what must be equal for
+all (dataset, batch size, budget, seed) and nothing else, so each model keeps the optimizer and
+architecture its own experiment documents. A budget is either
     steps    every model trains this many steps (one step = one batch; a GAN step updates D, then G; with
              WGAN-GP's n_critic 5 the generator takes steps / 5 of them), or
     seconds  every model trains for this many seconds of measured training time (compilation excluded;
              genjax's time_budget, which stops within one chunk of steps).
-The VQ-VAE is two models: its VQ-VAE gets the budget and its prior half of it on top in steps (the
-experiment's own 2:1 ratio), or each half of it in seconds.
+A model trained in stages gives each stage its declared share of the budget (Stage.budget_share): in
+steps, share x steps (the VQ-VAE's prior: half, on top of the VQ-VAE's); in seconds, the seconds split
+in proportion to the shares.
 
 Training runs in `segments` equal parts of the budget, each resuming the last (the engine's resume is
 exact, so the result equals one uninterrupted run); after each part the Frechet distance of
-`curve_samples` samples gives the curve over training. The VQ-VAE's prior is trained after the VQ-VAE,
-so its curve has only its final point.
+`curve_samples` samples gives the curve over training. A model of several stages trains in one go, so its
+curve has only its final point. The trained states stay in memory for the evaluation and the figures.
 
 Each model's record is kept in its run directory (compare_record.json): rerunning the same command reuses
 finished models and resumes an interrupted one from its last checkpoint.
 """
 
 import dataclasses
-import importlib
 import json
 import logging
 import math
 import os
 
 import jax
-import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from genjax import data, experiment, report  # noqa: E402
-from genjax.errors import UserError  # noqa: E402
-from genjax.evaluate import draw_samples, evaluate_state, load_run  # noqa: E402
-from genjax.metrics import sample_quality  # noqa: E402
-from genjax.metrics.classifier import images_of, load_classifier  # noqa: E402
-from genjax.train import TrainingDiverged  # noqa: E402
+from genjax import data, experiment, report
+from genjax.errors import UserError
+from genjax.evaluate import draw_samples, evaluate_state, load_run
+from genjax.metrics import registry, sample_quality
+from genjax.metrics.classifier import images_of, load_classifier
+from genjax.report_figures import interpolation_figure
+from genjax.train import TrainingDiverged
 
 log = logging.getLogger("genjax")
 UNLIMITED_STEPS = 10**9
-
-
-@dataclasses.dataclass(frozen=True)
-class Contender:
-    """One row of the report: experiments.<experiment> with config overrides."""
-
-    experiment: str
-    overrides: dict = dataclasses.field(default_factory=dict)
-    description: str = ""
-
-
-IMAGE_CONTENDERS = {
-    "ae": Contender("ae_mnist", {}, "autoencoder, samples from a Gaussian fit of its codes (Ghosh et al. 2020)"),
-    "vae": Contender("vae_mnist", {}, "VAE (Kingma & Welling 2014)"),
-    "beta_vae": Contender("vae_mnist", {"beta": 4.0}, "beta-VAE, beta = 4 (Higgins et al. 2017)"),
-    "vqvae": Contender("vqvae_mnist", {}, "VQ-VAE + transformer prior (van den Oord et al. 2017)"),
-    "gan": Contender("gan_mnist", {}, "MLP GAN, non-saturating loss (Goodfellow et al. 2014)"),
-    "dcgan": Contender("dcgan_mnist", {}, "DCGAN (Radford et al. 2016)"),
-    "wgan_gp": Contender("wgan_gp_mnist", {}, "WGAN-GP, n_critic 5 (Gulrajani et al. 2017)"),
-    "sngan": Contender("sngan_mnist", {}, "hinge loss + spectral norm (Miyato et al. 2018)"),
-}
-TOY_CONTENDERS = {
-    "vae": Contender("vae_toy2d", {}, "MLP VAE, 2-D latent, Gaussian decoder, KL warm-up"),
-    "gan": Contender("gan_toy2d", {}, "MLP GAN, non-saturating loss"),
-    "wgan_gp": Contender(
-        "gan_toy2d",
-        {"loss": "wasserstein_gp", "n_critic": 5, "learning_rate": 1e-4, "adam_b1": 0.5, "adam_b2": 0.9},
-        "MLP WGAN-GP, n_critic 5",
-    ),
-    "sngan": Contender("gan_toy2d", {"loss": "hinge", "discriminator_norm": "spectral"}, "MLP GAN, hinge loss + spectral norm"),
-}
 MIXTURES = ("ring8", "grid25")  # the 2-D datasets with modes to count
 
 
@@ -93,14 +59,20 @@ class Budget:
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """Everything a comparison needs; `experiments.compare` builds it from the command line."""
+    """Everything a comparison needs; `experiments.compare` builds it from the command line.
 
+    contenders / toy_contenders: {name: genjax.experiment.Contender} on images / on the 2-D mixtures;
+    models / toy_models: the names of those to run (None: all of them).
+    """
+
+    contenders: dict = dataclasses.field(default_factory=dict)
+    toy_contenders: dict = dataclasses.field(default_factory=dict)
     workdir: str = "runs/compare"
-    models: tuple = tuple(IMAGE_CONTENDERS)
+    models: tuple | None = None
     dataset: str = "mnist"
     budget: Budget = Budget(steps=1000)
     seeds: tuple = (0, 1)
-    toy_models: tuple = tuple(TOY_CONTENDERS)
+    toy_models: tuple | None = None
     toy_datasets: tuple = MIXTURES
     toy_budget: Budget = Budget(steps=3000, batch_size=256, segments=1)
     num_samples: int = 1000
@@ -108,14 +80,18 @@ class Settings:
     iwae_samples: int = 5000
     classifier_steps: int = 1500
 
+    def __post_init__(self):
+        if self.models is None:
+            object.__setattr__(self, "models", tuple(self.contenders))
+        if self.toy_models is None:
+            object.__setattr__(self, "toy_models", tuple(self.toy_contenders))
+
     def check(self) -> None:
         """Raise UserError for anything the comparison cannot run, before any training."""
-        for name in self.models:
-            if name not in IMAGE_CONTENDERS:
-                raise UserError(f"unknown model '{name}'; choose from {', '.join(IMAGE_CONTENDERS)}")
-        for name in self.toy_models:
-            if name not in TOY_CONTENDERS:
-                raise UserError(f"unknown toy model '{name}'; choose from {', '.join(TOY_CONTENDERS)}")
+        for names, known, what in ((self.models, self.contenders, "model"), (self.toy_models, self.toy_contenders, "toy model")):
+            for name in names:
+                if name not in known:
+                    raise UserError(f"unknown {what} '{name}'; choose from {', '.join(known)}")
         for name in self.toy_datasets:
             if name not in MIXTURES:
                 raise UserError(f"unknown toy dataset '{name}'; choose from {', '.join(MIXTURES)}")
@@ -134,66 +110,50 @@ class Settings:
             raise UserError("nothing to compare: give at least one model or toy model")
 
 
-def contender_config(contender: Contender, budget: Budget, dataset: str, seed: int, fraction: float):
-    """The experiment's config with the comparison's dataset, seed, batch size and `fraction` of the budget."""
-    module = importlib.import_module(f"experiments.{contender.experiment}")
-    config = module.get_config()
-    unknown = [field for field in contender.overrides if field not in config]
-    if unknown:
-        raise UserError(f"experiment {contender.experiment} has no config field {unknown[0]}")
-    config.update(contender.overrides)
-    config.update(dict(dataset=dataset, seed=seed, batch_size=budget.batch_size))
-    two_stage = "prior_num_steps" in config
-    if budget.steps:
-        config.num_steps = max(1, round(budget.steps * fraction))
-        config.time_budget = 0.0
-        if two_stage:
-            config.prior_num_steps = max(1, budget.steps // 2)
-    else:
-        config.num_steps = UNLIMITED_STEPS
-        config.time_budget = budget.seconds * fraction / (2 if two_stage else 1)
-        if two_stage:
-            config.prior_num_steps = UNLIMITED_STEPS
-    # evaluate and checkpoint at the end of each segment only (the engine always does both at the last step)
-    config.eval_every = config.checkpoint_every = UNLIMITED_STEPS if budget.seconds else max(1, budget.steps)
-    return module, config
+def budget_for(budget: Budget, fraction: float, stages: tuple):
+    """adjust(stage, config) for genjax.experiment.run_stages: `fraction` of the budget, split over the stages."""
+    total_share = sum(stage.budget_share for stage in stages)
+
+    def adjust(stage, config):
+        if budget.steps:
+            config.num_steps = max(1, round(budget.steps * fraction * stage.budget_share))
+            config.time_budget = 0.0
+        else:
+            config.num_steps = UNLIMITED_STEPS
+            config.time_budget = budget.seconds * fraction * stage.budget_share / total_share
+        # evaluate and checkpoint at the end of each segment only (the engine always does both at the last step)
+        config.eval_every = config.checkpoint_every = UNLIMITED_STEPS if budget.seconds else max(1, budget.steps)
+        return config
+
+    return adjust
 
 
-def train_contender(contender: Contender, budget: Budget, dataset: str, seed: int, workdir: str, after_segment=None) -> list[dict]:
-    """Train one model in its segments; returns the summaries of the runs it consists of (VQ-VAE: two).
+def train_contender(contender, budget: Budget, dataset: str, seed: int, workdir: str, after_segment=None) -> list:
+    """Train one model in its segments; returns the FitResults of its stages.
 
-    after_segment(segment) is called after each segment but the last (for the curve over training).
+    after_segment(segment, results) is called after each segment but the last (for the curve over training).
     """
-    two_stage = "prior_num_steps" in importlib.import_module(f"experiments.{contender.experiment}").get_config()
-    segments = 1 if two_stage else budget.segments  # a two-stage model trains its whole budget in one go
+    segments = 1 if len(contender.stages) > 1 else budget.segments  # a staged model trains its whole budget in one go
     for segment in range(1, segments + 1):
-        module, config = contender_config(contender, budget, dataset, seed, segment / segments)
-        run = getattr(module, "run", None) or experiment.run
-        run(config, workdir, contender.experiment)
+        config = contender.config()
+        config.update(dict(dataset=dataset, seed=seed, batch_size=budget.batch_size))
+        adjust = budget_for(budget, segment / segments, contender.stages)
+        results = experiment.run_stages(config, workdir, contender.experiment, contender.stages, adjust)
         if segment < segments and after_segment:
-            after_segment(segment)
-    summaries = [_read_json(os.path.join(workdir, "summary.json"))]
-    if two_stage:
-        summaries.insert(0, _read_json(os.path.join(workdir, "vqvae", "summary.json")))
-    return summaries
-
-
-def _read_json(path: str) -> dict:
-    with open(path) as f:
-        return json.load(f)
+            after_segment(segment, results)
+    return results
 
 
 def _train_seconds(summaries: list[dict]) -> float:
     return sum(s.get("total_train_seconds", s["train_seconds"]) for s in summaries)
 
 
-def measure_contender(
-    name: str, contender: Contender, budget: Budget, dataset: str, seed: int, workdir: str, settings: Settings, classifier, key
-) -> dict:
-    """Train (or resume) one model and evaluate it; returns its record for the report."""
+def measure_contender(contender, budget: Budget, dataset: str, seed: int, workdir: str, settings: Settings, classifier, key):
+    """Train (or resume) one model and evaluate it; returns (its record for the report, its FitResult or None
+    when the record was reused or the run diverged)."""
     record_path = os.path.join(workdir, "compare_record.json")
     identity = {
-        "model": name,
+        "model": contender.name,
         "experiment": contender.experiment,
         "overrides": contender.overrides,
         "dataset": dataset,
@@ -203,28 +163,35 @@ def measure_contender(
         "iwae_samples": settings.iwae_samples,
     }
     if os.path.exists(record_path):
-        record = _read_json(record_path)
+        with open(record_path) as f:
+            record = json.load(f)
         if record.get("identity") == identity:
-            log.info("%s seed %d on %s: reusing the finished run in %s", name, seed, dataset, workdir)
-            return record
+            log.info("%s seed %d on %s: reusing the finished run in %s", contender.name, seed, dataset, workdir)
+            return record, None
+    config = contender.config()
+    config.update(dict(dataset=dataset, seed=seed))
+    train, test = experiment.load_data(config)
+    kinds = sorted(registry.data_kinds(test.data_key, test.name))
     curve = []
 
-    def curve_point(segment):
-        config, family, state, train, test = load_run(workdir)
-        fakes = draw_samples(family, state, jax.random.fold_in(key, segment), settings.curve_samples)
+    def curve_point(segment, results):
+        last = results[-1]
+        fakes = draw_samples(last.family, last.state, jax.random.fold_in(key, segment), settings.curve_samples)
         quality = sample_quality(classifier, images_of(test)[: settings.curve_samples], fakes, test.num_classes)
-        curve.append((_train_seconds([_read_json(os.path.join(workdir, "summary.json"))]), quality["frechet_distance"]))
+        curve.append((_train_seconds([last.summary]), quality["frechet_distance"]))
 
-    log.info("training %s (seed %d) on %s: %s", name, seed, dataset, budget.describe())
-    record = {"identity": identity, "model": name, "dataset": dataset, "seed": seed, "workdir": workdir}
+    log.info("training %s (seed %d) on %s: %s", contender.name, seed, dataset, budget.describe())
+    record = {"identity": identity, "model": contender.name, "dataset": dataset, "seed": seed, "workdir": workdir, "kinds": kinds}
     try:
-        summaries = train_contender(contender, budget, dataset, seed, workdir, curve_point if classifier else None)
+        results = train_contender(contender, budget, dataset, seed, workdir, curve_point if classifier else None)
     except TrainingDiverged as error:
-        log.warning("%s seed %d diverged: %s", name, seed, error)
+        log.warning("%s seed %d diverged: %s", contender.name, seed, error)
         record.update(metrics={}, diverged=str(error), train_seconds=None, examples_per_s=None, steps=None, curve=curve)
-        return record
-    config, family, state, train, test = load_run(workdir)
-    metrics = evaluate_state(family, state, config, train, test, key, settings.num_samples, settings.iwae_samples, classifier=classifier)
+        return record, None
+    last, summaries = results[-1], [r.summary for r in results]
+    metrics = evaluate_state(
+        last.family, last.state, last.config, train, test, key, settings.num_samples, settings.iwae_samples, classifier=classifier
+    )
     if classifier and "frechet_distance" in metrics:
         curve.append((_train_seconds(summaries), metrics["frechet_distance"]))
     first = summaries[0]
@@ -238,46 +205,7 @@ def measure_contender(
     with open(record_path + ".tmp", "w") as f:
         json.dump(record, f, indent=1, default=float)
     os.replace(record_path + ".tmp", record_path)
-    return record
-
-
-def interpolation_figure(path: str, records: list[dict], num_points: int = 9) -> bool:
-    """Decoded straight lines in latent space between two test images of different classes, one row per
-    encoder model (its first seed): how smoothly each representation moves from one digit to another."""
-    rows, labels = [], []
-    for name, runs in report.group(records).items():
-        run = next((r for r in runs if r["metrics"]), None)
-        if run is None:
-            continue
-        config, family, state, train, test = load_run(run["workdir"])
-        if family.encode is None or family.decode is None or test.data_key != "image":
-            continue
-        labels_of_test = test.arrays["label"]
-        pair = np.array([np.flatnonzero(labels_of_test == label)[0] for label in (1, 7) if np.any(labels_of_test == label)])
-        pair = pair if len(pair) == 2 else np.array([0, 1])
-        batch = data.to_model_batch(test.take(pair))
-        codes = np.asarray(jax.jit(family.encode)(state, batch))
-        weights = np.linspace(0.0, 1.0, num_points).reshape(-1, *[1] * (codes.ndim - 1))
-        line = (1 - weights) * codes[:1] + weights * codes[1:]
-        decoded = np.asarray(jax.jit(family.decode)(state, line.astype(np.float32)))
-        rows.append(np.concatenate([np.asarray(batch["image"][:1]), decoded, np.asarray(batch["image"][1:])]))
-        labels.append(name)
-    if not rows:
-        return False
-    fig, axes = plt.subplots(len(rows), num_points + 2, figsize=(1.1 * (num_points + 2), 1.25 * len(rows)), squeeze=False)
-    for row_axes, images, label in zip(axes, rows, labels):
-        for column, (ax, image) in enumerate(zip(row_axes, images)):
-            ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if column == 0:
-                ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
-    axes[0][0].set_title("test image", fontsize=8)
-    axes[0][-1].set_title("test image", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return record, last
 
 
 def real_data_floor(classifier, train: data.Dataset, test: data.Dataset, num_samples: int) -> dict:
@@ -286,50 +214,46 @@ def real_data_floor(classifier, train: data.Dataset, test: data.Dataset, num_sam
     return sample_quality(classifier, images_of(test), images_of(train)[:num_samples], test.num_classes)
 
 
+def _header(settings: Settings, train, test, classifier, floor: dict) -> dict:
+    return {
+        "dataset": f"{train.name} ({train.source}), {train.num_examples} train / {test.num_examples} test images",
+        "budget": settings.budget.describe(),
+        "seeds": ", ".join(map(str, settings.seeds)),
+        "sample metrics": f"{settings.num_samples} samples against the {test.num_examples} test images, in the features of "
+        f"genjax's classifier (test accuracy {classifier.test_accuracy:.3f}, {settings.classifier_steps} steps)",
+        "floor (real training images vs test)": f"Frechet distance {floor['frechet_distance']:.2f}, precision "
+        f"{floor['precision']:.2f}, recall {floor['recall']:.2f}, classes covered {floor['classes_covered']:.0f}",
+        "NLL bound": f"IWAE with K = {settings.iwae_samples}" if settings.iwae_samples else "not computed",
+    }
+
+
 def compare(settings: Settings) -> dict:
     """Run the whole comparison; returns the paths of report.md and report.html."""
     settings.check()
     os.makedirs(settings.workdir, exist_ok=True)
-    image_records, toy_records, header = [], [], {}
+    image_records, toy_records, header, trained, test = [], [], {}, {}, None
     if settings.models:
         train = data.load(settings.dataset, "train", seed=0)
         test = data.load(settings.dataset, "test", seed=0)
         classifier = load_classifier(train, test, settings.classifier_steps)
-        floor = real_data_floor(classifier, train, test, settings.num_samples)
-        header.update(
-            {
-                "dataset": f"{train.name} ({train.source}), {train.num_examples} train / {test.num_examples} test images",
-                "budget": settings.budget.describe(),
-                "seeds": ", ".join(map(str, settings.seeds)),
-                "sample metrics": f"{settings.num_samples} samples against the {test.num_examples} test images, in the features of "
-                f"genjax's classifier (test accuracy {classifier.test_accuracy:.3f}, {settings.classifier_steps} steps)",
-                "floor (real training images vs test)": f"Frechet distance {floor['frechet_distance']:.2f}, precision "
-                f"{floor['precision']:.2f}, recall {floor['recall']:.2f}, "
-                f"classes covered {floor['classes_covered']:.0f}",
-                "NLL bound": f"IWAE with K = {settings.iwae_samples}" if settings.iwae_samples else "not computed",
-            }
-        )
+        header = _header(settings, train, test, classifier, real_data_floor(classifier, train, test, settings.num_samples))
         for name in settings.models:
-            contender = IMAGE_CONTENDERS[name]
             for seed in settings.seeds:
                 workdir = os.path.join(settings.workdir, "runs", settings.dataset, name, f"seed{seed}")
-                image_records.append(
-                    measure_contender(
-                        name, contender, settings.budget, settings.dataset, seed, workdir, settings, classifier, jax.random.PRNGKey(seed)
-                    )
-                )
+                contender, key = settings.contenders[name], jax.random.PRNGKey(seed)
+                record, result = measure_contender(contender, settings.budget, settings.dataset, seed, workdir, settings, classifier, key)
+                image_records.append(record)
+                if record["metrics"] and name not in trained:  # the first finished seed, for the interpolations
+                    trained[name] = (result.family, result.state) if result else load_run(workdir)[1:3]
     for dataset in settings.toy_datasets if settings.toy_models else ():
         for name in settings.toy_models:
             for seed in settings.seeds:
                 workdir = os.path.join(settings.workdir, "runs", dataset, name, f"seed{seed}")
-                toy_records.append(
-                    measure_contender(
-                        name, TOY_CONTENDERS[name], settings.toy_budget, dataset, seed, workdir, settings, None, jax.random.PRNGKey(seed)
-                    )
-                )
+                contender, key = settings.toy_contenders[name], jax.random.PRNGKey(seed)
+                toy_records.append(measure_contender(contender, settings.toy_budget, dataset, seed, workdir, settings, None, key)[0])
     if toy_records:
         header["toy budget"] = settings.toy_budget.describe()
-    header["models"] = "; ".join(f"{n}: {IMAGE_CONTENDERS[n].description}" for n in settings.models)
+    header["models"] = "; ".join(f"{n}: {settings.contenders[n].description}" for n in settings.models)
     interpolations = os.path.join(settings.workdir, "fig_interpolations.png")
-    has_interpolations = interpolation_figure(interpolations, image_records)
-    return report.write_report(settings.workdir, image_records, toy_records, header, interpolations if has_interpolations else None)
+    drawn = test is not None and interpolation_figure(interpolations, trained, test)
+    return report.write_report(settings.workdir, image_records, toy_records, header, interpolations if drawn else None)

@@ -83,16 +83,36 @@ def _parse_value(text: str, default):
     return text
 
 
+def renamed_fields(model: str) -> dict:
+    """{old name: new name} of the config fields that model family renamed (its module's RENAMED)."""
+    from genjax import models
+
+    try:
+        return dict(getattr(models.get(model), "RENAMED", {}))
+    except UserError:
+        return {}
+
+
 def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> None:
     """Set config[field] = value for each 'field' -> 'value string'; refuses unknown fields and bad types."""
     for field, text in overrides.items():
         if field not in config:
+            new = renamed_fields(config.get("model", "")).get(field)
+            if new is not None:
+                raise UserError(f"config field '{field}' of model {config.model} was renamed to '{new}'; use --config.{new}={text}")
             raise UserError(f"unknown config field '{field}'; --help lists the fields")
         default = config[field]
         try:
             config[field] = _parse_value(text, default)
         except (ValueError, SyntaxError, TypeError):
             raise UserError(f"--config.{field}={text} is not a valid {type(default).__name__} (default: {default!r})") from None
+
+
+def config_from_dict(values: dict) -> ml_collections.ConfigDict:
+    """A config saved as JSON (config.json, checkpoint metadata) back as a ConfigDict: lists become tuples
+    again, and fields the model family renamed since (its RENAMED) get their new names."""
+    renames = renamed_fields(values.get("model", ""))
+    return ml_collections.ConfigDict({renames.get(k, k): tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 def check(condition: bool, message: str) -> None:

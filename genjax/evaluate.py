@@ -1,19 +1,17 @@
-"""Evaluate a trained model with the full metric suite; `python -m genjax.evaluate RUN_DIR` does it for any
+"""Evaluate a trained model with every metric it supports; `python -m genjax.evaluate RUN_DIR` does it for any
 finished (or interrupted) run directory, from its latest checkpoint, and writes RUN_DIR/eval.json.
 
     python -m genjax.evaluate runs/vae_mnist [--num_samples 1000] [--iwae_samples 5000] [--seed 0]
 
-Which metrics a model gets depends on what its family can do (see genjax.metrics for definitions):
-    every family          the family's own test metrics (eval_step), number of parameters
-    generates images      frechet_distance, precision, recall, density, coverage, class_kl, classes_covered
-                          (features of genjax's classifier; its test accuracy is reported as
-                          classifier_accuracy)
-    generates 2-D points  modes_captured, num_modes, high_quality_percent, reverse_kl (ring8, grid25)
-    has an encoder        recon_mse: mean squared error per pixel of test reconstructions
-    latent variables      nll_iwae: -L_K, the importance-weighted bound with K = iwae_samples, nats per example
+Which metrics a model gets follows from the registry (genjax.metrics.registry): each metric names the
+capability it needs and the data it is defined on, and each suite below computes a group of them. Every
+model also gets its family's own test metrics (eval_step) and its number of parameters. The run directory
+alone is enough: its config.json names the model family and holds every field (no experiment module is
+imported).
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -23,19 +21,39 @@ import numpy as np
 
 from genjax import data, models
 from genjax.checkpoint import Checkpoints
-from genjax.config import apply_overrides
+from genjax.config import config_from_dict
 from genjax.errors import EXIT_BAD_INPUT, UserError
-from genjax.metrics import sample_quality
+from genjax.metrics import registry, sample_quality
 from genjax.metrics.classifier import NUM_STEPS as CLASSIFIER_STEPS
 from genjax.metrics.classifier import images_of, load_classifier
 from genjax.metrics.likelihood import importance_weighted_bound
 from genjax.metrics.modes import NUM_SAMPLES as MODE_SAMPLES
 from genjax.metrics.modes import mode_coverage
+from genjax.train.evaluation import make_evaluate
 from genjax.train.family import count_params
-from genjax.train.loop import make_evaluate
 from genjax.train.parallel import make_mesh, replicated
 
 SAMPLE_BATCH = 500
+
+
+@dataclasses.dataclass
+class Context:
+    """What a suite may use: the trained model, its data, a key and the evaluation's settings."""
+
+    family: object
+    state: object
+    train: data.Dataset
+    test: data.Dataset
+    key: jax.Array
+    num_samples: int = 1000
+    iwae_samples: int = 5000
+    classifier: object = None
+    classifier_steps: int = CLASSIFIER_STEPS
+
+    def get_classifier(self):
+        if self.classifier is None:
+            self.classifier = load_classifier(self.train, self.test, self.classifier_steps)
+        return self.classifier
 
 
 def draw_samples(family, state, key, n: int) -> np.ndarray:
@@ -48,15 +66,63 @@ def draw_samples(family, state, key, n: int) -> np.ndarray:
     return np.concatenate(batches)
 
 
-def reconstruction_mse(family, state, test: data.Dataset, key) -> float:
-    """Mean over test images of the mean squared error per pixel of their reconstructions."""
-    reconstruct = jax.jit(family.reconstruct)
-    errors = []
-    for start in range(0, test.num_examples, SAMPLE_BATCH):
-        batch = data.to_model_batch(test.take(np.arange(start, min(start + SAMPLE_BATCH, test.num_examples))))
-        reconstruction = np.asarray(reconstruct(state, batch, jax.random.fold_in(key, start)))
+def _test_batches(test: data.Dataset, size: int = SAMPLE_BATCH):
+    for start in range(0, test.num_examples, size):
+        yield start, data.to_model_batch(test.take(np.arange(start, min(start + size, test.num_examples))))
+
+
+def _sample_quality(ctx: Context) -> dict:
+    classifier = ctx.get_classifier()
+    fakes = draw_samples(ctx.family, ctx.state, ctx.key, ctx.num_samples)
+    return {**sample_quality(classifier, images_of(ctx.test), fakes, ctx.test.num_classes), "classifier_accuracy": classifier.test_accuracy}
+
+
+def _modes(ctx: Context) -> dict:
+    modes, std = data.mixture_modes(ctx.test.name)
+    return mode_coverage(draw_samples(ctx.family, ctx.state, ctx.key, MODE_SAMPLES), modes, std)
+
+
+def _reconstruction(ctx: Context) -> dict:
+    """recon_mse: the mean over test images of the squared error per pixel of their reconstructions."""
+    reconstruct, errors = jax.jit(ctx.family.reconstruct), []
+    for start, batch in _test_batches(ctx.test):
+        reconstruction = np.asarray(reconstruct(ctx.state, batch, jax.random.fold_in(ctx.key, start)))
         errors.append(np.mean((reconstruction - np.asarray(batch["image"])) ** 2, axis=(1, 2, 3)))
-    return float(np.mean(np.concatenate(errors)))
+    return {"recon_mse": float(np.mean(np.concatenate(errors)))}
+
+
+def _likelihood_bound(ctx: Context) -> dict:
+    if ctx.iwae_samples <= 0:
+        return {}
+    examples = np.asarray(data.to_model_batch(ctx.test.arrays)[ctx.test.data_key])
+    bounds = importance_weighted_bound(
+        ctx.family.importance_log_weights, ctx.state, examples, ctx.key, ctx.iwae_samples, data_key=ctx.test.data_key
+    )
+    return {"nll_iwae": float(-np.mean(bounds))}
+
+
+def _exact_likelihood(ctx: Context) -> dict:
+    log_likelihood = jax.jit(ctx.family.log_likelihood)
+    values = [
+        np.asarray(log_likelihood(ctx.state, batch, jax.random.fold_in(ctx.key, start))) for start, batch in _test_batches(ctx.test, 100)
+    ]
+    return {"nll_exact": float(-np.mean(np.concatenate(values)))}
+
+
+# suite -> (function, which of the evaluation's keys it draws from: 1 samples, 2 reconstructions, 3 IWAE, 4 more)
+SUITES = {
+    "sample_quality": (_sample_quality, 1),
+    "modes": (_modes, 1),
+    "reconstruction": (_reconstruction, 2),
+    "likelihood_bound": (_likelihood_bound, 3),
+    "exact_likelihood": (_exact_likelihood, 4),
+}
+
+
+def applicable_suites(family, test: data.Dataset) -> list[str]:
+    """The suites with at least one metric this family gets on this data."""
+    kinds = registry.data_kinds(test.data_key, test.name)
+    return [s for s in SUITES if any(registry.applies(m, family.capabilities, kinds) for m in registry.suite_metrics(s))]
 
 
 def evaluate_state(
@@ -72,66 +138,47 @@ def evaluate_state(
     classifier_steps: int = CLASSIFIER_STEPS,
 ) -> dict:
     """Every metric the family supports (module docstring), as a flat dict of floats."""
-    eval_key, sample_key, reconstruct_key, iwae_key = jax.random.split(key, 4)
+    keys = [*jax.random.split(key, 4), jax.random.fold_in(key, 4)]  # 0: eval_step
     mesh = make_mesh(config.num_devices)
     evaluate = make_evaluate(family, mesh, test.num_examples, config.batch_size)
     test_data = jax.device_put(test.arrays, replicated(mesh))
-    metrics = {k: float(v) for k, v in jax.device_get(evaluate(state, test_data, eval_key)).items()}
+    metrics = {k: float(v) for k, v in jax.device_get(evaluate(state, test_data, keys[0])).items()}
     metrics["num_params"] = count_params(state)
-    if family.sample is not None and test.data_key == "image":
-        classifier = classifier or load_classifier(train, test, classifier_steps)
-        fakes = draw_samples(family, state, sample_key, num_samples)
-        metrics.update(sample_quality(classifier, images_of(test), fakes, test.num_classes))
-        metrics["classifier_accuracy"] = classifier.test_accuracy
-    elif family.sample is not None and test.name in ("ring8", "grid25"):
-        modes, std = data.mixture_modes(test.name)
-        metrics.update(mode_coverage(draw_samples(family, state, sample_key, MODE_SAMPLES), modes, std))
-    if family.reconstruct is not None and test.data_key == "image":
-        metrics["recon_mse"] = reconstruction_mse(family, state, test, reconstruct_key)
-    if family.importance_log_weights is not None and iwae_samples > 0:
-        examples = np.asarray(data.to_model_batch(test.arrays)[test.data_key])
-        bounds = importance_weighted_bound(family.importance_log_weights, state, examples, iwae_key, iwae_samples, data_key=test.data_key)
-        metrics["nll_iwae"] = float(-np.mean(bounds))
+    ctx = Context(family, state, train, test, keys[0], num_samples, iwae_samples, classifier, classifier_steps)
+    for suite in applicable_suites(family, test):
+        compute, key_index = SUITES[suite]
+        ctx.key = keys[key_index]
+        metrics.update(compute(ctx))
     return metrics
+
+
+def read_run_config(run_dir: str):
+    """The config a run directory was trained with, from its config.json alone."""
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path) or not os.path.isdir(os.path.join(run_dir, "checkpoints")):
+        raise UserError(f"{run_dir} is not a genjax run directory (no config.json or checkpoints/); pass the --workdir of a run")
+    with open(path) as f:
+        return config_from_dict(json.load(f))
 
 
 def load_run(run_dir: str):
     """(config, family, state, train, test) of a run directory, from its config.json and latest checkpoint."""
-    config_path = os.path.join(run_dir, "config.json")
-    checkpoint_dir = os.path.join(run_dir, "checkpoints")
-    if not os.path.exists(config_path) or not os.path.isdir(checkpoint_dir):
-        raise UserError(f"{run_dir} is not a genjax run directory (no config.json or checkpoints/); pass the --workdir of a run")
-    checkpoints = Checkpoints(checkpoint_dir)
-    step = checkpoints.latest_step()
-    if step is None:
-        raise UserError(f"{run_dir} has no checkpoint yet; train it first")
-    meta = checkpoints.read_meta(step)
-    config = experiment_config(meta["experiment"], json.load(open(config_path)))
-    model = models.get(config.model)
-    train = data.load(config.dataset, "train", config.source, config.data_dir or None, config.seed)
-    test = data.load(config.dataset, "test", config.source, config.data_dir or None, config.seed)
-    family = model.make_family(config, train)
-    example = data.to_model_batch(train.take(np.arange(config.batch_size)))
-    like = jax.jit(family.init)(jax.random.PRNGKey(0), example)
-    _, state = checkpoints.restore_latest(like, meta)
-    checkpoints.close()
+    config = read_run_config(run_dir)
+    checkpoints = Checkpoints(os.path.join(run_dir, "checkpoints"))
+    try:
+        step = checkpoints.latest_step()
+        if step is None:
+            raise UserError(f"{run_dir} has no checkpoint yet; train it first")
+        meta = checkpoints.read_meta(step)
+        train = data.load(config.dataset, "train", config.source, config.data_dir or None, config.seed)
+        test = data.load(config.dataset, "test", config.source, config.data_dir or None, config.seed)
+        family = models.get(config.model).make_family(config, train)
+        example = data.to_model_batch(train.take(np.arange(config.batch_size)))
+        like = jax.jit(family.init)(jax.random.PRNGKey(0), example)
+        _, state = checkpoints.restore_latest(like, meta)
+    finally:
+        checkpoints.close()
     return config, family, state, train, test
-
-
-def experiment_config(experiment: str, values: dict):
-    """The experiment's config with the saved values (JSON lists back to tuples, via the CLI's parser)."""
-    import importlib
-
-    config = importlib.import_module(f"experiments.{experiment}").get_config()
-    apply_overrides(config, {k: _as_text(v) for k, v in values.items() if k in config})
-    for name, value in values.items():  # fields a multi-stage experiment adds to a stage's config (e.g. the prior's vqvae_workdir)
-        if name not in config:
-            config[name] = tuple(value) if isinstance(value, list) else value
-    return config
-
-
-def _as_text(value) -> str:
-    return repr(tuple(value)) if isinstance(value, list) else str(value)
 
 
 def main(argv=None) -> int:

@@ -1,6 +1,12 @@
-"""An experiment is a config plus a family: validate it, load its data, build its family, fit.
+"""An experiment is a config plus its stages: validate every stage, load the data, build each family, fit.
 
-The command line (`genjax.cli`) and notebooks both go through `run`:
+Most experiments are one fit. One that trains in stages (the VQ-VAE, then a prior over its codes) declares
+them, in its module, as STAGES: each stage names its run directory inside the experiment's and says how
+its config follows from the experiment's config and from the stages before it. Nothing detects stages from
+config fields; the command line, `experiments.compare` and `genjax.evaluate` all go through `run`.
+
+An experiment module also declares what it enters in the comparison (CONTENDERS); the library takes these
+declarations from the experiments and never imports an experiment itself.
 
     from experiments import vae_mnist
     config = vae_mnist.get_config()
@@ -8,12 +14,93 @@ The command line (`genjax.cli`) and notebooks both go through `run`:
     result = genjax.experiment.run(config, workdir="runs/quick_vae", experiment="vae_mnist")
 """
 
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+
 from genjax import data, models
 from genjax.compilation_cache import enable_compilation_cache
 from genjax.config import validate_base
 from genjax.train import FitResult, fit
-from genjax.train.parallel import initialize_distributed
+from genjax.train.parallel import initialize_distributed, is_primary
 from genjax.train.rundir import ensure_writable
+
+
+@dataclasses.dataclass(frozen=True)
+class Earlier:
+    """What a stage may take from a stage before it: its run directory (absolute) and its summary."""
+
+    workdir: str
+    summary: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One fit of an experiment.
+
+    name            what the stage is ('vqvae', 'prior')
+    subdir          its run directory inside the experiment's ('' is the experiment's directory itself;
+                    the last stage, the whole model, lives there)
+    configure       configure(config, workdir, earlier) -> the stage's config, from the experiment's config,
+                    the stage's own run directory and the list of Earlier stages (None: the config as is).
+                    It may read its run directory (to refit a stage whose input changed) but writes nothing.
+    budget_share    its training steps as a share of a comparison's per-model budget (the prior: half)
+    """
+
+    name: str
+    subdir: str = ""
+    configure: Callable | None = None
+    budget_share: float = 1.0
+
+    def config_for(self, config, workdir: str, earlier: list):
+        return self.configure(config, workdir, earlier) if self.configure else config
+
+
+ONE_STAGE = (Stage("train"),)
+
+
+def stages_of(module) -> tuple:
+    """An experiment module's STAGES (one plain fit when it declares none)."""
+    return tuple(getattr(module, "STAGES", ONE_STAGE))
+
+
+@dataclasses.dataclass(frozen=True)
+class Contender:
+    """One entry of the comparison, declared by an experiment module in its CONTENDERS.
+
+    name            the entry's name in `--models` and the report ('vae', 'beta_vae')
+    description     one line with the paper
+    overrides       config fields that make this entry out of the experiment's defaults
+    experiment, get_config, stages
+                    the experiment it comes from; filled in by `from_module`
+    """
+
+    name: str
+    description: str
+    overrides: dict = dataclasses.field(default_factory=dict)
+    experiment: str = ""
+    get_config: Callable | None = None
+    stages: tuple = ONE_STAGE
+
+    def config(self):
+        """The experiment's config with this entry's overrides."""
+        from genjax.errors import UserError
+
+        config = self.get_config()
+        unknown = [field for field in self.overrides if field not in config]
+        if unknown:
+            raise UserError(f"contender {self.name} of experiment {self.experiment} overrides no config field {unknown[0]}")
+        config.update(self.overrides)
+        return config
+
+
+def contenders_of(module, experiment: str) -> list:
+    """The CONTENDERS an experiment module declares, bound to that experiment."""
+    return [
+        dataclasses.replace(c, experiment=experiment, get_config=module.get_config, stages=stages_of(module))
+        for c in getattr(module, "CONTENDERS", ())
+    ]
 
 
 def validate(config):
@@ -30,7 +117,7 @@ def load_data(config) -> tuple[data.Dataset, data.Dataset]:
     return splits[0], splits[1]
 
 
-def run(config, workdir: str, experiment: str) -> FitResult:
+def fit_one(config, workdir: str, experiment: str) -> FitResult:
     """Validate, load data, build the family and fit it in `workdir` (resuming any run there)."""
     model = validate(config)
     initialize_distributed(config.distributed)
@@ -38,3 +125,44 @@ def run(config, workdir: str, experiment: str) -> FitResult:
     ensure_writable(workdir)
     train, test = load_data(config)
     return fit(model.make_family(config, train), config, train, test, workdir, experiment)
+
+
+def stage_configs(config, workdir: str, stages=ONE_STAGE, adjust=None) -> list:
+    """Every stage's config, with placeholder earlier stages (no steps trained): to validate them all, and to
+    list their fields, before any work. adjust(stage, config) -> config as in `run`."""
+    earlier, configs = [], []
+    for stage in stages:
+        stage_dir = os.path.abspath(os.path.join(workdir, stage.subdir))
+        stage_config = stage.config_for(config, stage_dir, earlier)
+        configs.append(adjust(stage, stage_config) if adjust else stage_config)
+        earlier.append(Earlier(stage_dir, {"steps": 0}))
+    return configs
+
+
+def run_stages(config, workdir: str, experiment: str, stages=ONE_STAGE, adjust=None) -> list:
+    """Fit each stage in order, in its own run directory (each resumes on its own); returns their FitResults.
+
+    adjust(stage, config) -> config changes a stage's config after `configure` (the comparison sets budgets
+    there). Every stage's config is validated before the first one trains. The experiment's run directory
+    gets stages.json, the stage layout, so that it describes itself.
+    """
+    for stage_config in stage_configs(config, workdir, stages, adjust):
+        validate(stage_config)
+    if len(stages) > 1 and is_primary():
+        ensure_writable(workdir)
+        layout = [{"name": s.name, "subdir": s.subdir, "budget_share": s.budget_share} for s in stages]
+        with open(os.path.join(workdir, "stages.json"), "w") as f:
+            json.dump({"experiment": experiment, "stages": layout}, f, indent=2)
+    earlier, results = [], []
+    for stage in stages:
+        stage_dir = os.path.join(workdir, stage.subdir) if stage.subdir else workdir
+        stage_config = stage.config_for(config, os.path.abspath(stage_dir), earlier)
+        stage_config = adjust(stage, stage_config) if adjust else stage_config
+        results.append(fit_one(stage_config, stage_dir, experiment))
+        earlier.append(Earlier(os.path.abspath(stage_dir), results[-1].summary))
+    return results
+
+
+def run(config, workdir: str, experiment: str, stages=ONE_STAGE) -> FitResult:
+    """Fit every stage of the experiment in `workdir`; returns the last stage's FitResult (the whole model)."""
+    return run_stages(config, workdir, experiment, stages)[-1]

@@ -75,7 +75,7 @@ def test_mlp_family_shapes_and_no_recompiles(masked_ae, batch):
 
 
 def test_conv_family_with_mse_shapes(mnist, batch):
-    family = ae.make_family(tiny_ae_config(architecture="conv", loss="mse"), mnist[0])
+    family = ae.make_family(tiny_ae_config(architecture="conv", reconstruction_loss="mse"), mnist[0])
     state = jax.jit(family.init)(jax.random.PRNGKey(0), batch)
     new_state, metrics = jax.jit(family.train_step)(state, batch, jax.random.PRNGKey(1))
     chex.assert_trees_all_equal_shapes_and_dtypes(state, new_state)
@@ -136,7 +136,7 @@ def test_train_step_collects_the_codes_of_clean_images(masked_ae, batch):
 @pytest.mark.parametrize(
     "field, value, message",
     [
-        ("loss", "l1", "unknown loss"),
+        ("reconstruction_loss", "l1", "unknown reconstruction_loss"),
         ("noise", "salt", "unknown noise"),
         ("mask_fraction", 1.0, "mask_fraction"),
         ("noise_std", -1.0, "noise_std"),

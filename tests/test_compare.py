@@ -6,8 +6,8 @@ import os
 import pytest
 
 from experiments import compare
+from experiments.compare import IMAGE_CONTENDERS, TOY_CONTENDERS
 from genjax import report
-from genjax.comparison import IMAGE_CONTENDERS, TOY_CONTENDERS
 
 
 def test_quick_compare_writes_a_report_with_every_family_and_reuses_finished_runs(tmp_path, capsys):
@@ -20,7 +20,7 @@ def test_quick_compare_writes_a_report_with_every_family_and_reuses_finished_run
         assert f"| {name} |" in image_table and f"<td>{name}</td>" in html
     toy_table = markdown.split("## ring8")[1].split("\n## ")[0]
     assert all(f"| {name} |" in toy_table for name in TOY_CONTENDERS) and "grid25" not in markdown
-    assert "When to use which" in markdown and "lowest Frechet distance" in markdown
+    assert "When to use which" in markdown and "For sample quality, " in markdown and "## Metrics" in markdown
     for figure in [
         "fig_samples.png",
         "fig_reconstructions.png",
@@ -70,6 +70,7 @@ def _record(model, seed, fd, recall, nll=None, diverged=None):
         "dataset": "mnist",
         "seed": seed,
         "workdir": "",
+        "kinds": ["image"],
         "metrics": metrics,
         "train_seconds": 10.0,
         "examples_per_s": 100.0 * (seed + 1),
@@ -84,21 +85,35 @@ def test_report_table_means_seed_spread_and_divergence():
         _record("gan", 0, 5.0, 0.6),
         _record("gan", 1, None, None, diverged="loss became nan at step 3"),
     ]
-    rows = report.table(records, report.IMAGE_COLUMNS, "image")
+    rows = report.table(records)
     header, vae, gan = rows
-    assert header[-1] == "seed std of frechet distance"
+    assert header[-1] == "seed std of Frechet dist."
     column = {title: i for i, title in enumerate(header)}
+    assert "parameters" not in column and "NLL exact (nats)" not in column  # no record has them: no column
     assert vae[column["Frechet dist."]] == "12.00" and vae[-1] == "2.83"  # mean and sample std of 10 and 14
     assert vae[column["NLL bound (nats)"]] == "91.0" and gan[column["NLL bound (nats)"]] == "—"
     assert gan[0] == "gan (1 of 2 seeds diverged)" and gan[column["Frechet dist."]] == "5.00" and gan[-1] == "—"
 
 
+def test_a_new_capability_brings_its_column_and_its_sentence():
+    """A family with an exact likelihood (say, a flow) gets the registry's nll_exact column and a sentence."""
+    flow = _record("flow", 0, 8.0, 0.5)
+    flow["metrics"]["nll_exact"] = 700.0
+    rows = report.table([_record("vae", 0, 10.0, 0.2, nll=90.0), flow])
+    column = rows[0].index("NLL exact (nats)")
+    assert rows[1][column] == "—" and rows[2][column] == "700.0"
+    text = report.when_to_use_which([_record("vae", 0, 10.0, 0.2, nll=90.0), flow], [])
+    assert "For an exact likelihood, flow is best (NLL exact 700.0 nats); only flow of the 2 models report it." in text
+
+
 def test_when_to_use_which_is_computed_from_the_numbers():
     records = [_record("vae", 0, 10.0, 0.2, nll=90.0), _record("gan", 0, 5.0, 0.6)]
     text = report.when_to_use_which(records, [])
-    assert "gan gives the lowest Frechet distance (5.00; the worst is vae at 10.00)" in text
-    assert "vae is best at 90.0 nats" in text
+    assert "For sample quality, gan is best (Frechet dist. 5.00), ahead of vae (10.00)." in text
+    assert "For a likelihood bound, vae is best (NLL bound 90.0 nats); only vae of the 2 models report it." in text
     flipped = report.when_to_use_which([_record("vae", 0, 3.0, 0.2, nll=90.0), _record("gan", 0, 5.0, 0.6)], [])
-    assert "vae gives the lowest Frechet distance (3.00" in flipped
+    assert "For sample quality, vae is best (Frechet dist. 3.00)" in flipped
     collapsed = report.when_to_use_which([_record("vae", 0, 10.0, 0.2, nll=90.0), _record("gan", 0, 50.0, 0.05)], [])
-    assert "gan cover almost none of the data (recall below 0.1)" in collapsed and "vae is both the most precise" in collapsed
+    assert "At this budget gan fall below 0.1 in recall" in collapsed
+    assert "For coverage of the data, vae is best (recall 0.20), ahead of gan (0.05)." in collapsed
+    assert "For sample quality, vae is best (Frechet dist. 10.00)." in collapsed  # the collapsed gan is left out

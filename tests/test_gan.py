@@ -51,7 +51,7 @@ CONFIGS = {  # name -> (experiment, overrides, data shape of 25 samples, train m
     "batch_norm": ("gan_mnist", {"discriminator_norm": "batch", "d_hidden_sizes": (16, 16)}, (25, 28, 28, 1), {"d_loss", "g_loss"}),
     "wgan_gp_spectral_conditional": (
         "gan_mnist",
-        {"loss": "wasserstein_gp", "discriminator_norm": "spectral", "n_critic": 2, "conditional": True},
+        {"adversarial_loss": "wasserstein_gp", "discriminator_norm": "spectral", "n_critic": 2, "conditional": True},
         (20, 28, 28, 1),
         {"d_loss", "g_loss", "gradient_penalty"},
     ),
@@ -242,15 +242,15 @@ def test_mixture_scores_count_modes_and_high_quality_samples(name):
     np.testing.assert_allclose(scores["mode_distance"], [0, 0, 0, 2.5 * std * np.sqrt(2), far], rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(scores["high_quality"], [1, 1, 1, 0, 0])  # 3.5 std away is not within 3 std
     summary = gan.summarize_mixture(jax.tree.map(lambda v: jnp.mean(v, axis=0), scores))
-    assert float(summary["modes_covered"]) == 3 and "mode_counts" not in summary
+    assert float(summary["modes_populated"]) == 3 and "mode_counts" not in summary
 
 
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"loss": "wasserstein_gp", "discriminator_norm": "batch"}, "gradient penalty needs a critic"),
+        ({"adversarial_loss": "wasserstein_gp", "discriminator_norm": "batch"}, "gradient penalty needs a critic"),
         ({"architecture": "conv", "dataset": "ring8"}, "architecture 'conv' needs images"),
-        ({"loss": "least_squares"}, "unknown loss"),
+        ({"adversarial_loss": "least_squares"}, "unknown adversarial_loss"),
         ({"discriminator_norm": "layer"}, "unknown discriminator_norm"),
         ({"n_critic": 0}, "n_critic must be a positive integer"),
         ({"adam_b2": 1.0}, "adam_b2 must be in"),

@@ -5,7 +5,9 @@ import numpy as np
 
 from genjax.data import batch_indices, to_model_batch
 from genjax.models import vae
-from genjax.train.loop import Keys, TrainChunks
+from genjax.train import policy
+from genjax.train.chunks import TrainChunks
+from genjax.train.loop import Keys
 from genjax.train.parallel import global_array, make_mesh, put_data_shards, replicated
 from tests.conftest import tiny_vae_config
 
@@ -28,10 +30,12 @@ def test_step_by_step_equals_scan_and_convolutions_choose_it_on_cpu(mnist):
     config = tiny_vae_config(architecture="conv", conv_channels=(4, 8), latent_dim=2, batch_size=8)
     family = vae.make_family(config, train)
     _, scanned, scanned_losses = _train(family, train, scan=True, chunks=(6,))
-    auto, stepped, stepped_losses = _train(family, train, scan=None, chunks=(4, 2), rows=4)
-    assert auto.scan is False and list(auto.compiled) == ["step"]  # both chunk lengths share one compiled step
+    assert family.convolutional and not policy.scan_chunks("cpu", family.convolutional)  # the policy steps conv families on CPU
+    auto, stepped, stepped_losses = _train(family, train, scan=False, chunks=(4, 2), rows=4)
+    assert list(auto.compiled) == ["step"]  # both chunk lengths share one compiled step
     np.testing.assert_allclose(stepped_losses, scanned_losses, rtol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), stepped, scanned)
 
     mlp = vae.make_family(tiny_vae_config(batch_size=8), train)
-    assert _train(mlp, train, scan=None, chunks=(2,))[0].scan is True  # no convolution: one scan per chunk
+    assert not mlp.convolutional and policy.scan_chunks("cpu", mlp.convolutional)  # no convolution: one scan per chunk
+    assert policy.scan_chunks("gpu", True) and policy.scan_chunks("tpu", True)  # accelerators always scan

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from experiments import vqvae_mnist
-from genjax import cli, losses
+from genjax import losses
 from genjax.checkpoint import Checkpoints
 from genjax.data import to_model_batch
 from genjax.errors import UserError
@@ -245,7 +245,7 @@ def test_prior_family_keeps_the_vqvae_frozen(tmp_path, mnist, batch, ema_family)
         ("codebook_decay", 1.0, "codebook_decay"),
         ("num_codes", 1, "num_codes"),
         ("restart_threshold", -1.0, "restart_threshold"),
-        ("beta", -0.1, "beta"),
+        ("commitment_weight", -0.1, "commitment_weight"),
         ("prior_heads", 3, "multiple of prior_heads"),
     ],
 )
@@ -256,7 +256,7 @@ def test_invalid_fields_are_refused(field, value, message):
 
 def _cli(workdir, *args):
     overrides = [f"--config.{field}={value}" for field, value in TINY.items()]
-    return cli.main("vqvae_mnist", vqvae_mnist.get_config, [f"--workdir={workdir}", *overrides, *args], run=vqvae_mnist.run)
+    return vqvae_mnist.main([f"--workdir={workdir}", *overrides, *args])
 
 
 def _train_steps(workdir):
@@ -295,7 +295,7 @@ def test_a_prior_fitted_to_another_vqvae_step_is_fitted_again(tmp_path):
 
 
 def test_help_lists_the_prior_fields(capsys):
-    assert cli.main("vqvae_mnist", vqvae_mnist.get_config, ["--help"], run=vqvae_mnist.run) == 0
+    assert vqvae_mnist.main(["--help"]) == 0
     text = capsys.readouterr().out
     for field in ["num_codes", "codebook_update", "restart_threshold", "prior_num_steps", "prior_width"]:
         line = next(line for line in text.splitlines() if line.startswith(f"  {field} "))

@@ -69,7 +69,7 @@ def make_family(config, dataset: Dataset) -> Family:
             "loss": optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]),
         }
 
-    return Family("classifier", init, train_step, eval_step, progress_metrics=("loss", "accuracy"))
+    return Family("classifier", init, train_step, eval_step, progress_metrics=("loss", "accuracy"), convolutional=True)
 
 
 @dataclasses.dataclass(frozen=True)

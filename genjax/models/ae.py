@@ -2,7 +2,7 @@
 
 An encoder maps an image to a code z = f(x), a decoder maps it back; per image the loss is
 
-    loss = reconstruction(x, g(f(x~)))        'bce' (Bernoulli logits) or 'mse' (squared error of sigmoid)
+    loss = reconstruction(x, g(f(x~)))        reconstruction_loss 'bce' (Bernoulli logits) or 'mse' (squared error of sigmoid)
 
 where x~ = x for a plain autoencoder and, for a denoising one (Vincent et al. 2008), x + noise_std * eps
 (Gaussian noise) or x with a random mask_fraction of its pixels set to 0 (masking noise). The noise
@@ -27,7 +27,7 @@ also reports denoise_mse, the squared error per pixel between the clean image an
 its corrupted version. (Trained on corrupted inputs only, it reconstructs clean inputs less well than a
 plain autoencoder: with masking noise they are brighter than anything it saw.)
 
-Config fields: architecture ('mlp' | 'conv'), hidden_sizes, conv_channels, latent_dim, loss ('bce' |
+Config fields: architecture ('mlp' | 'conv'), hidden_sizes, conv_channels, latent_dim, reconstruction_loss ('bce' |
 'mse'), noise ('none' | 'gaussian' | 'mask'), noise_std, mask_fraction, code_stats_decay.
 """
 
@@ -116,7 +116,7 @@ def code_gaussian(stats: dict) -> tuple[jax.Array, jax.Array]:
 
 def validate(config) -> None:
     check_choice(config, "architecture", ARCHITECTURES)
-    check_choice(config, "loss", losses.RECONSTRUCTION_LOSSES)
+    check_choice(config, "reconstruction_loss", losses.RECONSTRUCTION_LOSSES)
     check_choice(config, "noise", NOISES)
     check(config.latent_dim > 0, f"latent_dim must be a positive integer, got {config.latent_dim}")
     check(all(w > 0 for w in config.hidden_sizes), f"hidden_sizes must be positive, got {config.hidden_sizes}")
@@ -139,7 +139,7 @@ def build_model(config, image_shape) -> Autoencoder:
 def make_family(config, dataset) -> Family:
     model = build_model(config, dataset.example_shape)
     tx = optax.adam(config.learning_rate)
-    loss_kind, decay = config.loss, config.code_stats_decay
+    loss_kind, decay = config.reconstruction_loss, config.code_stats_decay
 
     def init(key, batch):
         params = model.init(key, batch["image"])["params"]
@@ -198,15 +198,17 @@ def make_family(config, dataset) -> Family:
         reconstruct=reconstruct,
         encode=encode,
         decode=decode,
+        convolutional=config.architecture == "conv",
     )
 
 
+RENAMED = {"loss": "reconstruction_loss"}  # one meaning per field: `loss` was also the GAN's adversarial loss
 FIELDS = {
     "architecture": "encoder/decoder: mlp or conv",
     "hidden_sizes": "MLP hidden widths (decoder mirrors them)",
     "conv_channels": "conv encoder widths (decoder mirrors them)",
     "latent_dim": "dimension of the code z",
-    "loss": "reconstruction loss: bce (Bernoulli logits) or mse (squared error of the sigmoid)",
+    "reconstruction_loss": "bce (Bernoulli logits) or mse (squared error of the sigmoid)",
     "noise": "denoising input corruption: none, gaussian or mask",
     "noise_std": "standard deviation of the gaussian input noise",
     "mask_fraction": "fraction of pixels set to 0 by the mask noise",

@@ -1,7 +1,7 @@
 """Generative adversarial networks (Goodfellow et al. 2014) and their descendants, as one family.
 
 A generator G maps z ~ N(0, I) to data; a discriminator (critic) D scores data. The config picks
-    loss:               'non_saturating' (Goodfellow et al. 2014), 'hinge' (Lim & Ye 2017; Miyato et al. 2018)
+    adversarial_loss:   'non_saturating' (Goodfellow et al. 2014), 'hinge' (Lim & Ye 2017; Miyato et al. 2018)
                         or 'wasserstein_gp' (Gulrajani et al. 2017, gradient penalty weight gp_weight)
     architecture:       'mlp' or 'conv' (DCGAN, Radford et al. 2016; images only)
     discriminator_norm: 'none', 'batch' (DCGAN) or 'spectral' (SN-GAN, Miyato et al. 2018)
@@ -20,8 +20,8 @@ One train_step updates D, then G, on one batch:
   2. D takes one Adam step on its loss over the real batch and the (gradient-stopped) fakes; its batch
      statistics and spectral-norm power iterations advance.
   3. G takes one Adam step on its loss through the updated D, every n_critic-th step. With n_critic > 1
-     (WGAN-GP's 5) the other steps skip it through lax.cond (conv networks on CPU: compute it and keep it
-     only on G's turn, since XLA:CPU runs convolutions in a cond branch slowly): so every critic update sees a fresh batch of
+     (WGAN-GP's 5) the other steps skip it (genjax.train.policy.update_when: a lax.cond, or on CPU with
+     conv networks a select): so every critic update sees a fresh batch of
      real data and fresh z, as in algorithm 1 of Gulrajani et al. (2017), and num_steps counts critic
      updates (the paper's generator iterations are num_steps / n_critic). Splitting one batch into five
      critic sub-batches instead would shrink the critic's batch fivefold.
@@ -34,7 +34,8 @@ sum d_loss and the generator's loss g_loss; for the Wasserstein loss -d_loss est
 distance between test data and samples. On the 2-D Gaussian mixtures it also reports how far samples fall
 from the mixture means (mode_distance), the fraction within 3 standard deviations of one (high_quality,
 Srivastava et al. 2017) and the number of modes that get at least 20 of every 2,500 samples
-(modes_covered, the rule of Lin et al. 2018).
+(modes_populated, the rule of Lin et al. 2018; genjax.metrics.modes counts modes_captured, modes with
+at least one high-quality sample, the rule of the VEEGAN/PacGAN tables).
 """
 
 import jax
@@ -47,6 +48,7 @@ from genjax.config import check, check_choice
 from genjax.data.toy2d import TOY_DATASETS, mixture_modes
 from genjax.models.gan_nets import NORMS, ConvDiscriminator, ConvGenerator, MLPDiscriminator, MLPGenerator
 from genjax.nn.conditioning import class_rows
+from genjax.train import policy
 from genjax.train.family import Family
 from genjax.train.optim import apply_gradients
 
@@ -57,7 +59,7 @@ LOSSES = {
 }
 ARCHITECTURES = ("mlp", "conv")
 UPSAMPLES = ("subpixel", "transpose")
-MIN_MODE_SHARE = 20 / 2500  # a mode is covered when it gets at least this share of the samples (Lin et al. 2018)
+MIN_MODE_SHARE = 20 / 2500  # a mode is populated when it gets at least this share of the samples (Lin et al. 2018)
 
 
 def defaults() -> dict:
@@ -65,7 +67,7 @@ def defaults() -> dict:
     return {
         "model": "gan",
         "architecture": "mlp",
-        "loss": "non_saturating",
+        "adversarial_loss": "non_saturating",
         "latent_dim": 100,
         "g_hidden_sizes": (256, 512),
         "d_hidden_sizes": (512, 256),
@@ -83,7 +85,7 @@ def defaults() -> dict:
 
 def validate(config) -> None:
     check_choice(config, "architecture", ARCHITECTURES)
-    check_choice(config, "loss", tuple(LOSSES))
+    check_choice(config, "adversarial_loss", tuple(LOSSES))
     check_choice(config, "discriminator_norm", NORMS)
     check_choice(config, "upsample", UPSAMPLES)
     check(config.latent_dim > 0, f"latent_dim must be a positive integer, got {config.latent_dim}")
@@ -94,8 +96,8 @@ def validate(config) -> None:
     for field in ("adam_b1", "adam_b2"):
         check(0 <= config[field] < 1, f"{field} must be in [0, 1), got {config[field]}")
     check(
-        not (config.loss == "wasserstein_gp" and config.discriminator_norm == "batch"),
-        "the gradient penalty needs a critic that scores examples independently; use discriminator_norm 'none' or 'spectral' with loss 'wasserstein_gp'",
+        not (config.adversarial_loss == "wasserstein_gp" and config.discriminator_norm == "batch"),
+        "the gradient penalty needs a critic that scores examples independently; use discriminator_norm 'none' or 'spectral' with adversarial_loss 'wasserstein_gp'",
     )
     check(
         not (config.architecture == "conv" and config.dataset in TOY_DATASETS),
@@ -133,21 +135,21 @@ def mixture_scores(points: jax.Array, means: np.ndarray, std: float) -> dict:
 
 
 def summarize_mixture(means: dict) -> dict:
-    """Test-set means to scalars: mode_counts (each mode's share of the samples) becomes modes_covered."""
+    """Test-set means to scalars: mode_counts (each mode's share of the samples) becomes modes_populated."""
     scalars = {name: value for name, value in means.items() if name != "mode_counts"}
     if "mode_counts" in means:
-        scalars["modes_covered"] = jnp.sum(means["mode_counts"] >= MIN_MODE_SHARE).astype(jnp.float32)
+        scalars["modes_populated"] = jnp.sum(means["mode_counts"] >= MIN_MODE_SHARE).astype(jnp.float32)
     return scalars
 
 
 def make_family(config, dataset) -> Family:
     generator, discriminator = build_networks(config, dataset)
-    discriminator_loss_terms, generator_loss = LOSSES[config.loss]
+    discriminator_loss_terms, generator_loss = LOSSES[config.adversarial_loss]
     g_tx = optax.adam(config.learning_rate, b1=config.adam_b1, b2=config.adam_b2)
     d_tx = optax.adam(config.learning_rate, b1=config.adam_b1, b2=config.adam_b2)
     is_image = dataset.data_key == "image"
     num_classes = dataset.num_classes if config.conditional else 0
-    gradient_penalty = config.loss == "wasserstein_gp"
+    gradient_penalty = config.adversarial_loss == "wasserstein_gp"
     conv_networks = config.architecture == "conv"
     n_critic, gp_weight, latent_dim = config.n_critic, config.gp_weight, config.latent_dim
     mixture = mixture_modes(dataset.name) if dataset.name in ("ring8", "grid25") else None
@@ -220,22 +222,7 @@ def make_family(config, dataset) -> Family:
             g_params, g_opt_state = update_generator(g_params, g_opt_state)
         else:
             generator_turn = (state["step"] + 1) % n_critic == 0
-
-            def skip_by_branch(g_params, g_opt_state):
-                return jax.lax.cond(generator_turn, update_generator, lambda p, s: (p, s), g_params, g_opt_state)
-
-            def skip_by_select(g_params, g_opt_state):
-                updated = update_generator(g_params, g_opt_state)
-                return jax.tree.map(lambda new, old: jnp.where(generator_turn, new, old), updated, (g_params, g_opt_state))
-
-            # XLA:CPU runs convolutions inside a cond branch on its slow generic kernel (as inside a loop
-            # body, jax-ml/jax#12868): a conv WGAN-GP step took 93 ms with the branch and 61 ms computing
-            # the generator update every step and keeping it one step in n_critic. Elsewhere the branch
-            # skips the work.
-            if conv_networks:
-                g_params, g_opt_state = jax.lax.platform_dependent(g_params, g_opt_state, cpu=skip_by_select, default=skip_by_branch)
-            else:
-                g_params, g_opt_state = skip_by_branch(g_params, g_opt_state)
+            g_params, g_opt_state = policy.update_when(generator_turn, update_generator, (g_params, g_opt_state), conv_networks)
         new_state = {
             "generator": {**g_variables, "params": g_params},
             "discriminator": d_variables,
@@ -273,12 +260,14 @@ def make_family(config, dataset) -> Family:
         summarize_eval=summarize_mixture if mixture is not None else None,
         progress_metrics=("d_loss", "g_loss"),
         conditional=bool(num_classes),
+        convolutional=conv_networks,
     )
 
 
+RENAMED = {"loss": "adversarial_loss"}  # one meaning per field: `loss` was also the AE's reconstruction loss
 FIELDS = {
     "architecture": "networks: mlp, or conv (DCGAN; images only)",
-    "loss": "non_saturating (Goodfellow 2014), hinge (Lim & Ye 2017) or wasserstein_gp (Gulrajani 2017)",
+    "adversarial_loss": "non_saturating (Goodfellow 2014), hinge (Lim & Ye 2017) or wasserstein_gp (Gulrajani 2017)",
     "latent_dim": "dimension of the generator's input z ~ N(0, I)",
     "g_hidden_sizes": "MLP generator widths",
     "d_hidden_sizes": "MLP discriminator widths",
@@ -287,7 +276,7 @@ FIELDS = {
     "discriminator_norm": "none, batch (DCGAN) or spectral (SN-GAN)",
     "conditional": "condition G and D on the class label; sample grids get one row per class",
     "n_critic": "discriminator steps per generator step (WGAN-GP: 5); num_steps counts discriminator steps",
-    "gp_weight": "gradient penalty weight lambda (loss wasserstein_gp only)",
+    "gp_weight": "gradient penalty weight lambda (adversarial_loss wasserstein_gp only)",
     "adam_b1": "Adam beta1 of both optimizers",
     "adam_b2": "Adam beta2 of both optimizers",
 }

@@ -242,6 +242,7 @@ def elbo_family(name, model: VAE, config, condition, sample_images, figures=None
         conditional=conditional,
         encode=None if conditional else encode,  # a conditional model's codes mean nothing without their labels
         decode=None if conditional else decode,
+        convolutional=model.architecture == "conv",
     )
 
 

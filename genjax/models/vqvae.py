@@ -3,7 +3,7 @@
 A conv encoder maps an image to a map of vectors z_e(x) [h, w, D] (7x7 for MNIST); each is replaced by its
 nearest code e_k of a codebook [K, D]; a conv decoder maps the quantized map back to the image. Per image
 
-    loss = reconstruction(x, decoder(z_q)) + ||sg[z_e] - e||^2 + beta * ||z_e - sg[e]||^2
+    loss = reconstruction(x, decoder(z_q)) + ||sg[z_e] - e||^2 + commitment_weight * ||z_e - sg[e]||^2
 
 with straight-through gradients from z_q to z_e (genjax.losses). With codebook_update='ema' the codebook
 term is dropped and the codes follow exponential moving averages of their assigned encoder outputs with
@@ -65,7 +65,7 @@ class VQVAE(nn.Module):
 def validate(config) -> None:
     check_choice(config, "codebook_update", CODEBOOK_UPDATES)
     check_choice(config, "codebook_init", CODEBOOK_INITS)
-    check_choice(config, "loss", losses.RECONSTRUCTION_LOSSES)
+    check_choice(config, "reconstruction_loss", losses.RECONSTRUCTION_LOSSES)
     check(
         len(config.conv_channels) > 0 and all(w > 0 for w in config.conv_channels),
         f"conv_channels must be positive widths, got {config.conv_channels}",
@@ -74,7 +74,7 @@ def validate(config) -> None:
     check(config.residual_hidden > 0, f"residual_hidden must be positive, got {config.residual_hidden}")
     check(config.num_codes >= 2, f"num_codes must be at least 2, got {config.num_codes}")
     check(config.code_dim > 0, f"code_dim must be positive, got {config.code_dim}")
-    check(config.beta >= 0, f"beta (the commitment weight) must be >= 0, got {config.beta}")
+    check(config.commitment_weight >= 0, f"commitment_weight must be >= 0, got {config.commitment_weight}")
     check(0 < config.codebook_decay < 1, f"codebook_decay must be in (0, 1), got {config.codebook_decay}")
     check(config.codebook_eps > 0, f"codebook_eps must be positive, got {config.codebook_eps}")
     check(config.restart_threshold >= 0, f"restart_threshold must be >= 0 (0 turns restarts off), got {config.restart_threshold}")
@@ -117,7 +117,7 @@ def summarize_eval(means: dict) -> dict:
 def make_family(config, dataset) -> Family:
     model = build_model(config, dataset.example_shape)
     tx = optax.adam(config.learning_rate)
-    num_codes, beta, loss_kind = config.num_codes, config.beta, config.loss
+    num_codes, commitment_weight, loss_kind = config.num_codes, config.commitment_weight, config.reconstruction_loss
     use_ema = config.codebook_update == "ema"
     decay, eps, threshold = config.codebook_decay, config.codebook_eps, config.restart_threshold
 
@@ -154,7 +154,7 @@ def make_family(config, dataset) -> Family:
     def train_step(state, batch, key):
         def loss_fn(params):
             terms, z, indices, _ = forward(params, batch["image"])
-            loss = terms["reconstruction"] + beta * terms["commitment"] + (0.0 if use_ema else terms["codebook"])
+            loss = terms["reconstruction"] + commitment_weight * terms["commitment"] + (0.0 if use_ema else terms["codebook"])
             metrics = {
                 "loss": jnp.mean(loss),
                 "reconstruction": jnp.mean(terms["reconstruction"]),
@@ -219,17 +219,21 @@ def make_family(config, dataset) -> Family:
         decode=decode,
         summarize_eval=summarize_eval,
         progress_metrics=("loss", "perplexity"),
+        codebook=True,
+        convolutional=True,
     )
 
 
+# one meaning per field: `beta` is the VAE's KL weight, `loss` was also the GAN's adversarial loss
+RENAMED = {"beta": "commitment_weight", "loss": "reconstruction_loss"}
 FIELDS = {
     "conv_channels": "encoder widths of the stride-2 convolutions (decoder mirrors them); 2 give a 7x7 code map",
     "residual_blocks": "residual blocks after the encoder's and before the decoder's convolutions",
     "residual_hidden": "hidden width of the residual blocks",
     "num_codes": "codebook size K",
     "code_dim": "code vector dimension D",
-    "beta": "commitment weight beta",
-    "loss": "reconstruction loss: bce or mse",
+    "commitment_weight": "weight beta of the commitment term",
+    "reconstruction_loss": "bce (Bernoulli logits) or mse (squared error of the sigmoid)",
     "codebook_update": "ema (moving averages, Laplace smoothing) or loss (codebook term, optimizer)",
     "codebook_decay": "decay of the codebook and usage moving averages",
     "codebook_eps": "Laplace smoothing of the EMA cluster sizes",

@@ -50,13 +50,14 @@ def stage_config(config, vqvae_workdir: str, vqvae_step: int):
 
 
 def refit_if_stale(prior_config, workdir: str) -> None:
-    """Set prior_config.fresh when the prior run in `workdir` was fitted to another VQ-VAE step."""
+    """Set prior_config.fresh when the prior run in `workdir` was fitted to another VQ-VAE step (vqvae_step 0,
+    "latest", is the placeholder of a VQ-VAE not trained yet: nothing to compare)."""
     path = os.path.join(workdir, "config.json")
     if prior_config.fresh or not os.path.exists(path):
         return
     with open(path) as f:
         fitted_to = json.load(f).get("vqvae_step")
-    if fitted_to is not None and fitted_to != prior_config.vqvae_step:
+    if prior_config.vqvae_step and fitted_to is not None and fitted_to != prior_config.vqvae_step:
         logging.getLogger("genjax").info(
             "the prior in %s was fitted to VQ-VAE step %d, now at step %d: fitting it again", workdir, fitted_to, prior_config.vqvae_step
         )
@@ -142,9 +143,12 @@ def make_family(config, dataset) -> Family:
         encode=lambda state, batch: vqvae_family.encode({"params": state["vqvae"]}, batch),
         decode=lambda state, z: vqvae_family.decode({"params": state["vqvae"]}, z),
         summarize_eval=vqvae.summarize_eval,
+        codebook=True,
+        convolutional=True,  # the step encodes its batch with the VQ-VAE's convolutions
     )
 
 
+RENAMED = vqvae.RENAMED
 FIELDS = {
     "prior_num_steps": "training steps of the prior (stage 2)",
     "prior_learning_rate": "Adam step size of the prior",

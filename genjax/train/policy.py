@@ -1,0 +1,41 @@
+"""How a step runs on each backend, decided here once for every family.
+
+XLA:CPU runs convolutions on a slow generic kernel when they sit inside a loop body or a `lax.cond` branch:
+in a loop it leaves the gradient convolutions in non-canonical dimension orders (jax-ml/jax#12868; a conv
+VAE trains about 15x slower in `lax.scan` than step by step), and in a branch the same (a conv kernel
+gradient: 26 ms plain, 396 ms in a branch). Families only say whether their step is convolutional
+(`Family.convolutional`); the engine and the families ask this module how to run it:
+
+    scan_chunks(platform, convolutional)  a chunk of steps as one lax.scan (True) or one jitted call per step
+    update_when(turn, update, operands, convolutional)
+                                          an update taken on some steps only (a GAN's generator every
+                                          n_critic-th step): a lax.cond that skips the work, except for
+                                          convolutional updates on CPU, which compute it every step and keep
+                                          it by select
+"""
+
+import jax
+import jax.numpy as jnp
+
+
+def scan_chunks(platform: str, convolutional: bool) -> bool:
+    """Whether a chunk of train steps runs as one `lax.scan` (else one jitted call per step, dispatched
+    asynchronously). The scan saves the per-step dispatch, which on CPU shares the cores that compute."""
+    return not (platform == "cpu" and convolutional)
+
+
+def update_when(turn: jax.Array, update, operands: tuple, convolutional: bool) -> tuple:
+    """update(*operands) where the boolean scalar `turn` holds, else `operands` unchanged.
+
+    Both forms give the same values; they differ in cost only: the branch skips the update's work, the select
+    computes it and discards it, which on CPU is still faster when the update has convolutions."""
+
+    def by_branch(*operands):
+        return jax.lax.cond(turn, update, lambda *unchanged: unchanged, *operands)
+
+    def by_select(*operands):
+        return jax.tree.map(lambda new, old: jnp.where(turn, new, old), tuple(update(*operands)), operands)
+
+    if not convolutional:
+        return by_branch(*operands)
+    return jax.lax.platform_dependent(*operands, cpu=by_select, default=by_branch)
