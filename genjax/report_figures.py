@@ -17,6 +17,12 @@ from genjax.data import mixture_modes  # noqa: E402
 from genjax.train.writer import read_metrics  # noqa: E402
 
 
+def _save(fig, path: str, dpi: int = 110) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
 def group(records: list[dict]) -> dict:
     """{model: [records]} in first-seen order."""
     groups = {}
@@ -54,9 +60,7 @@ def figure_of_pngs(path: str, images: dict, title: str) -> bool:
         ax.imshow(np.asarray(Image.open(png).convert("RGB")))
         ax.set_title(label, fontsize=10)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
@@ -79,9 +83,7 @@ def loss_figure(path: str, records: list[dict]) -> bool:
         ax.set_xlabel("step")
         if len(names) > 1:
             ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
@@ -121,9 +123,7 @@ def toy_figure(path: str, records: list[dict], dataset: str) -> bool:
         ax.scatter(means[:, 0], means[:, 1], s=30, c="red", marker="x")
         ax.set_title(f"{model}: {value_of(record, 'modes_captured')}/{len(means)} modes", fontsize=10)
         ax.set_aspect("equal")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
