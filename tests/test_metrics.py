@@ -1,4 +1,5 @@
-"""Metric correctness on known cases, the IWAE bound, the classifier and `python -m genjax.evaluate`."""
+"""Metric correctness on known cases (KID against a brute-force double loop), the IWAE bound, the classifier and
+`python -m genjax.evaluate`."""
 
 import json
 import math
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from genjax import data, experiment
-from genjax.metrics import classes, frechet, manifold, modes
+from genjax.metrics import classes, frechet, kid, manifold, modes, sample_quality
 from genjax.metrics.classifier import images_of, load_classifier
 from genjax.metrics.likelihood import importance_weighted_bound
 from tests.conftest import run_module, tiny_vae_config
@@ -29,6 +30,77 @@ def test_frechet_distance_of_a_set_with_itself_is_zero_and_grows_with_noise():
     noise = np.random.default_rng(2).normal(size=features.shape)
     distances = [frechet.frechet_distance_between(features, features + s * noise) for s in (0.1, 0.5, 1.0, 2.0)]
     assert all(a < b for a, b in zip(distances, distances[1:])), distances
+
+
+def _brute_force_mmd2(x, y):
+    """MMD^2_u with the cubic kernel (x.y / d + 1)^3, written as the double sums of its definition, in float64."""
+    d = x.shape[1]
+
+    def k(a, b):
+        return (sum(float(a[t]) * float(b[t]) for t in range(d)) / d + 1.0) ** 3
+
+    m, n = len(x), len(y)
+    xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    yy = sum(k(y[i], y[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    xy = sum(k(x[i], y[j]) for i in range(m) for j in range(n)) / (m * n)
+    return xx + yy - 2 * xy
+
+
+def test_kid_equals_a_brute_force_double_loop():
+    rng = np.random.default_rng(7)
+    real, fake = rng.normal(size=(30, 5)), rng.normal(0.3, 1.2, size=(30, 5))
+    expected = _brute_force_mmd2(real, fake)
+    # one subset of the full sets is a permutation of them, which the estimate does not see
+    assert kid.kernel_inception_distance(real, fake, num_subsets=1) == {"kid": pytest.approx(expected, abs=1e-10), "kid_std": 0.0}
+    assert kid.unbiased_mmd2(real, fake[:20]) == pytest.approx(_brute_force_mmd2(real, fake[:20]), abs=1e-10)  # m != n
+    # subsets: the draws the module documents, reproduced here (per subset the real indices, then the fake)
+    fake = rng.normal(size=(25, 5)) + 0.5
+    draws = np.random.default_rng(3)
+    estimates = []
+    for _ in range(4):
+        x = real[draws.choice(30, 10, replace=False)]
+        estimates.append(_brute_force_mmd2(x, fake[draws.choice(25, 10, replace=False)]))
+    np.testing.assert_allclose(kid.subset_estimates(real, fake, num_subsets=4, subset_size=10, seed=3), estimates, rtol=0, atol=1e-10)
+    result = kid.kernel_inception_distance(real, fake, num_subsets=4, subset_size=10, seed=3)
+    assert result == {"kid": pytest.approx(np.mean(estimates), abs=1e-10), "kid_std": pytest.approx(np.std(estimates), abs=1e-10)}
+    with pytest.raises(ValueError, match="subset_size"):
+        kid.kernel_inception_distance(real, fake, subset_size=26)
+
+
+def test_kid_of_one_distribution_is_zero_on_average_and_its_estimates_can_be_negative():
+    rng = np.random.default_rng(8)
+    n, m, subsets = 4000, 100, 100
+    real, fake = rng.normal(size=(n, 8)), rng.normal(size=(n, 8))
+    estimates = kid.subset_estimates(real, fake, num_subsets=subsets, subset_size=m, seed=0)
+    result = kid.kernel_inception_distance(real, fake, num_subsets=subsets, subset_size=m, seed=0)
+    assert result["kid"] == pytest.approx(estimates.mean()) and result["kid_std"] == pytest.approx(estimates.std())
+    # The mean's error is that of averaging the subset draws (std / sqrt(subsets)) plus that of the estimate on
+    # the full sets, which for one distribution (a degenerate U-statistic, spread ~ 1/size) is about std * m / n.
+    assert abs(result["kid"]) < 3 * result["kid_std"] * math.sqrt(1 / subsets + (m / n) ** 2), result
+    assert (estimates < 0).any() and (estimates > 0).any()  # unbiased: single estimates fall on both sides of 0
+
+
+def test_kid_is_positive_and_grows_with_a_shift_of_the_fakes():
+    rng = np.random.default_rng(9)
+    real, fake = rng.normal(size=(500, 16)), rng.normal(size=(500, 16))
+    results = [kid.kernel_inception_distance(real, fake + shift, num_subsets=20, subset_size=200) for shift in (0.1, 0.5, 1.0)]
+    values = [r["kid"] for r in results]
+    # shift 0.1 in 16 dimensions: MMD^2 ~ 0.02 against a subset spread ~ 0.015, clear of the mean's error
+    assert values[0] > 3 * results[0]["kid_std"] / math.sqrt(20), results
+    assert all(a < b for a, b in zip(values, values[1:])), values
+
+
+def test_sample_quality_reports_kid_on_the_classifier_features():
+    class Features:  # the classifier's embed: (features, logits)
+        def embed(self, images):
+            flat = images.reshape(len(images), -1)
+            return flat, flat[:, :10]
+
+    rng = np.random.default_rng(10)
+    real, fake = rng.uniform(size=(200, 4, 4, 1)), rng.uniform(size=(150, 4, 4, 1)) ** 2
+    result = sample_quality(Features(), real, fake, num_classes=10)
+    assert {"frechet_distance", "kid", "kid_std", "precision", "recall", "classes_covered"} <= set(result)
+    assert result["kid"] == kid.kernel_inception_distance(real.reshape(200, -1), fake.reshape(150, -1))["kid"] > 0
 
 
 def test_precision_recall_density_coverage_on_identical_and_disjoint_sets():
@@ -113,6 +185,8 @@ def test_evaluate_a_run_directory(trained_vae, tmp_path):
     for name in [
         "neg_elbo",
         "frechet_distance",
+        "kid",
+        "kid_std",
         "precision",
         "recall",
         "density",
