@@ -1,0 +1,89 @@
+"""Vectorized trials against sequential ones: T settings of a family trained in one vmapped program
+(genjax.train.trials.TrialGroup) against the same T settings trained one group of one after another.
+
+    python benchmarks/trials.py                      # vae (MLP), gan (MLP), dcgan (conv), T = 8
+    python benchmarks/trials.py vae --trials 4 16 --steps 300
+
+Both sides run the same code (a group of one setting is the sequential case), the same steps and data; the
+first chunk of each (compilation) is not timed. Reported: training images/s summed over the trials, for the
+vmapped group, the unrolled group (the trials' unbatched steps side by side in one program) and the
+sequential groups, and the ratios to sequential. Speeds on a
+shared machine vary: compare the ratio, measured side by side in one run, and read the CPU pressure printed.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import jax
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.throughput import cpu_pressure  # noqa: E402
+from genjax import data  # noqa: E402
+
+MODELS = {  # experiment, batch size, hyperparameters varied over the trials
+    "vae": ("vae_mnist", 64, ("learning_rate", "beta")),
+    "gan": ("gan_mnist", 64, ("learning_rate", "adam_b1")),
+    "dcgan": ("dcgan_mnist", 64, ("learning_rate", "adam_b1")),
+}
+
+
+def settings_for(names, count: int, seed: int = 0) -> list:
+    rng = np.random.default_rng(seed)
+    draws = {
+        "learning_rate": lambda: float(10 ** rng.uniform(-4, -3)),
+        "beta": lambda: float(rng.uniform(0.5, 4.0)),
+        "adam_b1": lambda: float(rng.uniform(0.0, 0.9)),
+    }
+    return [{name: draws[name]() for name in names} for _ in range(count)]
+
+
+def images_per_s(config, settings, train, steps: int, chunk: int, vectorize: str = "vmap") -> float:
+    from genjax.train.trials import TrialGroup
+
+    group = TrialGroup(config, settings, train, vectorize)
+    state, _ = group.train(group.init(), 0, chunk)  # compiles
+    jax.block_until_ready(state)
+    start = time.perf_counter()
+    for first in range(chunk, chunk + steps, chunk):
+        state, metrics = group.train(state, first, chunk)
+    jax.block_until_ready((state, metrics))
+    return len(settings) * steps * config.batch_size / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs="*", choices=[*MODELS, []], help=f"default: all of {', '.join(MODELS)}")
+    parser.add_argument("--trials", type=int, nargs="+", default=[8])
+    parser.add_argument("--steps", type=int, default=200, help="timed steps per trial (conv models: a tenth)")
+    args = parser.parse_args()
+    import importlib
+
+    train = data.load("mnist", "train", "embedded")
+    print(f"CPU pressure before (PSI some avg10): {cpu_pressure()}%")
+    print("| model | trials | vmapped images/s | unrolled images/s | sequential images/s | vmapped / sequential | unrolled / sequential |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name in args.models or list(MODELS):
+        experiment, batch_size, names = MODELS[name]
+        config = importlib.import_module(f"experiments.{experiment}").get_config()
+        config.update(dict(batch_size=batch_size, source="embedded"))
+        conv = config.get("architecture") == "conv"
+        steps = max(args.steps // 10, 10) if conv else args.steps
+        chunk = 10 if conv else 50
+        steps = steps // chunk * chunk or chunk
+        for count in args.trials:
+            settings = settings_for(names, count)
+            vmapped = images_per_s(config, settings, train, steps, chunk, "vmap")
+            unrolled = images_per_s(config, settings, train, steps, chunk, "unroll")
+            sequential = count / sum(1 / images_per_s(config, [s], train, steps, chunk) for s in settings)
+            print(
+                f"| {name} | {count} | {vmapped:,.0f} | {unrolled:,.0f} | {sequential:,.0f} | "
+                f"{vmapped / sequential:.2f}x | {unrolled / sequential:.2f}x |"
+            )
+
+
+if __name__ == "__main__":
+    main()

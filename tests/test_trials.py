@@ -1,0 +1,125 @@
+"""Vectorized trials: each trial of a vmapped group equals its setting trained alone; a diverging trial is
+frozen and leaves the others bitwise as they were."""
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from genjax import experiment
+from genjax.data import to_model_batch
+from genjax.train.trials import TrialGroup, group_key
+from tests.conftest import tiny_vae_config
+
+# the DCGAN's bias-before-BatchNorm parameters (D's second conv, G's first dense) and the running means they feed
+PRE_NORM_BIASES = ("['Conv_1']['bias']", "['Dense_0']['bias']", "['batch_stats']['BatchNorm_0']['mean']")
+
+
+def _leaves(tree):
+    return [(jax.tree_util.keystr(path), leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+def _alone(config, setting, train, num_steps):
+    """The setting trained by the plain engine's step function, one step at a time, with the same keys."""
+    from genjax.data import batch_indices
+    from genjax.train.loop import Keys
+
+    config = config.copy_and_resolve_references()
+    config.update(setting)
+    family = experiment.validate(config).make_family(config, train)
+    keys = Keys.from_seed(config.seed)
+    state = jax.jit(family.init)(keys.init, to_model_batch(train.take(np.arange(config.batch_size))))
+    step_fn = jax.jit(family.train_step)
+    for step, row in enumerate(batch_indices(config.seed, train.num_examples, config.batch_size, 0, num_steps)):
+        state, _ = step_fn(state, to_model_batch(train.take(row)), jax.random.fold_in(keys.train, step))
+    return state
+
+
+def _gan_config():
+    from experiments import dcgan_mnist
+
+    config = dcgan_mnist.get_config()
+    config.update(
+        dict(
+            conv_channels=(4, 8),
+            latent_dim=8,
+            batch_size=16,
+            n_critic=5,
+            source="embedded",
+            adversarial_loss="non_saturating",
+            discriminator_norm="batch",
+        )
+    )
+    return config
+
+
+@pytest.mark.parametrize(
+    "make_config, settings, steps",
+    [
+        (
+            lambda: tiny_vae_config(batch_size=16),
+            [{"learning_rate": 1e-3, "beta": 1.0}, {"learning_rate": 3e-4, "beta": 4.0}, {"learning_rate": 3e-3, "beta": 0.5}],
+            12,
+        ),
+        (_gan_config, [{"learning_rate": 2e-4, "adam_b1": 0.5}, {"learning_rate": 1e-3, "adam_b1": 0.0}], 7),
+    ],
+    ids=["mlp_vae", "dcgan_batchnorm_n_critic_5"],
+)
+@pytest.mark.parametrize("vectorize", ["vmap", "unroll"])
+def test_each_trial_equals_its_setting_trained_alone(mnist, make_config, settings, steps, vectorize):
+    config, train = make_config(), mnist[0]
+    group = TrialGroup(config, settings, train, vectorize)
+    trained, metrics = group.train(group.init(), 0, steps)
+    assert jax.tree.leaves(metrics)[0].shape == (steps, len(settings))
+    np.testing.assert_array_equal(trained["diverged_at"], 0)
+    for index, setting in enumerate(settings):
+        alone = _alone(config, setting, train, steps)
+        for (path, got), want in zip(_leaves(group.trial_state(trained, index)), jax.tree.leaves(alone), strict=True):
+            # A bias that feeds a BatchNorm has a zero gradient up to rounding, which Adam normalizes into steps
+            # of about lr in either direction; such biases, and the running means that see them, agree to
+            # steps * lr. Everything else agrees to float tolerance.
+            loose = ("generator" in path or "discriminator" in path) and any(name in path for name in PRE_NORM_BIASES)
+            atol = steps * setting["learning_rate"] if loose else 2e-5
+            np.testing.assert_allclose(got, want, rtol=2e-4, atol=atol, err_msg=path)
+    first, second = (group.trial_state(trained, i) for i in (0, 1))
+    assert any(not np.allclose(a, b, atol=1e-3) for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(second)))  # settings differ
+
+
+def test_a_diverging_trial_is_frozen_and_the_others_are_bitwise_unaffected(mnist):
+    config, train = tiny_vae_config(batch_size=16), mnist[0]
+    sane = [{"learning_rate": 1e-3}, {"learning_rate": 2e-3}, {"learning_rate": 5e-4}]
+    poisoned = [sane[0], {"learning_rate": 1e30}, sane[2]]  # the middle trial blows up within a few steps
+    runs = {}
+    for name, settings in (("sane", sane), ("poisoned", poisoned)):
+        group = TrialGroup(config, settings, train)
+        state = group.init()
+        history = []
+        for first in range(0, 12, 4):
+            state, _ = group.train(state, first, 4)
+            history.append(jax.device_get(state))
+        runs[name] = (group, history)
+    group, history = runs["poisoned"]
+    diverged_at = int(history[-1]["diverged_at"][1])
+    assert 1 <= diverged_at <= 12 and history[-1]["diverged_at"][[0, 2]].tolist() == [0, 0]
+    frozen = [group.trial_state(h, 1) for h in history if h["diverged_at"][1]]
+    for later in frozen[1:]:
+        chex.assert_trees_all_equal(later, frozen[0])  # frozen: the state stops changing
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(frozen[-1]))
+    sane_group, sane_history = runs["sane"]
+    for index in (0, 2):
+        chex.assert_trees_all_equal(group.trial_state(history[-1], index), sane_group.trial_state(sane_history[-1], index))
+
+
+def test_settings_that_change_shapes_form_separate_groups(mnist):
+    traced = ("learning_rate", "beta")
+    settings = [
+        {"learning_rate": 1e-3, "latent_dim": 4},
+        {"learning_rate": 2e-3, "latent_dim": 8},
+        {"learning_rate": 5e-4, "latent_dim": 4},
+    ]
+    keys = [group_key(s, traced) for s in settings]
+    assert keys[0] == keys[2] != keys[1]
+    with pytest.raises(ValueError, match="same fields"):
+        TrialGroup(tiny_vae_config(), [{"learning_rate": 1e-3}, {"beta": 2.0}], mnist[0])
+    with pytest.raises(Exception, match="learning_rate must be a positive number"):
+        TrialGroup(tiny_vae_config(), [{"learning_rate": 1e-3}, {"learning_rate": -1.0}], mnist[0])
