@@ -45,7 +45,17 @@ def contenders() -> tuple[dict, dict]:
 
 IMAGE_CONTENDERS, TOY_CONTENDERS = contenders()
 DEFAULT = Settings(IMAGE_CONTENDERS, TOY_CONTENDERS)
-QUICK = dict(steps=20, toy_steps=100, seeds=(0,), segments=2, num_samples=100, curve_samples=50, iwae_samples=20, classifier_steps=100)
+QUICK = dict(
+    steps=20,
+    toy_steps=100,
+    seeds=(0,),
+    segments=2,
+    num_samples=100,
+    curve_samples=50,
+    iwae_samples=20,
+    likelihood_examples=10,
+    classifier_steps=100,
+)
 
 
 def _names(text: str) -> tuple:
@@ -84,6 +94,9 @@ def parse_settings(argv) -> Settings:
     parser.add_argument("--num_samples", type=int, default=DEFAULT.num_samples, help="samples per model for the sample-quality metrics")
     parser.add_argument("--curve_samples", type=int, default=DEFAULT.curve_samples, help="samples per point of the curve over training")
     parser.add_argument("--iwae_samples", type=int, default=DEFAULT.iwae_samples, help="K of the IWAE likelihood bound (0: skip)")
+    parser.add_argument(
+        "--likelihood_examples", type=int, default=DEFAULT.likelihood_examples, help="test images for an exact likelihood (0: all)"
+    )
     parser.add_argument("--classifier_steps", type=int, default=DEFAULT.classifier_steps, help="training steps of the feature classifier")
     parser.add_argument("--quick", action="store_true", help="tiny budgets and sample counts: a smoke run in a few minutes")
     args = parser.parse_args(argv)
@@ -108,6 +121,7 @@ def parse_settings(argv) -> Settings:
         num_samples=args.num_samples,
         curve_samples=args.curve_samples,
         iwae_samples=args.iwae_samples,
+        likelihood_examples=args.likelihood_examples,
         classifier_steps=args.classifier_steps,
     )
 

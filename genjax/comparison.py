@@ -78,6 +78,7 @@ class Settings:
     num_samples: int = 1000
     curve_samples: int = 500
     iwae_samples: int = 5000
+    likelihood_examples: int = 100
     classifier_steps: int = 1500
 
     def __post_init__(self):
@@ -104,8 +105,14 @@ class Settings:
                 raise UserError(f"batch size and segments must be positive, got {budget.batch_size} and {budget.segments}")
         if not self.seeds or any(seed < 0 for seed in self.seeds) or len(set(self.seeds)) != len(self.seeds):
             raise UserError(f"seeds must be distinct non-negative integers, got {list(self.seeds)}")
-        if min(self.num_samples, self.curve_samples) < 10 or self.iwae_samples < 0 or self.classifier_steps <= 0:
-            raise UserError("num_samples and curve_samples must be >= 10, iwae_samples >= 0 and classifier_steps > 0")
+        if (
+            min(self.num_samples, self.curve_samples) < 10
+            or min(self.iwae_samples, self.likelihood_examples) < 0
+            or self.classifier_steps <= 0
+        ):
+            raise UserError(
+                "num_samples and curve_samples must be >= 10, iwae_samples and likelihood_examples >= 0 and classifier_steps > 0"
+            )
         if not self.models and not self.toy_models:
             raise UserError("nothing to compare: give at least one model or toy model")
 
@@ -161,6 +168,7 @@ def measure_contender(contender, budget: Budget, dataset: str, seed: int, workdi
         "budget": dataclasses.asdict(budget),
         "num_samples": settings.num_samples,
         "iwae_samples": settings.iwae_samples,
+        "likelihood_examples": settings.likelihood_examples,
     }
     if os.path.exists(record_path):
         with open(record_path) as f:
@@ -190,7 +198,16 @@ def measure_contender(contender, budget: Budget, dataset: str, seed: int, workdi
         return record, None
     last, summaries = results[-1], [r.summary for r in results]
     metrics = evaluate_state(
-        last.family, last.state, last.config, train, test, key, settings.num_samples, settings.iwae_samples, classifier=classifier
+        last.family,
+        last.state,
+        last.config,
+        train,
+        test,
+        key,
+        settings.num_samples,
+        settings.iwae_samples,
+        classifier=classifier,
+        likelihood_examples=settings.likelihood_examples,
     )
     if classifier and "frechet_distance" in metrics:
         curve.append((_train_seconds(summaries), metrics["frechet_distance"]))
@@ -224,6 +241,7 @@ def _header(settings: Settings, train, test, classifier, floor: dict) -> dict:
         "floor (real training images vs test)": f"Frechet distance {floor['frechet_distance']:.2f}, precision "
         f"{floor['precision']:.2f}, recall {floor['recall']:.2f}, classes covered {floor['classes_covered']:.0f}",
         "NLL bound": f"IWAE with K = {settings.iwae_samples}" if settings.iwae_samples else "not computed",
+        "exact NLL": f"over the first {settings.likelihood_examples or test.num_examples} test images",
     }
 
 

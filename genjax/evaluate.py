@@ -49,6 +49,7 @@ class Context:
     iwae_samples: int = 5000
     classifier: object = None
     classifier_steps: int = CLASSIFIER_STEPS
+    likelihood_examples: int = 0
 
     def get_classifier(self):
         if self.classifier is None:
@@ -66,9 +67,11 @@ def draw_samples(family, state, key, n: int) -> np.ndarray:
     return np.concatenate(batches)
 
 
-def _test_batches(test: data.Dataset, size: int = SAMPLE_BATCH):
-    for start in range(0, test.num_examples, size):
-        yield start, data.to_model_batch(test.take(np.arange(start, min(start + size, test.num_examples))))
+def _test_batches(test: data.Dataset, size: int = SAMPLE_BATCH, limit: int = 0):
+    """(start, batch) over the test set, or over its first `limit` examples when limit > 0."""
+    end = min(limit, test.num_examples) if limit > 0 else test.num_examples
+    for start in range(0, end, size):
+        yield start, data.to_model_batch(test.take(np.arange(start, min(start + size, end))))
 
 
 def _sample_quality(ctx: Context) -> dict:
@@ -102,10 +105,11 @@ def _likelihood_bound(ctx: Context) -> dict:
 
 
 def _exact_likelihood(ctx: Context) -> dict:
+    """nll_exact over the first likelihood_examples test examples (0: all): an exact likelihood can cost an ODE
+    solve per example, so the comparison may take fewer."""
     log_likelihood = jax.jit(ctx.family.log_likelihood)
-    values = [
-        np.asarray(log_likelihood(ctx.state, batch, jax.random.fold_in(ctx.key, start))) for start, batch in _test_batches(ctx.test, 100)
-    ]
+    batches = _test_batches(ctx.test, 100, ctx.likelihood_examples)
+    values = [np.asarray(log_likelihood(ctx.state, batch, jax.random.fold_in(ctx.key, start))) for start, batch in batches]
     return {"nll_exact": float(-np.mean(np.concatenate(values)))}
 
 
@@ -136,6 +140,7 @@ def evaluate_state(
     iwae_samples: int = 5000,
     classifier=None,
     classifier_steps: int = CLASSIFIER_STEPS,
+    likelihood_examples: int = 0,
 ) -> dict:
     """Every metric the family supports (module docstring), as a flat dict of floats."""
     keys = [*jax.random.split(key, 4), jax.random.fold_in(key, 4)]  # 0: eval_step
@@ -144,7 +149,7 @@ def evaluate_state(
     test_data = jax.device_put(test.arrays, replicated(mesh))
     metrics = {k: float(v) for k, v in jax.device_get(evaluate(state, test_data, keys[0])).items()}
     metrics["num_params"] = count_params(state)
-    ctx = Context(family, state, train, test, keys[0], num_samples, iwae_samples, classifier, classifier_steps)
+    ctx = Context(family, state, train, test, keys[0], num_samples, iwae_samples, classifier, classifier_steps, likelihood_examples)
     for suite in applicable_suites(family, test):
         compute, key_index = SUITES[suite]
         ctx.key = keys[key_index]
@@ -186,6 +191,7 @@ def main(argv=None) -> int:
     parser.add_argument("run_dir")
     parser.add_argument("--num_samples", type=int, default=1000, help="generated samples for the sample-quality metrics")
     parser.add_argument("--iwae_samples", type=int, default=5000, help="K of the IWAE bound (0 to skip)")
+    parser.add_argument("--likelihood_examples", type=int, default=0, help="test examples for nll_exact (0: all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--classifier_steps", type=int, default=CLASSIFIER_STEPS, help="training steps of the feature classifier")
     args = parser.parse_args(argv)
@@ -204,6 +210,7 @@ def main(argv=None) -> int:
             args.num_samples,
             args.iwae_samples,
             classifier_steps=args.classifier_steps,
+            likelihood_examples=args.likelihood_examples,
         )
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
