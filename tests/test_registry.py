@@ -82,6 +82,9 @@ def test_an_exact_likelihood_family_gets_nll_exact_from_the_registry_alone():
     assert metrics["nll_exact"] == pytest.approx(expected, rel=1e-5)
     assert metrics["nll"] == pytest.approx(expected, rel=1e-5) and "nll_iwae" not in metrics
     assert {"modes_captured", "high_quality_percent", "reverse_kl"} <= set(metrics) and "frechet_distance" not in metrics
+    first = evaluate.evaluate_state(family, state, config, train, test, jax.random.PRNGKey(0), iwae_samples=10, likelihood_examples=150)
+    expected_first = np.mean(0.5 * np.sum(points[:150] ** 2, axis=1) + np.log(2 * np.pi))  # over the first 150 points only
+    assert first["nll_exact"] == pytest.approx(expected_first, rel=1e-5) and expected_first != pytest.approx(expected, rel=1e-3)
 
 
 @pytest.mark.parametrize(
