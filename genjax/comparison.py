@@ -35,6 +35,7 @@ from genjax.errors import UserError
 from genjax.evaluate import draw_samples, evaluate_state, load_run
 from genjax.metrics import registry, sample_quality
 from genjax.metrics.classifier import images_of, load_classifier
+from genjax.metrics.frechet import frechet_distance_between
 from genjax.report_figures import interpolation_figure
 from genjax.train import TrainingDiverged
 
@@ -135,6 +136,13 @@ def budget_for(budget: Budget, fraction: float, stages: tuple):
     return adjust
 
 
+def contender_config(contender, dataset: str, seed: int, batch_size: int):
+    """The contender's config with what the comparison holds equal: dataset, seed and batch size."""
+    config = contender.config()
+    config.update(dict(dataset=dataset, seed=seed, batch_size=batch_size))
+    return config
+
+
 def train_contender(contender, budget: Budget, dataset: str, seed: int, workdir: str, after_segment=None) -> list:
     """Train one model in its segments; returns the FitResults of its stages.
 
@@ -142,8 +150,7 @@ def train_contender(contender, budget: Budget, dataset: str, seed: int, workdir:
     """
     segments = 1 if len(contender.stages) > 1 else budget.segments  # a staged model trains its whole budget in one go
     for segment in range(1, segments + 1):
-        config = contender.config()
-        config.update(dict(dataset=dataset, seed=seed, batch_size=budget.batch_size))
+        config = contender_config(contender, dataset, seed, budget.batch_size)  # fresh: run_stages adjusts it
         adjust = budget_for(budget, segment / segments, contender.stages)
         results = experiment.run_stages(config, workdir, contender.experiment, contender.stages, adjust)
         if segment < segments and after_segment:
@@ -176,17 +183,17 @@ def measure_contender(contender, budget: Budget, dataset: str, seed: int, workdi
         if record.get("identity") == identity:
             log.info("%s seed %d on %s: reusing the finished run in %s", contender.name, seed, dataset, workdir)
             return record, None
-    config = contender.config()
-    config.update(dict(dataset=dataset, seed=seed))
-    train, test = experiment.load_data(config)
+    train, test = experiment.load_data(contender_config(contender, dataset, seed, budget.batch_size))
     kinds = sorted(registry.data_kinds(test.data_key, test.name))
     curve = []
 
     def curve_point(segment, results):
+        """The Frechet distance only: the curve needs no precision, recall or KID."""
         last = results[-1]
         fakes = draw_samples(last.family, last.state, jax.random.fold_in(key, segment), settings.curve_samples)
-        quality = sample_quality(classifier, images_of(test)[: settings.curve_samples], fakes, test.num_classes)
-        curve.append((_train_seconds([last.summary]), quality["frechet_distance"]))
+        real_features = classifier.embed(images_of(test)[: settings.curve_samples])[0]
+        distance = frechet_distance_between(real_features, classifier.embed(fakes)[0])
+        curve.append((_train_seconds([last.summary]), distance))
 
     log.info("training %s (seed %d) on %s: %s", contender.name, seed, dataset, budget.describe())
     record = {"identity": identity, "model": contender.name, "dataset": dataset, "seed": seed, "workdir": workdir, "kinds": kinds}

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from genjax import data, models
 from genjax.compilation_cache import enable_compilation_cache
 from genjax.config import validate_base
+from genjax.errors import UserError
 from genjax.train import FitResult, fit
 from genjax.train.parallel import initialize_distributed, is_primary
 from genjax.train.rundir import ensure_writable
@@ -73,7 +74,7 @@ class Contender:
     description     one line with the paper
     overrides       config fields that make this entry out of the experiment's defaults
     experiment, get_config, stages
-                    the experiment it comes from; filled in by `from_module`
+                    the experiment it comes from; filled in by `contenders_of`
     """
 
     name: str
@@ -85,8 +86,6 @@ class Contender:
 
     def config(self):
         """The experiment's config with this entry's overrides."""
-        from genjax.errors import UserError
-
         config = self.get_config()
         unknown = [field for field in self.overrides if field not in config]
         if unknown:
@@ -127,12 +126,16 @@ def fit_one(config, workdir: str, experiment: str) -> FitResult:
     return fit(model.make_family(config, train), config, train, test, workdir, experiment)
 
 
+def _stage_dir(workdir: str, stage: Stage) -> str:
+    return os.path.join(workdir, stage.subdir) if stage.subdir else workdir
+
+
 def stage_configs(config, workdir: str, stages=ONE_STAGE, adjust=None) -> list:
     """Every stage's config, with placeholder earlier stages (no steps trained): to validate them all, and to
     list their fields, before any work. adjust(stage, config) -> config as in `run`."""
     earlier, configs = [], []
     for stage in stages:
-        stage_dir = os.path.abspath(os.path.join(workdir, stage.subdir))
+        stage_dir = os.path.abspath(_stage_dir(workdir, stage))
         stage_config = stage.config_for(config, stage_dir, earlier)
         configs.append(adjust(stage, stage_config) if adjust else stage_config)
         earlier.append(Earlier(stage_dir, {"steps": 0}))
@@ -155,7 +158,7 @@ def run_stages(config, workdir: str, experiment: str, stages=ONE_STAGE, adjust=N
             json.dump({"experiment": experiment, "stages": layout}, f, indent=2)
     earlier, results = [], []
     for stage in stages:
-        stage_dir = os.path.join(workdir, stage.subdir) if stage.subdir else workdir
+        stage_dir = _stage_dir(workdir, stage)
         stage_config = stage.config_for(config, os.path.abspath(stage_dir), earlier)
         stage_config = adjust(stage, stage_config) if adjust else stage_config
         results.append(fit_one(stage_config, stage_dir, experiment))

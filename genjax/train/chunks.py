@@ -9,6 +9,7 @@ import numpy as np
 from genjax.data import to_model_batch
 from genjax.train.family import Family
 from genjax.train.parallel import batch_sharded, gather_batch, global_array, replicated
+from genjax.train.policy import select_tree
 
 
 def tree_all_finite(tree) -> jax.Array:
@@ -38,8 +39,7 @@ class TrainChunks:
             if not skip_nonfinite:
                 return new_state, metrics
             finite = tree_all_finite((new_state, metrics))
-            kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
-            return kept, {**metrics, "skipped": 1.0 - finite.astype(jnp.float32)}
+            return select_tree(finite, new_state, state), {**metrics, "skipped": 1.0 - finite.astype(jnp.float32)}
 
         def train_chunk(state, data, indices, steps, train_key):
             return jax.lax.scan(lambda state, xs: one_step(state, data, *xs, train_key), state, (steps, indices))

@@ -18,6 +18,11 @@ import jax
 import jax.numpy as jnp
 
 
+def select_tree(keep_new: jax.Array, new, old):
+    """`new` where the boolean scalar `keep_new` holds, else `old`, leaf by leaf (both pytrees alike)."""
+    return jax.tree.map(lambda n, o: jnp.where(keep_new, n, o), new, old)
+
+
 def scan_chunks(platform: str, convolutional: bool) -> bool:
     """Whether a chunk of train steps runs as one `lax.scan` (else one jitted call per step, dispatched
     asynchronously). The scan saves the per-step dispatch, which on CPU shares the cores that compute."""
@@ -34,7 +39,7 @@ def update_when(turn: jax.Array, update, operands: tuple, convolutional: bool) -
         return jax.lax.cond(turn, update, lambda *unchanged: unchanged, *operands)
 
     def by_select(*operands):
-        return jax.tree.map(lambda new, old: jnp.where(turn, new, old), tuple(update(*operands)), operands)
+        return select_tree(turn, tuple(update(*operands)), operands)
 
     if not convolutional:
         return by_branch(*operands)
