@@ -133,7 +133,7 @@ def test_run_directory_contents(tmp_path):
     ],
 )
 def test_chunk_schedule(start, end, every, expected):
-    assert chunk_schedule(start, end, every) == expected
+    assert list(chunk_schedule(start, end, every)) == expected
 
 
 def test_a_time_budget_stops_training_and_covers_resumed_runs(tmp_path):

@@ -27,6 +27,7 @@ import os
 import signal
 import tempfile
 import time
+from collections.abc import Iterator
 
 import jax
 import numpy as np
@@ -63,14 +64,16 @@ class Keys:
         return cls(*jax.random.split(jax.random.PRNGKey(seed), 5))
 
 
-def chunk_schedule(start: int, end: int, every: tuple[int, ...]) -> list[tuple[int, int]]:
-    """(first step, length) of each host call from `start` to `end`, cut at every multiple of `every`."""
-    chunks, step = [], start
+def chunk_schedule(start: int, end: int, every: tuple[int, ...]) -> Iterator[tuple[int, int]]:
+    """(first step, length) of each host call from `start` to `end`, cut at every multiple of `every`.
+
+    Lazy: a run under a time budget has an effectively unlimited `end` (10**9 steps in the comparison), and
+    building that list up front took 30 s of a 10 s run."""
+    step = start
     while step < end:
         stop = min([end] + [(step // e + 1) * e for e in every])
-        chunks.append((step, stop - step))
+        yield step, stop - step
         step = stop
-    return chunks
 
 
 _all_finite_jit = jax.jit(tree_all_finite)
