@@ -11,10 +11,13 @@ import sys
 import experiments
 from genjax.errors import EXIT_BAD_INPUT
 
+DRIVERS = ("compare", "study")  # commands that run the experiments, not experiments themselves
+
 
 def names() -> list[str]:
     """Every experiment module in this package."""
-    return sorted(m.name for m in pkgutil.iter_modules(experiments.__path__) if not m.name.startswith("_"))
+    found = pkgutil.iter_modules(experiments.__path__)
+    return sorted(m.name for m in found if not m.name.startswith("_") and m.name not in DRIVERS)
 
 
 def main(argv: list[str]) -> int:

@@ -118,17 +118,22 @@ class Settings:
             raise UserError("nothing to compare: give at least one model or toy model")
 
 
+def split_budget(config, stage, stages: tuple, steps: float = 0, seconds: float = 0.0):
+    """Give one stage its share of a budget of `steps` (each stage share x steps) or of `seconds` (split in
+    proportion to the shares): sets config.num_steps and config.time_budget; returns the config."""
+    if steps:
+        config.num_steps, config.time_budget = max(1, round(steps * stage.budget_share)), 0.0
+    else:
+        config.num_steps = UNLIMITED_STEPS
+        config.time_budget = seconds * stage.budget_share / sum(s.budget_share for s in stages)
+    return config
+
+
 def budget_for(budget: Budget, fraction: float, stages: tuple):
     """adjust(stage, config) for genjax.experiment.run_stages: `fraction` of the budget, split over the stages."""
-    total_share = sum(stage.budget_share for stage in stages)
 
     def adjust(stage, config):
-        if budget.steps:
-            config.num_steps = max(1, round(budget.steps * fraction * stage.budget_share))
-            config.time_budget = 0.0
-        else:
-            config.num_steps = UNLIMITED_STEPS
-            config.time_budget = budget.seconds * fraction * stage.budget_share / total_share
+        split_budget(config, stage, stages, budget.steps * fraction, budget.seconds * fraction)
         # evaluate and checkpoint at the end of each segment only (the engine always does both at the last step)
         config.eval_every = config.checkpoint_every = UNLIMITED_STEPS if budget.seconds else max(1, budget.steps)
         return config

@@ -22,6 +22,7 @@ BASE_FIELDS = {
     "seed": "root of every random number: init, data order, noise",
     "batch_size": "global batch size, split over all devices",
     "num_steps": "training steps; rerunning with more steps continues from the last checkpoint",
+    "train_examples": "train on the first N examples of the training split (0: all of them); for data-size studies",
     "time_budget": "stop after this many seconds of training (compilation excluded; 0: no limit), within one chunk of steps",
     "learning_rate": "optimizer step size",
     "eval_every": "steps between test-set evaluations (and sample images)",
@@ -32,6 +33,7 @@ BASE_FIELDS = {
     "data_shards": "split the training set into this many shards over the devices (0: one per process)",
     "distributed": "join a multi-process run (JAX finds the cluster; also on when JAX_COORDINATOR_ADDRESS is set)",
     "num_samples": "samples drawn for images and samples.npz",
+    "figures": "draw curves.png and the family's own figures at the end (the study turns them off: it draws its own)",
     "fresh": "delete this workdir's checkpoints and logs and start over",
     "skip_nonfinite": "discard steps whose loss or new parameters are NaN/inf (counted as skipped_steps) instead of stopping",
 }
@@ -48,6 +50,7 @@ def base_config() -> ml_collections.ConfigDict:
             "seed": 0,
             "batch_size": 128,
             "num_steps": 5000,
+            "train_examples": 0,
             "time_budget": 0.0,
             "learning_rate": 1e-3,
             "eval_every": 1000,
@@ -58,6 +61,7 @@ def base_config() -> ml_collections.ConfigDict:
             "data_shards": 0,
             "distributed": False,
             "num_samples": 64,
+            "figures": True,
             "fresh": False,
             "skip_nonfinite": False,
         }
@@ -110,9 +114,11 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> None:
 
 def config_from_dict(values: dict) -> ml_collections.ConfigDict:
     """A config saved as JSON (config.json, checkpoint metadata) back as a ConfigDict: lists become tuples
-    again, and fields the model family renamed since (its RENAMED) get their new names."""
+    again, fields the model family renamed since (its RENAMED) get their new names, and engine fields added
+    since (train_examples) get their defaults."""
     renames = renamed_fields(values.get("model", ""))
-    return ml_collections.ConfigDict({renames.get(k, k): tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    restored = {renames.get(k, k): tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return ml_collections.ConfigDict({**base_config().to_dict(), **restored})
 
 
 def check(condition: bool, message: str) -> None:
@@ -145,5 +151,6 @@ def validate_base(config) -> None:
         f"time_budget must be >= 0 seconds (0: no limit), got {config.time_budget}",
     )
     check(config.seed >= 0, f"seed must be >= 0, got {config.seed}")
+    check(config.train_examples >= 0, f"train_examples must be >= 0 (0 means the whole split), got {config.train_examples}")
     check(config.num_devices >= 0, f"num_devices must be >= 0 (0 means all), got {config.num_devices}")
     check(config.data_shards >= 0, f"data_shards must be >= 0 (0 means one per process), got {config.data_shards}")

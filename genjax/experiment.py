@@ -111,9 +111,16 @@ def validate(config):
 
 
 def load_data(config) -> tuple[data.Dataset, data.Dataset]:
-    """The (train, test) splits the config names."""
-    splits = [data.load(config.dataset, split, config.source, config.data_dir or None, config.seed) for split in ("train", "test")]
-    return splits[0], splits[1]
+    """The (train, test) splits the config names; the training split cut to its first config.train_examples."""
+    train, test = [data.load(config.dataset, split, config.source, config.data_dir or None, config.seed) for split in ("train", "test")]
+    if config.train_examples:
+        if config.train_examples > train.num_examples:
+            raise UserError(
+                f"train_examples={config.train_examples} is more than the {train.num_examples} training examples of "
+                f"{train.name} ({train.source}); use at most {train.num_examples}"
+            )
+        train = train.first(config.train_examples)
+    return train, test
 
 
 def fit_one(config, workdir: str, experiment: str) -> FitResult:

@@ -163,6 +163,34 @@ def _figures(out_dir: str, image_records: list[dict], toy_records: list[dict], i
     return figures
 
 
+def write_pages(out_dir: str, stem: str, title: str, sections: list, figures: list[tuple[str, str]]) -> dict:
+    """<stem>.md and <stem>.html: each section (title, a table as rows or a paragraph), then the figures
+    (title, file name in out_dir). Returns {'markdown', 'html'} paths."""
+    markdown = [f"# {title}", ""]
+    page = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child{text-align:left}</style>",
+        f"</head><body><h1>{html.escape(title)}</h1>",
+    ]
+    for heading, content in sections:
+        markdown += [f"## {heading}", "", markdown_table(content) if isinstance(content, list) else content, ""]
+        body = html_table(content) if isinstance(content, list) else "<p>" + html.escape(content).replace("\n", "<br>") + "</p>"
+        page.append(f"<h2>{html.escape(heading)}</h2>{body}")
+    markdown += ["## Figures", ""]
+    page.append("<h2>Figures</h2>")
+    for heading, name in figures:
+        markdown += [f"### {heading}", "", f"![{heading}]({name})", ""]
+        page.append(f"<h3>{html.escape(heading)}</h3><img src='{name}' alt='{html.escape(heading)}' style='max-width:100%'>")
+    page.append("</body></html>")
+    paths = {"markdown": os.path.join(out_dir, f"{stem}.md"), "html": os.path.join(out_dir, f"{stem}.html")}
+    with open(paths["markdown"], "w") as f:
+        f.write("\n".join(markdown))
+    with open(paths["html"], "w") as f:
+        f.write("\n".join(page))
+    return paths
+
+
 def write_report(out_dir: str, image_records: list[dict], toy_records: list[dict], header: dict, interpolations: str | None = None) -> dict:
     """report.md, report.html, records.json and the figures in `out_dir`; returns {'markdown', 'html'} paths."""
     os.makedirs(out_dir, exist_ok=True)
@@ -178,28 +206,7 @@ def write_report(out_dir: str, image_records: list[dict], toy_records: list[dict
     notes = [f"{m.title}: {m.reference}" for m in registry.METRICS if m.title in used and m.reference]
     sections.append(("Metrics", "\n".join(f"- {note}" for note in notes)))
 
-    markdown = ["# genjax comparison report", ""]
-    page = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>genjax comparison report</title>",
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child{text-align:left}</style>",
-        "</head><body><h1>genjax comparison report</h1>",
-    ]
-    for title, content in sections:
-        markdown += [f"## {title}", "", markdown_table(content) if isinstance(content, list) else content, ""]
-        body = html_table(content) if isinstance(content, list) else "<p>" + html.escape(content).replace("\n", "<br>") + "</p>"
-        page.append(f"<h2>{html.escape(title)}</h2>{body}")
-    markdown += ["## Figures", ""]
-    page.append("<h2>Figures</h2>")
-    for title, name in figures:
-        markdown += [f"### {title}", "", f"![{title}]({name})", ""]
-        page.append(f"<h3>{html.escape(title)}</h3><img src='{name}' style='max-width:100%'>")
-    page.append("</body></html>")
-    paths = {"markdown": os.path.join(out_dir, "report.md"), "html": os.path.join(out_dir, "report.html")}
-    with open(paths["markdown"], "w") as f:
-        f.write("\n".join(markdown))
-    with open(paths["html"], "w") as f:
-        f.write("\n".join(page))
+    paths = write_pages(out_dir, "report", "genjax comparison report", sections, figures)
     with open(os.path.join(out_dir, "records.json"), "w") as f:
         json.dump({"image": image_records, "toy": toy_records}, f, indent=1, default=float)
     return paths

@@ -51,6 +51,10 @@ class Dataset:
         """Shape of one example, e.g. (28, 28, 1) or (2,)."""
         return self.arrays[self.data_key].shape[1:]
 
+    def first(self, n: int) -> "Dataset":
+        """The split's first n examples, as a Dataset (the training-set sizes of a data-size study)."""
+        return dataclasses.replace(self, arrays=self.take(np.arange(n)))
+
     def take(self, indices) -> dict:
         """The examples at `indices` as a dict of numpy arrays (raw dtypes)."""
         return {key: value[indices] for key, value in self.arrays.items()}

@@ -41,6 +41,7 @@ import optax
 from genjax import losses
 from genjax.config import check, check_choice
 from genjax.nn import MLP, ConvDecoder, ConvEncoder
+from genjax.search import Choice, LogUniform, Uniform
 from genjax.train.family import Family
 from genjax.train.optim import apply_gradients
 
@@ -203,6 +204,19 @@ def make_family(config, dataset) -> Family:
 
 
 RENAMED = {"loss": "reconstruction_loss"}  # one meaning per field: `loss` was also the GAN's adversarial loss
+
+
+def search_space(config) -> dict:
+    """The study's ranges: Lucic et al. (2018)'s learning rate, the code size, and the input noise that makes
+    it a denoising AE (Vincent et al. 2008)."""
+    return {
+        "learning_rate": LogUniform(1e-5, 1e-2),
+        "latent_dim": Choice((8, 16, 32)),
+        "noise": Choice(("none", "gaussian")),
+        "noise_std": Uniform(0.1, 0.5),
+    }
+
+
 FIELDS = {
     "architecture": "encoder/decoder: mlp or conv",
     "hidden_sizes": "MLP hidden widths (decoder mirrors them)",

@@ -52,6 +52,7 @@ from genjax.errors import UserError
 from genjax.models.gan import mixture_scores, summarize_mixture
 from genjax.nn import MLP
 from genjax.nn.conv import Conv, Upsample2x, downsample2x
+from genjax.search import Choice, LogUniform
 from genjax.train.family import Family, check_batch
 from genjax.train.optim import apply_gradients
 
@@ -295,6 +296,12 @@ def make_family(config, dataset) -> Family:
         log_likelihood=log_likelihood,
         convolutional=config.architecture == "unet",
     )
+
+
+def search_space(config) -> dict:
+    """The study's ranges: Lucic et al. (2018)'s learning rate and the decay of the parameter average that
+    samples (0: the raw parameters)."""
+    return {"learning_rate": LogUniform(1e-5, 1e-2), "ema_decay": Choice((0.0, 0.99, 0.999))}
 
 
 FIELDS = {

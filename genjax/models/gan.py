@@ -48,6 +48,7 @@ from genjax.config import check, check_choice
 from genjax.data.toy2d import TOY_DATASETS, mixture_modes
 from genjax.models.gan_nets import NORMS, ConvDiscriminator, ConvGenerator, MLPDiscriminator, MLPGenerator
 from genjax.nn.conditioning import class_rows
+from genjax.search import Choice, LogUniform, Uniform
 from genjax.train import policy
 from genjax.train.family import Family
 from genjax.train.optim import apply_gradients
@@ -265,6 +266,18 @@ def make_family(config, dataset) -> Family:
 
 
 RENAMED = {"loss": "adversarial_loss"}  # one meaning per field: `loss` was also the AE's reconstruction loss
+
+
+def search_space(config) -> dict:
+    """The study's ranges, Lucic et al. (2018)'s: learning rate log-uniform [1e-5, 1e-2], Adam beta1 uniform
+    [0, 1), discriminator steps per generator step n_critic in {1, 5}, and the gradient-penalty weight
+    log-uniform [0.1, 100] for WGAN-GP."""
+    space = {"learning_rate": LogUniform(1e-5, 1e-2), "adam_b1": Uniform(0.0, 1.0), "n_critic": Choice((1, 5))}
+    if config.adversarial_loss == "wasserstein_gp":
+        space["gp_weight"] = LogUniform(0.1, 100.0)
+    return space
+
+
 FIELDS = {
     "architecture": "networks: mlp, or conv (DCGAN; images only)",
     "adversarial_loss": "non_saturating (Goodfellow 2014), hinge (Lim & Ye 2017) or wasserstein_gp (Gulrajani 2017)",

@@ -34,6 +34,7 @@ from genjax.config import check, check_choice
 from genjax.data import to_model_batch
 from genjax.errors import UserError
 from genjax.nn import MLP, ConvDecoder, ConvEncoder
+from genjax.search import Choice, LogUniform
 from genjax.train.family import Family, check_batch
 from genjax.train.optim import apply_gradients
 
@@ -260,6 +261,12 @@ def write_latent_figures(model: VAE, params, test, workdir: str, grid: int = 20)
     z = jnp.stack(jnp.meshgrid(quantiles, -quantiles, indexing="xy"), axis=-1).reshape(-1, 2)
     decoded = jax.jit(lambda z: model.apply(variables, z, method=VAE.mean_image))(z)
     viz.save_image_grid(os.path.join(workdir, "latent_manifold.png"), np.asarray(decoded), columns=grid)
+
+
+def search_space(config) -> dict:
+    """The study's ranges: Lucic et al. (2018)'s learning rate, the KL weight beta (1: the VAE, > 1: beta-VAE,
+    Higgins et al. 2017) and the code size."""
+    return {"learning_rate": LogUniform(1e-5, 1e-2), "beta": LogUniform(0.25, 4.0), "latent_dim": Choice((8, 16, 32))}
 
 
 FIELDS = {

@@ -31,6 +31,7 @@ from genjax.config import check, check_choice
 from genjax.errors import UserError
 from genjax.nn import vector_quantizer as vq
 from genjax.nn.residual_conv import MapDecoder, MapEncoder
+from genjax.search import LogUniform, Uniform
 from genjax.train.family import Family
 from genjax.train.optim import apply_gradients
 
@@ -226,6 +227,18 @@ def make_family(config, dataset) -> Family:
 
 # one meaning per field: `beta` is the VAE's KL weight, `loss` was also the GAN's adversarial loss
 RENAMED = {"beta": "commitment_weight", "loss": "reconstruction_loss"}
+
+
+def search_space(config) -> dict:
+    """The study's ranges: Lucic et al. (2018)'s learning rate, the commitment weight beta (0.25 in van den
+    Oord et al. 2017) and the decay of the EMA codebook."""
+    return {
+        "learning_rate": LogUniform(1e-5, 1e-2),
+        "commitment_weight": LogUniform(0.05, 2.0),
+        "codebook_decay": Uniform(0.9, 0.999),
+    }
+
+
 FIELDS = {
     "conv_channels": "encoder widths of the stride-2 convolutions (decoder mirrors them); 2 give a 7x7 code map",
     "residual_blocks": "residual blocks after the encoder's and before the decoder's convolutions",

@@ -45,10 +45,12 @@ def _grid_columns(n: int, num_classes: int, family) -> int | None:
     return n // num_classes if family.conditional else None
 
 
-def write_final(family, state, test: Dataset, samples: np.ndarray, figure_key, workdir: str) -> None:
-    """samples.npz (the final step's samples), curves.png and the family's own figures."""
+def write_final(family, state, test: Dataset, samples: np.ndarray, figure_key, workdir: str, figures: bool = True) -> None:
+    """samples.npz (the final step's samples), then unless `figures` is off curves.png and the family's own figures."""
     if samples is not None:
         np.savez_compressed(os.path.join(workdir, "samples.npz"), samples=samples)
+    if not figures:
+        return
     records = read_metrics(workdir)
     names = tuple(dict.fromkeys(k for r in records for k in r if k not in ("step", "split", "examples_per_s")))
     viz.save_curves(os.path.join(workdir, "curves.png"), records, names[:4])

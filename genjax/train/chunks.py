@@ -71,6 +71,16 @@ class TrainChunks:
             self.compile_seconds += time.perf_counter() - start
         return self.compiled[key]
 
+    def step_flops(self, state, data, indices, train_key) -> float:
+        """XLA's count of the floating-point operations of one train step: the one-step program on the first
+        row of `indices`, lowered but not compiled (for the study's FLOPs axis; no device work)."""
+        row = global_array(np.asarray(indices[:1]), batch_sharded(self.mesh, axis=1))
+        zero = global_array(np.zeros(1, np.int32), replicated(self.mesh))
+        offset = global_array(np.int32(0), replicated(self.mesh))
+        cost = self.step.lower(state, data, row, zero, offset, train_key).cost_analysis()
+        cost = cost[0] if isinstance(cost, list) else cost
+        return float((cost or {}).get("flops", 0.0))
+
     def __call__(self, state, data, indices, first_step: int, train_key, rows: int | None = None):
         """(new state, metrics stacked over steps) for steps first_step, ..., first_step + len(indices) - 1.
 

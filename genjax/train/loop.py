@@ -196,10 +196,11 @@ class _Evaluations:
 
 
 def _train_chunks(family, config, train: Dataset, start: _Start, chunk_log: ChunkLog, evaluations: _Evaluations):
-    """Train from start.step to config.num_steps (or the time budget) in chunks; returns (state, last step, out of time).
+    """Train from start.step to config.num_steps (or the time budget) in chunks; returns (state, last step, out of time, ...
 
     Checkpoints at every checkpoint_every steps, at the end, on a stop request and when the time is up;
-    evaluates at every eval_every steps and when the time is up.
+    evaluates at every eval_every steps and when the time is up. Also returns the compile seconds and XLA's
+    FLOPs of one step (summary.json's flops_per_step).
     """
     mesh, state, final_step, checkpoints = start.mesh, start.state, start.step, start.checkpoints
     budget = config.time_budget
@@ -240,7 +241,9 @@ def _train_chunks(family, config, train: Dataset, start: _Start, chunk_log: Chun
                 checkpoints.wait()
                 raise Interrupted(stops.signum or signal.SIGTERM, step, checkpoints.directory)
     chunk_log.flush()
-    return state, final_step, out_of_time, train_chunk.compile_seconds
+    indices = batch_indices(config.seed, train.num_examples, config.batch_size, 0, 1, start.num_shards)
+    flops = train_chunk.step_flops(state, train_data, indices, train_key)
+    return state, final_step, out_of_time, train_chunk.compile_seconds, flops
 
 
 def _summary(config, experiment, train, test, start: _Start, state, steps, chunk_log: ChunkLog, test_metrics, compile_seconds, wall):
@@ -271,12 +274,13 @@ def _fit(family, config, train, test, workdir, experiment, files_dir, start_time
     chunk_log = ChunkLog(family, config.num_steps, start.step, start.checkpoints, writer, config.batch_size)
     try:
         evaluations = _Evaluations(family, config, test, start, writer, chunk_log, files_dir)
-        state, steps, out_of_time, compile_seconds = _train_chunks(family, config, train, start, chunk_log, evaluations)
+        state, steps, out_of_time, compile_seconds, flops = _train_chunks(family, config, train, start, chunk_log, evaluations)
         if not evaluations.metrics or (steps % config.eval_every and not out_of_time):
             evaluations(state, steps)
         wall = time.perf_counter() - start_time
         summary = _summary(config, experiment, train, test, start, state, steps, chunk_log, evaluations.metrics, compile_seconds, wall)
-        artifacts.write_final(family, state, test, evaluations.samples, start.keys.figures, files_dir)
+        summary["flops_per_step"] = flops
+        artifacts.write_final(family, state, test, evaluations.samples, start.keys.figures, files_dir, config.figures)
         start.checkpoints.wait()
         _write_json_atomically(os.path.join(files_dir, "summary.json"), summary)
         return FitResult(state, summary, family, config)

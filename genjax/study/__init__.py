@@ -1,0 +1,56 @@
+"""The study: which model, when. Every family tuned with the same hyperparameter budget (K settings from its
+declared search space), measured along its training (the budget axis) on several training-set sizes, the
+best settings re-seeded for intervals, and a report of which family wins where (Lucic et al. 2018).
+
+    python -m experiments.study --quick        # the whole pipeline at a tiny size
+    python -m experiments.study                # the default study (see experiments/study.py)
+
+genjax.study.plan (protocol, units, checks), .trials (one trial along its budget points), .run (units,
+re-seeding, slices and merging), .analysis (intervals, the map, expected best), .report and .figures.
+"""
+
+from genjax import data
+from genjax.comparison import real_data_floor
+from genjax.metrics.classifier import load_classifier
+from genjax.study.plan import Protocol, check
+from genjax.study.report import write_study_report
+from genjax.study.run import read_protocol, read_units, run_study
+
+__all__ = ["Protocol", "merge", "study"]
+
+
+def header(protocol: Protocol, contenders: dict) -> dict:
+    """The report's setup lines, with the real-data floor of the sample metrics at the study's N."""
+    train, test = data.load(protocol.dataset, "train"), data.load(protocol.dataset, "test")
+    classifier = load_classifier(train, test, protocol.classifier_steps)
+    floor = real_data_floor(classifier, train, test, protocol.num_samples)
+    budgets = ", ".join(f"{b:g}" for b in protocol.budgets)
+    return {
+        "dataset": f"{train.name} ({train.source}), training sets of {', '.join(map(str, protocol.data_sizes))} of its "
+        f"{train.num_examples} training images; {test.num_examples} test images",
+        "families": "; ".join(f"{name}: {contenders[name].description}" for name in protocol.families),
+        "protocol": f"K = {protocol.num_settings} settings per family (setting 0: the experiment's defaults) drawn with seed "
+        f"{protocol.search_seed}; budget points {budgets} {protocol.unit} along one run; batch {protocol.batch_size}; the best "
+        f"setting per point re-trained with {protocol.reseeds} more seeds; selection by KID on the search seed",
+        "sample metrics": f"{protocol.num_samples} samples against the {test.num_examples} test images in genjax's classifier "
+        f"features (test accuracy {classifier.test_accuracy:.3f}); floor at this N (real training images): Frechet distance "
+        f"{floor['frechet_distance']:.1f}, KID {floor['kid']:.4f}, recall {floor['recall']:.2f}",
+        "likelihood": f"IWAE K = {protocol.iwae_samples}; exact NLL over the first {protocol.likelihood_examples} test images",
+        "protocol id": protocol.fingerprint(),
+    }
+
+
+def study(protocol: Protocol, contenders: dict, root: str, shard: tuple[int, int] = (0, 1)) -> dict | None:
+    """Run the study (or its slice `shard`) in `root`; returns the report's paths, or None for a slice."""
+    units = run_study(protocol, contenders, root, shard)
+    if shard[1] > 1:
+        return None
+    return write_study_report(root, protocol, units, header(protocol, contenders))
+
+
+def merge(roots: list[str], out: str, contenders: dict) -> dict:
+    """The report of a study run in slices, from their workdirs, written to `out`."""
+    protocol = read_protocol(roots[0])
+    check(protocol, contenders, data.load(protocol.dataset, "train").num_examples)
+    units = read_units(protocol, roots)
+    return write_study_report(out, protocol, units, header(protocol, contenders))

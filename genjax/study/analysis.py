@@ -1,0 +1,172 @@
+"""What a study's records say: seed intervals, the "when" map, tuning curves and the quality bars.
+
+Intervals. A family's score at a budget point is that of its best setting there (picked on the search seed
+by KID). The search seed's own score is the minimum over K settings and so biased low (the winner's
+curse), so the interval uses only the re-seeded runs: mean +- t(0.975, n - 1) s / sqrt(n) over the n
+re-seeding seeds (a 95% Student-t interval). With no re-seeds there is no interval, and no claim.
+
+The map. At each (budget, data size) cell the family with the best mean wins; the cell names it alone
+only when its interval and every other family's are disjoint from it ("A"), and otherwise every family
+whose interval overlaps the winner's ("A ~ B").
+
+Expected best after k settings (Lucic et al. 2018, Fig. 4): the expected minimum of the scores of k
+settings drawn without replacement from the K tried; with the scores sorted s_(1) <= ... <= s_(K),
+P(min = s_(i)) = C(K - i, k - 1) / C(K, k).
+"""
+
+import math
+
+import numpy as np
+from scipy import stats
+
+from genjax.metrics.registry import BY_NAME as METRICS
+from genjax.study.run import point_at, score
+
+# (title, metrics in order of preference): the quantities the map answers "which, when" for
+QUESTIONS = (
+    ("sample quality", ("kid",)),
+    ("reconstruction", ("recon_mse",)),
+    ("likelihood", ("nll_exact", "nll_iwae")),
+)
+
+
+def interval(values: list[float]) -> tuple[float, float, float] | None:
+    """(mean, low, high): a 95% Student-t interval of the mean; None without two finite values."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if len(finite) < 2 or len(finite) < len(values):
+        return None
+    mean, half = float(np.mean(finite)), float(stats.t.ppf(0.975, len(finite) - 1) * np.std(finite, ddof=1) / math.sqrt(len(finite)))
+    return mean, mean - half, mean + half
+
+
+def metric_of(point: dict | None, names: tuple) -> tuple[str, float] | None:
+    """The first of `names` a point measured, as (name, value)."""
+    for name in names:
+        value = (point or {}).get("metrics", {}).get(name)
+        if value is not None:
+            return name, value
+    return None
+
+
+def family_cell(unit: dict, budget_index: int, names: tuple) -> dict | None:
+    """One family's entry at one budget point for one question: its best setting's search score, its
+    re-seeded scores and their interval (None when the family does not measure that question)."""
+    k = unit["best"][budget_index]
+    found = metric_of(point_at(unit["search"][k], budget_index), names)
+    if found is None and all(metric_of(point_at(r, budget_index), names) is None for r in unit["search"]):
+        return None
+    name = found[0] if found else names[0]
+    reseeded = [metric_of(point_at(r, budget_index), (name,)) for r in unit["reseeded"].get(str(k), [])]
+    values = [v[1] if v else math.nan for v in reseeded]
+    better = METRICS[name].better
+    return {
+        "setting": k,
+        "metric": name,
+        "search": found[1] if found else math.nan,
+        "seeds": values,
+        "interval": interval(values),
+        "sign": 1.0 if better == "lower" else -1.0,
+    }
+
+
+def decide(cells: dict) -> tuple[str, list[str]]:
+    """(verdict, families tied with the winner) for {family: cell}: 'A', 'A ~ B', or '' when no family has an
+    interval. Lower sign * mean wins."""
+    ranked = {name: c for name, c in cells.items() if c and c["interval"]}
+    if not ranked:
+        return "", []
+    key = {name: c["sign"] * c["interval"][0] for name, c in ranked.items()}
+    winner = min(key, key=key.get)
+    low, high = ranked[winner]["interval"][1:]
+    tied = [n for n, c in ranked.items() if n != winner and c["interval"][1] <= high and c["interval"][2] >= low]
+    tied.sort(key=key.get)
+    return " ~ ".join([winner, *tied]), [winner, *tied]
+
+
+def when_map(protocol, units: list[dict]) -> dict:
+    """{question: {data_size: [verdict per budget point]}} plus the cells behind each verdict."""
+    result = {}
+    for title, names in QUESTIONS:
+        rows, details = {}, {}
+        for size in protocol.data_sizes:
+            of_size = [u for u in units if u["unit"]["data_size"] == size]
+            row, row_cells = [], []
+            for i in range(len(protocol.budgets)):
+                cells = {u["unit"]["family"]: family_cell(u, i, names) for u in of_size}
+                cells = {n: c for n, c in cells.items() if c}
+                row.append(decide(cells)[0] if cells else "")
+                row_cells.append(cells)
+            rows[size], details[size] = row, row_cells
+        if any(any(cells for cells in row) for row in details.values()):
+            result[title] = {"verdicts": rows, "cells": details}
+    return result
+
+
+def expected_best(scores: list[float]) -> list[float]:
+    """E[min of k of the scores drawn without replacement], k = 1..K (lower is better; inf stays inf)."""
+    ordered = sorted(scores)
+    total = len(ordered)
+    out = []
+    for k in range(1, total + 1):
+        weights = [math.comb(total - i, k - 1) / math.comb(total, k) for i in range(1, total + 1)]
+        terms = [w * s for w, s in zip(weights, ordered) if w > 0]
+        out.append(float(sum(terms)) if all(math.isfinite(t) for t in terms) else math.inf)
+    return out
+
+
+def search_scores(unit: dict, budget_index: int) -> list[float]:
+    """The criterion of each of the K settings at one budget point (search seed; inf: diverged)."""
+    return [score(point_at(r, budget_index)) for r in unit["search"]]
+
+
+def quality_bars(protocol, units: list[dict]) -> list[dict]:
+    """Per family at its largest budget and largest data size: does its best setting reach recall >= 0.3
+    and cover >= 9 classes (seed means over the re-seeded runs, else the search run)?"""
+    size, last = max(protocol.data_sizes), len(protocol.budgets) - 1
+    rows = []
+    for unit in units:
+        if unit["unit"]["data_size"] != size:
+            continue
+        k = unit["best"][last]
+        runs = unit["reseeded"].get(str(k)) or [unit["search"][k]]
+        values = {}
+        for name in ("recall", "classes_covered", "kid"):
+            found = [point_at(r, last)["metrics"].get(name) for r in runs if point_at(r, last)]
+            values[name] = float(np.mean(found)) if found and None not in found else math.nan
+        diverged = sum(r.get("diverged") is not None for r in unit["search"])
+        best_point = point_at(unit["search"][k], last)
+        steps = best_point["steps"] if best_point else 0
+        passed = values["recall"] >= 0.3 and values["classes_covered"] >= 9
+        why = []
+        if not values["recall"] >= 0.3:
+            why.append(f"recall {values['recall']:.2f} < 0.3")
+        if not values["classes_covered"] >= 9:
+            why.append(f"{values['classes_covered']:.0f} classes < 9")
+        if why:
+            why.append(f"its best of {len(unit['search'])} settings trained {steps:,} steps in the budget")
+            if diverged:
+                why.append(f"{diverged} settings diverged")
+        rows.append(
+            {
+                "family": unit["unit"]["family"],
+                "setting": k,
+                "steps": steps,
+                "diverged_settings": diverged,
+                "passed": bool(passed),
+                "why": "; ".join(why),
+                **values,
+            }
+        )
+    return rows
+
+
+def default_vs_best(protocol, units: list[dict], family: str) -> dict | None:
+    """The family's default setting (index 0) against its best, by KID at the largest budget and data size
+    (search seed: the same seed for both)."""
+    size, last = max(protocol.data_sizes), len(protocol.budgets) - 1
+    for unit in units:
+        if unit["unit"] == {"family": family, "data_size": size}:
+            scores = search_scores(unit, last)
+            best = unit["best"][last]
+            return {"default_kid": scores[0], "best_kid": scores[best], "best_setting": best}
+    return None

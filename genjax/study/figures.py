@@ -1,0 +1,104 @@
+"""The study's figures: score over the K settings, expected best after k settings, quality against budget."""
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from genjax.report_figures import _save  # noqa: E402
+from genjax.study.analysis import expected_best, family_cell, search_scores  # noqa: E402
+
+AXES = (("steps", "training steps"), ("train_seconds", "training seconds"), ("flops", "XLA FLOPs"))
+
+
+def _by_size(protocol, units: list[dict]) -> dict:
+    return {size: [u for u in units if u["unit"]["data_size"] == size] for size in protocol.data_sizes}
+
+
+def _finite(values):
+    return [v for v in values if math.isfinite(v)]
+
+
+def settings_figure(path: str, protocol, units: list[dict]) -> bool:
+    """Per data size, each family's KID at the largest budget over its K settings (a strip plot; the default
+    setting circled, diverged settings marked at the top)."""
+    last = len(protocol.budgets) - 1
+    groups = _by_size(protocol, units)
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 3.8), squeeze=False)
+    drawn = False
+    for ax, (size, of_size) in zip(axes[0], groups.items()):
+        top = max([max(_finite(search_scores(u, last)) or [1e-3]) for u in of_size] or [1e-3])
+        for x, unit in enumerate(of_size):
+            scores = search_scores(unit, last)
+            shown = [s if math.isfinite(s) else top * 2 for s in scores]
+            jitter = np.linspace(-0.15, 0.15, len(shown))
+            ax.scatter(x + jitter, np.maximum(shown, 1e-5), s=18, color="C0", alpha=0.8)
+            ax.scatter([x + jitter[0]], [max(shown[0], 1e-5)], s=80, facecolors="none", edgecolors="C3")
+            drawn = True
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(of_size)), [u["unit"]["family"] for u in of_size], rotation=30)
+        ax.set_ylabel("KID (lower is better)")
+        ax.set_title(f"{size} training images, budget {protocol.budgets[last]:g} {protocol.unit}")
+    if drawn:
+        _save(fig, path)
+    plt.close(fig)
+    return drawn
+
+
+def expected_best_figure(path: str, protocol, units: list[dict]) -> bool:
+    """Expected best KID after k random settings, k = 1..K, per family (Lucic et al. 2018, Fig. 4)."""
+    last = len(protocol.budgets) - 1
+    groups = _by_size(protocol, units)
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 3.8), squeeze=False)
+    for ax, (size, of_size) in zip(axes[0], groups.items()):
+        for unit in of_size:
+            curve = expected_best(search_scores(unit, last))
+            ks = [k + 1 for k, v in enumerate(curve) if math.isfinite(v)]
+            ax.plot(ks, [curve[k - 1] for k in ks], marker="o", label=unit["unit"]["family"])
+        ax.set_yscale("log")
+        ax.set_xlabel("settings tried k")
+        ax.set_ylabel("expected best KID")
+        ax.set_title(f"{size} training images")
+        ax.legend(fontsize=7)
+    _save(fig, path)
+    return True
+
+
+def budget_figure(path: str, protocol, units: list[dict]) -> bool:
+    """Each family's best setting's KID against steps, training seconds and FLOPs (rows: data sizes), with
+    the seed interval where it has one."""
+    groups = _by_size(protocol, units)
+    fig, axes = plt.subplots(len(groups), len(AXES), figsize=(14, 3.6 * len(groups)), squeeze=False)
+    for row, (size, of_size) in zip(axes, groups.items()):
+        for unit in of_size:
+            xs = {axis: [] for axis, _ in AXES}
+            ys, lows, highs = [], [], []
+            for i in range(len(protocol.budgets)):
+                cell = family_cell(unit, i, ("kid",))
+                point = unit["search"][unit["best"][i]]["points"]
+                if not cell or i >= len(point):
+                    continue
+                centre = cell["interval"][0] if cell["interval"] else cell["search"]
+                if not math.isfinite(centre):
+                    continue
+                for axis, _ in AXES:
+                    xs[axis].append(point[i][axis])
+                ys.append(centre)
+                # a log axis cannot show KID <= 0: the lower bar stops just above zero
+                lows.append(min(centre - cell["interval"][1], centre - 1e-6) if cell["interval"] else 0.0)
+                highs.append(cell["interval"][2] - centre if cell["interval"] else 0.0)
+            for ax, (axis, _) in zip(row, AXES):
+                if ys:
+                    ax.errorbar(xs[axis], np.maximum(ys, 1e-5), yerr=[lows, highs], marker="o", capsize=3, label=unit["unit"]["family"])
+        for ax, (_, label) in zip(row, AXES):
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel(label)
+            ax.set_ylabel("KID of the best setting")
+            ax.set_title(f"{size} training images")
+        row[0].legend(fontsize=7)
+    _save(fig, path)
+    return True

@@ -1,0 +1,132 @@
+"""What a study trains: its protocol, and the units and trials that follow from it.
+
+After Lucic et al. (2018, "Are GANs Created Equal?"): every family gets the same number K of hyperparameter
+settings drawn from its own declared search space (genjax.search; setting 0 is the experiment's defaults),
+the same data, batch size and budget. A *unit* is one family on one training-set size: its K settings train
+with the search seed, then the best setting at each budget point trains again with `reseeds` more seeds so
+that every claim carries a seed interval. Budget points lie along one training run (each point resumes the
+last), so the budget axis needs no retraining.
+
+Units are the study's slices (`--shard i/n`): a unit's re-seeded trials depend on its own search only, so a
+unit runs anywhere without the others, and slices merge into one report.
+"""
+
+import dataclasses
+import hashlib
+import json
+
+from genjax import experiment, models
+from genjax.errors import UserError
+from genjax.search import draw_settings, space_of
+
+UNITS = ("seconds", "steps")
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """Everything that decides a study's numbers (the workdir, the slice and the progress bar do not).
+
+    families        contender names (genjax.experiment.Contender), one per experiment
+    num_settings    K: settings per family (setting 0 is the experiment's defaults)
+    budgets         budget points, ascending, in `unit`: each family trains up to the last and is measured at each
+    data_sizes      training-set sizes (the first N images of the training split)
+    reseeds         seeds, after the search seed, that the best setting of each budget point retrains with
+    """
+
+    families: tuple
+    dataset: str = "mnist"
+    num_settings: int = 6
+    budgets: tuple = (5.0, 10.0, 20.0)
+    unit: str = "seconds"
+    data_sizes: tuple = (500, 4500)
+    reseeds: int = 3
+    search_seed: int = 0
+    batch_size: int = 64
+    num_samples: int = 500
+    iwae_samples: int = 100
+    likelihood_examples: int = 20
+    classifier_steps: int = 1500
+
+    @property
+    def seeds(self) -> tuple:
+        """The search seed, then the re-seeding seeds."""
+        return tuple(range(self.search_seed, self.search_seed + 1 + self.reseeds))
+
+    def fingerprint(self) -> str:
+        """A short hash of the protocol: slices of one study must share it to merge."""
+        return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+@dataclasses.dataclass(frozen=True)
+class Unit:
+    family: str
+    data_size: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.family}/n{self.data_size}"
+
+
+def units_of(protocol: Protocol) -> list[Unit]:
+    return [Unit(family, size) for size in protocol.data_sizes for family in protocol.families]
+
+
+def settings_of(protocol: Protocol, contender) -> list[dict]:
+    """The K settings of one family, the same on every machine (drawn from the search seed and its name)."""
+    config = contender.config()
+    space = space_of(models.get(config.model), config)
+    return draw_settings(space, config, protocol.num_settings, protocol.search_seed, contender.name)
+
+
+def check(protocol: Protocol, contenders: dict, train_examples: int) -> None:
+    """Raise UserError for anything the study cannot run, before any training.
+
+    train_examples: the size of the dataset's training split (data sizes must not exceed it)."""
+    if not protocol.families:
+        raise UserError("no families to study; give at least one with --families")
+    for name in protocol.families:
+        if name not in contenders:
+            raise UserError(f"unknown family '{name}'; choose from {', '.join(contenders)}")
+    if len(set(protocol.families)) != len(protocol.families):
+        raise UserError(f"a family is named twice in {','.join(protocol.families)}")
+    if protocol.num_settings < 1:
+        raise UserError(f"the number of settings K must be >= 1, got {protocol.num_settings}")
+    if protocol.unit not in UNITS:
+        raise UserError(f"unknown budget unit '{protocol.unit}'; choose seconds or steps")
+    budgets = list(protocol.budgets)
+    if not budgets:
+        raise UserError("the budget list is empty; give at least one budget point, e.g. --budgets 10,20,40")
+    if any(b <= 0 for b in budgets) or budgets != sorted(set(budgets)):
+        raise UserError(f"budgets must be positive and strictly increasing, got {budgets}")
+    if protocol.unit == "steps" and any(b != int(b) for b in budgets):
+        raise UserError(f"budgets in steps must be whole numbers, got {budgets}")
+    if not protocol.data_sizes or len(set(protocol.data_sizes)) != len(protocol.data_sizes):
+        raise UserError(f"data sizes must be distinct, got {list(protocol.data_sizes)}")
+    for size in protocol.data_sizes:
+        if size < protocol.batch_size or size > train_examples:
+            raise UserError(
+                f"data size {size} is outside {protocol.batch_size}..{train_examples} "
+                f"(the batch size .. the {train_examples} training images of {protocol.dataset}); choose sizes in that range"
+            )
+    if protocol.reseeds < 0 or protocol.search_seed < 0:
+        raise UserError(f"reseeds and the search seed must be >= 0, got {protocol.reseeds} and {protocol.search_seed}")
+    if protocol.num_samples < 10 or min(protocol.iwae_samples, protocol.likelihood_examples) < 0 or protocol.classifier_steps <= 0:
+        raise UserError("num_samples must be >= 10, iwae_samples and likelihood_examples >= 0, classifier_steps > 0")
+    for name in protocol.families:  # every setting must be a valid config: one-line errors now, not mid-study
+        contender = contenders[name]
+        for setting in settings_of(protocol, contender):
+            config = contender.config()
+            config.update(setting)
+            for stage_config in experiment.stage_configs(config, "/nonexistent", contender.stages):
+                experiment.validate(stage_config)
+
+
+def parse_shard(text: str, num_units: int) -> tuple[int, int]:
+    """'i/n' -> (i, n): this process runs units i, i + n, i + 2n, ... (0 <= i < n <= the number of units)."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard must be i/n (e.g. 0/4), got '{text}'") from None
+    if not 0 <= index < count or count > num_units:
+        raise UserError(f"--shard {text} is out of range: need 0 <= i < n <= {num_units} (the study's units)")
+    return index, count

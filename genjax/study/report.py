@@ -1,0 +1,190 @@
+"""study.md, study.html and study.json: the "when" map, its paragraph, the tuning figures, the chosen
+settings, each family's best samples, the quality bars and the published rankings beside genjax's."""
+
+import dataclasses
+import json
+import math
+import os
+
+from genjax.metrics.registry import BY_NAME as METRICS
+from genjax.report import write_pages
+from genjax.report_figures import figure_of_pngs, final_file
+from genjax.study import analysis
+from genjax.study.figures import budget_figure, expected_best_figure, settings_figure
+from genjax.study.trials import Trial
+
+# Best FIDs on MNIST with a budget of 100 settings (Lucic et al. 2018, Table 2) and the VAE's FID in Dai &
+# Wipf (2019, Table 1). Inception-network FIDs: only the order compares with genjax's classifier features.
+PUBLISHED = (
+    ("NS-GAN", "Lucic et al. 2018", 6.8, ("gan", "dcgan")),
+    ("WGAN", "Lucic et al. 2018", 6.7, ()),
+    ("WGAN-GP", "Lucic et al. 2018", 20.3, ("wgan_gp",)),
+    ("VAE", "Dai & Wipf 2019", 16.6, ("vae",)),
+)
+
+
+def _fmt(name: str, value: float) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return METRICS[name].format(value) if name in METRICS else format(value, ".4g")
+
+
+def _cell_text(cell: dict) -> str:
+    if cell["interval"]:
+        mean, low, high = cell["interval"]
+        return f"{_fmt(cell['metric'], mean)} [{_fmt(cell['metric'], low)}, {_fmt(cell['metric'], high)}]"
+    return f"{_fmt(cell['metric'], cell['search'])} (search seed)"
+
+
+def map_tables(protocol, when: dict) -> list:
+    """Per question: the verdict grid (rows: data sizes, columns: budgets), then the numbers behind it."""
+    sections = []
+    budgets = [f"{b:g} {protocol.unit}" for b in protocol.budgets]
+    for title, found in when.items():
+        rows = [["training images", *budgets]]
+        rows += [[str(size), *(v or "no interval" for v in verdicts)] for size, verdicts in found["verdicts"].items()]
+        sections.append((f"When: {title} (best family per cell; 'A ~ B' where the seed intervals overlap)", rows))
+        detail = [["training images", "budget", "family", "setting", "metric", "mean [95% interval over re-seeds]", "search seed"]]
+        for size, per_budget in found["cells"].items():
+            for budget, cells in zip(budgets, per_budget):
+                for family, cell in cells.items():
+                    row = [str(size), budget, family, str(cell["setting"]), METRICS[cell["metric"]].title]
+                    detail.append(row + [_cell_text(cell), _fmt(cell["metric"], cell["search"])])
+        sections.append((f"{title}: the numbers behind the map", detail))
+    return sections
+
+
+def paragraph(protocol, when: dict) -> str:
+    """Which, when: sentences built from the map's verdicts (nothing canned but the connectives)."""
+    sentences = []
+    for title, found in when.items():
+        for size, verdicts in found["verdicts"].items():
+            named = [(b, v) for b, v in zip(protocol.budgets, verdicts) if v]
+            if not named:
+                sentences.append(f"For {title} with {size} training images no family has a seed interval, so the study makes no claim.")
+                continue
+            alone = all(len(cells) == 1 for cells in found["cells"][size])
+            if alone:
+                sentences.append(f"For {title} with {size} training images only {named[0][1]} measures it.")
+                continue
+            clear = [(b, v) for b, v in named if "~" not in v]
+            parts = [f"{v} at {b:g} {protocol.unit}" for b, v in named]
+            lead = f"For {title} with {size} training images the best is " + "; ".join(parts)
+            if clear:
+                lead += f" ({len(clear)} of {len(named)} budget points separated by the seed intervals)"
+            else:
+                lead += " (no budget point separates the leaders: they tie within the seed intervals)"
+            sentences.append(lead + ".")
+    return " ".join(sentences)
+
+
+def ranking_table(protocol, units: list[dict]) -> list:
+    """The published best FIDs beside genjax's best KID (largest budget and data size), with both orders."""
+    size, last = max(protocol.data_sizes), len(protocol.budgets) - 1
+    ours = {}
+    for unit in units:
+        if unit["unit"]["data_size"] == size:
+            cell = analysis.family_cell(unit, last, ("kid",))
+            if cell:
+                ours[unit["unit"]["family"]] = cell["interval"][0] if cell["interval"] else cell["search"]
+    rows = [["model", "source", "published best FID (Inception)", "genjax family", "genjax best KID (classifier)"]]
+    for model, source, fid, families in PUBLISHED:
+        present = [f for f in families if f in ours]
+        best = min(present, key=ours.get) if present else None
+        rows.append([model, source, f"{fid:g}", best or "not in this study", _fmt("kid", ours[best]) if best else ""])
+    published = [r[0] for r in sorted(rows[1:], key=lambda r: float(r[2]))]
+    genjax = [r[0] for r in sorted((r for r in rows[1:] if r[4]), key=lambda r: float(r[4]))]
+    rows.append(["order", "", " < ".join(published), "", " < ".join(genjax) or "n/a"])
+    return rows
+
+
+def settings_table(protocol, units: list[dict]) -> list:
+    rows = [["family", "training images", "budget", "chosen setting", "values"]]
+    for unit in units:
+        for budget, k in zip(protocol.budgets, unit["best"]):
+            values = ", ".join(
+                f"{field}={value:.4g}" if isinstance(value, float) else f"{field}={value}" for field, value in unit["settings"][k].items()
+            )
+            rows.append(
+                [
+                    unit["unit"]["family"],
+                    str(unit["unit"]["data_size"]),
+                    f"{budget:g} {protocol.unit}",
+                    "default" if k == 0 else str(k),
+                    values,
+                ]
+            )
+    return rows
+
+
+def bars_section(protocol, units: list[dict]) -> tuple[list, str]:
+    rows = [["family", "best setting", "steps", "recall", "classes covered", "KID", "diverged settings", "recall >= 0.3 and >= 9 classes"]]
+    for bar in analysis.quality_bars(protocol, units):
+        verdict = "met" if bar["passed"] else f"NOT met: {bar['why']}"
+        values = [_fmt("recall", bar["recall"]), _fmt("classes_covered", bar["classes_covered"]), _fmt("kid", bar["kid"])]
+        rows.append([bar["family"], str(bar["setting"]), f"{bar['steps']:,}", *values, str(bar["diverged_settings"]), verdict])
+    gan = analysis.default_vs_best(protocol, units, "gan")
+    note = ""
+    if gan:
+        better = gan["best_kid"] < gan["default_kid"]
+        note = (
+            f"MLP GAN: default setting KID {_fmt('kid', gan['default_kid'])}, best setting ({gan['best_setting']}) KID "
+            f"{_fmt('kid', gan['best_kid'])}: the search {'beats' if better else 'does not beat'} the default."
+        )
+    return rows, note
+
+
+def _samples_figure(path: str, protocol, units: list[dict]) -> bool:
+    size, last = max(protocol.data_sizes), len(protocol.budgets) - 1
+    images = {}
+    for unit in units:
+        if unit["unit"]["data_size"] == size:
+            k = unit["best"][last]
+            trial = Trial(unit["unit"]["family"], size, k, unit["settings"][k], protocol.search_seed)
+            directory = trial.directory(unit["root"])
+            images[f"{trial.family} (setting {k})"] = final_file(directory, "samples") if os.path.isdir(directory) else None
+    return figure_of_pngs(path, images, f"best setting of each family: {size} images, {protocol.budgets[last]:g} {protocol.unit}")
+
+
+def write_study_report(root: str, protocol, units: list[dict], header: dict) -> dict:
+    """study.md, study.html, study.json and the figures in `root` (each unit's record names the workdir its
+    trials are in: `root` itself, or a slice's); returns the page paths."""
+    os.makedirs(root, exist_ok=True)
+    when = analysis.when_map(protocol, units)
+    bars, gan_note = bars_section(protocol, units)
+    sections = [("setup", "\n".join(f"- {k}: {v}" for k, v in header.items()))]
+    sections += map_tables(protocol, when)
+    sections.append(("Which, when (generated from the map)", paragraph(protocol, when) or "no claims: no family has a seed interval"))
+    sections.append(("Quality bars (largest budget and data size; seed means)", bars))
+    if gan_note:
+        sections.append(("Does the search work?", gan_note))
+    sections.append(
+        ("Published rankings (only the orders compare: Inception FIDs against classifier-feature KIDs)", ranking_table(protocol, units))
+    )
+    sections.append(("Chosen settings (best KID on the search seed)", settings_table(protocol, units)))
+    figures = []
+    for name, title, draw in (
+        ("fig_settings.png", "KID over the K settings (default circled)", settings_figure),
+        ("fig_expected_best.png", "expected best KID after k settings (Lucic et al. 2018)", expected_best_figure),
+        ("fig_budget.png", "best setting's KID against steps, seconds and FLOPs (95% seed intervals)", budget_figure),
+    ):
+        if draw(os.path.join(root, name), protocol, units):
+            figures.append((title, name))
+    if _samples_figure(os.path.join(root, "fig_samples.png"), protocol, units):
+        figures.append(("samples of each family's best trial", "fig_samples.png"))
+    paths = write_pages(root, "study", "genjax study: which model, when", sections, figures)
+    with open(os.path.join(root, "study.json"), "w") as f:
+        json.dump(
+            {
+                "protocol": dataclasses.asdict(protocol),
+                "header": header,
+                "map": when,
+                "units": units,
+                "quality_bars": analysis.quality_bars(protocol, units),
+            },
+            f,
+            indent=1,
+            default=float,
+        )
+    paths["json"] = os.path.join(root, "study.json")
+    return paths

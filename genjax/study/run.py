@@ -1,0 +1,153 @@
+"""Run a study (or one slice of it) and collect the records a report is built from.
+
+For each unit (a family on one training-set size): the K settings train with the search seed; the best
+setting at each budget point (lowest KID, the study's criterion) then trains with the re-seeding seeds.
+Settings train one at a time through the engine: on CPU, trials grouped in one program (genjax.train.trials)
+were measured slower than one at a time (benchmarks/trials.py), so grouping is left to accelerators.
+
+Everything lands in the workdir: study_plan.json (the protocol), one run directory and trial.json per trial,
+and units/<family>_n<size>.json when a unit is complete. Rerunning resumes; finished trials are reused.
+"""
+
+import dataclasses
+import json
+import logging
+import math
+import os
+
+from tqdm.auto import tqdm
+
+from genjax import data
+from genjax.errors import UserError
+from genjax.metrics.classifier import load_classifier
+from genjax.study.plan import Protocol, Unit, check, settings_of, units_of
+from genjax.study.trials import Trial, run_trial
+
+log = logging.getLogger("genjax")
+CRITERION = "kid"  # the metric that picks each family's best setting (lower is better)
+
+
+def score(point: dict | None) -> float:
+    """The criterion at a point; a missing or non-finite value (a diverged trial) ranks last."""
+    value = (point or {}).get("metrics", {}).get(CRITERION)
+    return value if value is not None and math.isfinite(value) else math.inf
+
+
+def point_at(record: dict, index: int) -> dict | None:
+    points = record["points"]
+    return points[index] if index < len(points) else None
+
+
+def best_settings(protocol: Protocol, search: list[dict]) -> list[int]:
+    """The best setting index at each budget point, from the K search records (ties: the lower index)."""
+    return [min(range(len(search)), key=lambda k: (score(point_at(search[k], i)), k)) for i in range(len(protocol.budgets))]
+
+
+def _unit_path(root: str, unit: Unit) -> str:
+    return os.path.join(root, "units", f"{unit.family}_n{unit.data_size}.json")
+
+
+def plan_path(root: str) -> str:
+    return os.path.join(root, "study_plan.json")
+
+
+def write_plan(root: str, protocol: Protocol) -> None:
+    """study_plan.json; a workdir holding another study's plan is refused (its records would mix)."""
+    path = plan_path(root)
+    plan = {"protocol": dataclasses.asdict(protocol), "fingerprint": protocol.fingerprint()}
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        if old.get("fingerprint") != plan["fingerprint"]:
+            raise UserError(
+                f"{root} holds another study (protocol {old.get('fingerprint')}); give a new --workdir or the same options as before"
+            )
+        return
+    os.makedirs(root, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(plan, f, indent=1)
+
+
+def run_unit(protocol: Protocol, contender, unit: Unit, root: str, classifier, test, bar) -> dict:
+    """The unit's search and re-seeded trials (resuming any); returns and writes its record."""
+    settings = settings_of(protocol, contender)
+
+    def trial(k: int, seed: int) -> dict:
+        record = run_trial(protocol, contender, Trial(unit.family, unit.data_size, k, settings[k], seed), root, classifier, test)
+        bar.update(1)
+        return record
+
+    search = [trial(k, protocol.search_seed) for k in range(len(settings))]
+    best = best_settings(protocol, search)
+    chosen = sorted(set(best))
+    bar.total += len(chosen) * protocol.reseeds - protocol.reseeds  # the estimate counted one chosen setting per unit
+    bar.refresh()
+    reseeded = {str(k): [trial(k, seed) for seed in protocol.seeds[1:]] for k in chosen}
+    record = {
+        "unit": dataclasses.asdict(unit),
+        "root": os.path.abspath(root),
+        "settings": settings,
+        "search": search,
+        "best": best,
+        "reseeded": reseeded,
+    }
+    os.makedirs(os.path.dirname(_unit_path(root, unit)), exist_ok=True)
+    with open(_unit_path(root, unit) + ".tmp", "w") as f:
+        json.dump(record, f, default=float)
+    os.replace(_unit_path(root, unit) + ".tmp", _unit_path(root, unit))
+    return record
+
+
+def run_study(protocol: Protocol, contenders: dict, root: str, shard: tuple[int, int] = (0, 1)) -> list[dict]:
+    """Run the units of slice `shard` = (i, n) (units i, i + n, ...); returns their records."""
+    train = data.load(protocol.dataset, "train")
+    check(protocol, contenders, train.num_examples)
+    write_plan(root, protocol)
+    test = data.load(protocol.dataset, "test")
+    classifier = load_classifier(train, test, protocol.classifier_steps)
+    units = units_of(protocol)[shard[0] :: shard[1]]
+    estimate = len(units) * (protocol.num_settings + protocol.reseeds)
+    with tqdm(total=estimate, desc="study trials", unit="trial", position=0, dynamic_ncols=True) as bar:
+        records = []
+        for unit in units:
+            bar.set_postfix_str(unit.name)
+            records.append(run_unit(protocol, contenders[unit.family], unit, root, classifier, test, bar))
+    return records
+
+
+def read_units(protocol: Protocol, roots: list[str]) -> list[dict]:
+    """Every unit's record of the study, from the workdirs of its slices. Raises UserError naming the first
+    unit that no slice finished, or a slice whose files are corrupted or belong to another study."""
+    found = {}
+    for root in roots:
+        path = plan_path(root)
+        try:
+            with open(path) as f:
+                fingerprint = json.load(f)["fingerprint"]
+        except (OSError, ValueError, KeyError):
+            raise UserError(f"{root} is not a study slice (no readable study_plan.json); give the --workdir of each slice") from None
+        if fingerprint != protocol.fingerprint():
+            raise UserError(f"{root} is a slice of another study (protocol {fingerprint}, not {protocol.fingerprint()})")
+        for unit in units_of(protocol):
+            unit_file = _unit_path(root, unit)
+            if not os.path.exists(unit_file):
+                continue
+            try:
+                with open(unit_file) as f:
+                    found[unit.name] = {**json.load(f), "root": os.path.abspath(root)}
+            except ValueError:
+                raise UserError(f"{unit_file} is corrupted (not JSON); rerun that slice to rebuild it") from None
+    for unit in units_of(protocol):
+        if unit.name not in found:
+            raise UserError(f"unit {unit.name} is in no slice of {', '.join(roots)}: run its slice (or rerun the study) first")
+    return [found[unit.name] for unit in units_of(protocol)]
+
+
+def read_protocol(root: str) -> Protocol:
+    """The protocol a slice's study_plan.json records."""
+    try:
+        with open(plan_path(root)) as f:
+            values = json.load(f)["protocol"]
+    except (OSError, ValueError, KeyError):
+        raise UserError(f"{root} is not a study slice (no readable study_plan.json); give the --workdir of each slice") from None
+    return Protocol(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})

@@ -1,0 +1,147 @@
+"""One study trial: a family with one setting, one training-set size and one seed, trained through the
+engine up to each budget point in turn (each point resumes the last: the engine's resume is exact) and
+measured there with the metrics its capabilities allow (genjax.evaluate, through the registry).
+
+A trial's record (trial.json in its run directory) grows one point at a time, so an interrupted study
+resumes at the point it stopped in, from that run's last checkpoint; a finished trial is never retrained.
+Training time and evaluation time are recorded apart: the budget counts training only.
+"""
+
+import dataclasses
+import json
+import logging
+import os
+import time
+
+import jax
+
+from genjax import experiment
+from genjax.comparison import UNLIMITED_STEPS, contender_config, split_budget
+from genjax.evaluate import evaluate_state
+from genjax.study.plan import Protocol
+from genjax.train import TrainingDiverged
+
+log = logging.getLogger("genjax")
+# steps per device call under a time budget: the flow's U-Net takes 0.4 s a step on 2 CPU cores, so its default
+# 100 would overshoot a 10 s budget by up to 40 s
+SECONDS_STEPS_PER_CALL = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class Trial:
+    family: str
+    data_size: int
+    setting_index: int
+    setting: dict
+    seed: int
+
+    def directory(self, root: str) -> str:
+        return os.path.join(root, "runs", self.family, f"n{self.data_size}", f"setting{self.setting_index}", f"seed{self.seed}")
+
+    def identity(self, protocol: Protocol) -> dict:
+        """What decides this trial's numbers: a record with another identity is never reused."""
+        return {
+            "family": self.family,
+            "data_size": self.data_size,
+            "setting_index": self.setting_index,
+            "setting": self.setting,
+            "seed": self.seed,
+            "protocol": protocol.fingerprint(),
+        }
+
+
+def budget_adjust(protocol: Protocol, budget: float, stages: tuple):
+    """adjust(stage, config) for genjax.experiment.run_stages: train up to `budget`, split over the stages
+    by their budget shares (the VQ-VAE's prior: a third of the seconds, or half as many steps)."""
+
+    def adjust(stage, config):
+        split_budget(config, stage, stages, *((budget, 0.0) if protocol.unit == "steps" else (0, budget)))
+        # evaluate and checkpoint at the budget point only (the engine always does both at the end)
+        config.eval_every = config.checkpoint_every = UNLIMITED_STEPS
+        if protocol.unit == "seconds":  # the engine checks the clock between calls: short calls overshoot less
+            config.steps_per_call = min(config.steps_per_call, SECONDS_STEPS_PER_CALL)
+        config.num_samples, config.figures = 16, False  # the run's own sample grid only: the study draws its own figures
+        config.keep_checkpoints = 1  # resuming needs the last one only: a third of the disk
+        return config
+
+    return adjust
+
+
+def trial_config(protocol: Protocol, contender, trial: Trial):
+    config = contender_config(contender, protocol.dataset, trial.seed, protocol.batch_size)
+    config.update(trial.setting)
+    config.train_examples = trial.data_size
+    return config
+
+
+def _read(path: str):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _write(path: str, record: dict) -> None:
+    with open(path + ".tmp", "w") as f:
+        json.dump(record, f, indent=1, default=float)
+    os.replace(path + ".tmp", path)
+
+
+def read_record(root: str, trial: Trial, protocol: Protocol) -> dict | None:
+    """The trial's record when it belongs to this protocol (None: not started or another study's)."""
+    record = _read(os.path.join(trial.directory(root), "trial.json"))
+    return record if record and record.get("identity") == trial.identity(protocol) else None
+
+
+def is_finished(record: dict | None, protocol: Protocol) -> bool:
+    return bool(record) and (record.get("diverged") is not None or len(record["points"]) == len(protocol.budgets))
+
+
+def run_trial(protocol: Protocol, contender, trial: Trial, root: str, classifier, test) -> dict:
+    """Train and measure `trial` at every budget point it has not reached yet; returns its record."""
+    directory = trial.directory(root)
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, "trial.json")
+    record = read_record(root, trial, protocol) or {"identity": trial.identity(protocol), "points": [], "diverged": None}
+    if is_finished(record, protocol):
+        return record
+    config = trial_config(protocol, contender, trial)
+    train, _ = experiment.load_data(config)
+    for budget in protocol.budgets[len(record["points"]) :]:
+        adjust = budget_adjust(protocol, budget, contender.stages)
+        try:
+            results = experiment.run_stages(config.copy_and_resolve_references(), directory, contender.experiment, contender.stages, adjust)
+        except TrainingDiverged as error:
+            log.warning("%s diverged before budget %g: %s", trial, budget, error)
+            record["diverged"] = {"budget": budget, "error": str(error)}
+            break
+        started = time.perf_counter()
+        last = results[-1]
+        key = jax.random.PRNGKey(trial.seed)  # every point and every family: the same evaluation keys
+        metrics = evaluate_state(
+            last.family,
+            last.state,
+            last.config,
+            train,
+            test,
+            key,
+            protocol.num_samples,
+            protocol.iwae_samples,
+            classifier=classifier,
+            likelihood_examples=protocol.likelihood_examples,
+        )
+        record["points"].append(
+            {
+                "budget": budget,
+                "steps": results[0].summary["steps"],
+                "train_seconds": sum(r.summary.get("total_train_seconds", r.summary["train_seconds"]) for r in results),
+                # XLA's count per step of each stage times its steps (a refitted prior: only its last fit's)
+                "flops": sum(r.summary["flops_per_step"] * r.summary["steps"] for r in results),
+                "eval_seconds": time.perf_counter() - started,
+                "metrics": metrics,
+            }
+        )
+        _write(path, record)
+    _write(path, record)
+    return record

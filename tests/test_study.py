@@ -1,0 +1,228 @@
+"""The study: search spaces, intervals, the map, expected best, bad input, and `--quick` end to end (report,
+resume, slices and merging)."""
+
+import html.parser
+import itertools
+import json
+import math
+import os
+import shutil
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from experiments import study as study_cli
+from genjax import models
+from genjax.errors import EXIT_BAD_INPUT, UserError
+from genjax.search import Choice, LogUniform, Uniform, draw_settings, space_of
+from genjax.study import analysis
+from genjax.study.plan import Protocol
+from genjax.study.trials import budget_adjust
+
+# one worker runs this module, so the --quick study below runs once per test session
+pytestmark = pytest.mark.xdist_group("study")
+
+
+def test_settings_start_with_the_defaults_and_are_reproducible_per_family():
+    contender = study_cli.CONTENDERS["gan"]
+    config = contender.config()
+    space = space_of(models.get("gan"), config)
+    first = draw_settings(space, config, 6, seed=0, name="gan")
+    assert first[0] == {field: config[field] for field in space}
+    assert first == draw_settings(space, config, 6, seed=0, name="gan")
+    assert first[1:] != draw_settings(space, config, 6, seed=1, name="gan")[1:]
+    assert first[1:] != draw_settings(space, config, 6, seed=0, name="dcgan")[1:]
+    for setting in first[1:]:
+        assert 1e-5 <= setting["learning_rate"] <= 1e-2 and 0 <= setting["adam_b1"] < 1 and setting["n_critic"] in (1, 5)
+
+
+def test_the_gradient_penalty_weight_is_searched_only_with_the_penalty():
+    assert "gp_weight" in space_of(models.get("gan"), study_cli.CONTENDERS["wgan_gp"].config())
+    assert "gp_weight" not in space_of(models.get("gan"), study_cli.CONTENDERS["dcgan"].config())
+
+
+def test_every_study_family_declares_a_space_of_its_own_config_fields():
+    for name, contender in study_cli.CONTENDERS.items():
+        config = contender.config()
+        space = space_of(models.get(config.model), config)
+        assert "learning_rate" in space, name
+        assert all(field in config for field in space), name
+
+
+@pytest.mark.parametrize(
+    "distribution, check",
+    [
+        (LogUniform(1e-4, 1e-1), lambda x: 1e-4 <= x <= 1e-1),
+        (Uniform(0.2, 0.4), lambda x: 0.2 <= x < 0.4),
+        (Choice((8, 16)), lambda x: x in (8, 16)),
+    ],
+)
+def test_distributions_draw_inside_their_range(distribution, check):
+    rng = np.random.default_rng(0)
+    draws = [distribution.draw(rng) for _ in range(200)]
+    assert all(check(x) for x in draws)
+    if isinstance(distribution, LogUniform):  # uniform in log10 on [-4, -1]: mean -2.5, standard error 0.06 at 200 draws
+        assert np.mean(np.log10(draws)) == pytest.approx(-2.5, abs=0.25)
+
+
+def test_expected_best_equals_the_mean_minimum_over_every_subset():
+    scores = [3.0, 1.0, 4.0, 1.5, 9.0, 2.6]
+    expected = analysis.expected_best(scores)
+    for k in range(1, len(scores) + 1):
+        brute = np.mean([min(subset) for subset in itertools.combinations(scores, k)])
+        assert expected[k - 1] == pytest.approx(brute)
+    assert expected[0] == pytest.approx(np.mean(scores)) and expected[-1] == min(scores)
+
+
+def test_interval_is_the_student_t_interval_and_needs_two_finite_values():
+    mean, low, high = analysis.interval([1.0, 2.0, 3.0])
+    half = stats.t.ppf(0.975, 2) * 1.0 / math.sqrt(3)
+    assert (mean, low, high) == pytest.approx((2.0, 2.0 - half, 2.0 + half))
+    assert analysis.interval([1.0]) is None and analysis.interval([1.0, math.inf]) is None
+
+
+def _cell(mean, half, sign=1.0):
+    return {"interval": (mean, mean - half, mean + half), "sign": sign}
+
+
+def test_the_map_names_a_winner_only_when_the_intervals_separate():
+    assert analysis.decide({"a": _cell(1.0, 0.1), "b": _cell(2.0, 0.1)})[0] == "a"
+    assert analysis.decide({"a": _cell(1.0, 0.6), "b": _cell(2.0, 0.6), "c": _cell(5.0, 0.1)})[0] == "a ~ b"
+    assert analysis.decide({"a": _cell(1.0, 0.1, -1.0), "b": _cell(2.0, 0.1, -1.0)})[0] == "b"  # higher is better
+    assert analysis.decide({"a": {"interval": None, "sign": 1.0}})[0] == ""
+
+
+def test_a_seconds_budget_is_split_over_the_stages_by_their_shares():
+    contender = study_cli.CONTENDERS["vqvae"]
+    adjust = budget_adjust(Protocol(families=("vqvae",)), 30.0, contender.stages)
+    budgets = [adjust(stage, contender.config()).time_budget for stage in contender.stages]
+    assert budgets == pytest.approx([20.0, 10.0])
+    steps = Protocol(families=("vqvae",), unit="steps", budgets=(400.0,))
+    assert [
+        adjust(s, contender.config()).num_steps for s in contender.stages for adjust in [budget_adjust(steps, 400.0, contender.stages)]
+    ] == [400, 200]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--families", "vae,nosuch"], "unknown family 'nosuch'"),
+        (["--settings", "0"], "the number of settings K must be >= 1"),
+        (["--budgets", ""], "the budget list is empty"),
+        (["--budgets", "20,10"], "strictly increasing"),
+        (["--data_sizes", "500,99999"], "data size 99999 is outside"),
+        (["--shard", "9/3"], "--shard 9/3 is out of range"),
+        (["--shard", "x"], "--shard must be i/n"),
+        (["--merge", "/nonexistent/slice"], "is not a study slice"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2_before_any_training(tmp_path, capsys, argv, message):
+    workdir = tmp_path / "study"
+    assert study_cli.main([*argv, "--workdir", str(workdir)]) == EXIT_BAD_INPUT
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0], errors
+    assert not (workdir / "runs").exists()
+
+
+class _Images(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.sources = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.sources.append(dict(attrs)["src"])
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    """The --quick study, run once for the tests below."""
+    root = tmp_path_factory.mktemp("study") / "quick"
+    assert study_cli.main(["--quick", "--workdir", str(root)]) == 0
+    return root
+
+
+def test_quick_study_writes_the_report_with_every_image_present(quick):
+    for name in ("study.md", "study.html", "study.json"):
+        assert (quick / name).exists()
+    parser = _Images()
+    parser.feed((quick / "study.html").read_text())
+    assert {"fig_settings.png", "fig_expected_best.png", "fig_budget.png", "fig_samples.png"} <= set(parser.sources)
+    assert all((quick / source).is_file() and (quick / source).stat().st_size > 1000 for source in parser.sources)
+    result = json.loads((quick / "study.json").read_text())
+    verdicts = result["map"]["sample quality"]["verdicts"]
+    assert set(verdicts) == {"200", "500"} and all(len(row) == 2 for row in verdicts.values())
+    assert all(v for row in verdicts.values() for v in row)  # every cell has re-seeded intervals
+    text = (quick / "study.md").read_text()
+    assert "Which, when" in text and "Published rankings" in text and "Quality bars" in text
+
+
+def test_every_point_records_steps_seconds_and_flops(quick):
+    result = json.loads((quick / "study.json").read_text())
+    for unit in result["units"]:
+        for record in unit["search"]:
+            steps = [p["steps"] for p in record["points"]]
+            assert steps == [20, 40]
+            assert all(p["flops"] > 0 and p["train_seconds"] > 0 and p["eval_seconds"] > 0 for p in record["points"])
+            assert record["points"][1]["flops"] == pytest.approx(2 * record["points"][0]["flops"])
+            assert {"kid", "frechet_distance", "recall"} <= set(record["points"][0]["metrics"])
+
+
+def test_a_rerun_reuses_finished_trials_and_a_lost_point_is_recomputed_exactly(quick, capsys):
+    trial_dir = quick / "runs" / "vae" / "n200" / "setting1" / "seed0"
+    path = trial_dir / "trial.json"
+    record = json.loads(path.read_text())
+    lost = record["points"].pop()
+    path.write_text(json.dumps(record))
+    # and its checkpoint (the study keeps the last only): steps 0-40 in one go must equal 0-20, then 20-40
+    shutil.rmtree(trial_dir / "checkpoints")
+    before = {p: os.path.getmtime(p) for p in (quick / "runs" / "gan" / "n500" / "setting0" / "seed0").glob("trial.json")}
+    assert study_cli.main(["--quick", "--workdir", str(quick)]) == 0
+    again = json.loads(path.read_text())["points"][-1]
+    assert again["steps"] == lost["steps"]
+    for name in ("kid", "frechet_distance", "neg_elbo", "nll_iwae"):
+        assert again["metrics"][name] == pytest.approx(lost["metrics"][name], rel=1e-4), name
+    assert {p: os.path.getmtime(p) for p in before} == before  # untouched: reused, not retrained
+
+
+def test_slices_merge_into_the_same_map_and_a_missing_slice_is_named(quick, tmp_path, capsys):
+    slices = [tmp_path / "slice0", tmp_path / "slice1"]
+    for size, directory in zip((200, 500), slices):
+        (directory / "units").mkdir(parents=True)
+        shutil.copy(quick / "study_plan.json", directory)
+        for unit in (quick / "units").glob(f"*_n{size}.json"):
+            shutil.copy(unit, directory / "units")
+        for family in ("gan", "vae"):
+            shutil.copytree(quick / "runs" / family / f"n{size}", directory / "runs" / family / f"n{size}")
+    merged = tmp_path / "merged"
+    assert study_cli.main(["--merge", *map(str, slices), "--workdir", str(merged)]) == 0
+    assert json.loads((merged / "study.json").read_text())["map"] == json.loads((quick / "study.json").read_text())["map"]
+    capsys.readouterr()
+    assert study_cli.main(["--merge", str(slices[0]), "--workdir", str(merged)]) == EXIT_BAD_INPUT
+    assert "unit gan/n500 is in no slice" in capsys.readouterr().err
+    (slices[1] / "units" / "vae_n500.json").write_text("{not json")
+    assert study_cli.main(["--merge", *map(str, slices), "--workdir", str(merged)]) == EXIT_BAD_INPUT
+    assert "vae_n500.json is corrupted" in capsys.readouterr().err
+
+
+def test_a_slice_runs_only_its_units_and_says_so(quick, capsys):
+    assert study_cli.main(["--quick", "--workdir", str(quick), "--shard", "1/4"]) == 0
+    assert "slice 1/4 done" in capsys.readouterr().out
+
+
+def test_a_workdir_of_another_study_is_refused(quick, capsys):
+    assert study_cli.main(["--quick", "--settings", "3", "--workdir", str(quick)]) == EXIT_BAD_INPUT
+    assert "holds another study" in capsys.readouterr().err
+
+
+def test_train_examples_cuts_the_training_split_and_refuses_more_than_it_has():
+    from genjax import experiment
+
+    config = study_cli.CONTENDERS["vae"].config()
+    config.train_examples = 300
+    train, test = experiment.load_data(config)
+    assert train.num_examples == 300 and test.num_examples == 500
+    config.train_examples = 10**6
+    with pytest.raises(UserError, match="train_examples=1000000 is more than the 4500 training examples"):
+        experiment.load_data(config)
