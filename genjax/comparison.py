@@ -32,7 +32,7 @@ import jax
 
 from genjax import data, experiment, report
 from genjax.errors import UserError
-from genjax.evaluate import draw_samples, evaluate_state, load_run
+from genjax.evaluate import draw_samples, evaluate_result, load_run
 from genjax.metrics import registry, sample_quality
 from genjax.metrics.classifier import images_of, load_classifier
 from genjax.metrics.frechet import frechet_distance_between
@@ -209,18 +209,7 @@ def measure_contender(contender, budget: Budget, dataset: str, seed: int, workdi
         record.update(metrics={}, diverged=str(error), train_seconds=None, examples_per_s=None, steps=None, curve=curve)
         return record, None
     last, summaries = results[-1], [r.summary for r in results]
-    metrics = evaluate_state(
-        last.family,
-        last.state,
-        last.config,
-        train,
-        test,
-        key,
-        settings.num_samples,
-        settings.iwae_samples,
-        classifier=classifier,
-        likelihood_examples=settings.likelihood_examples,
-    )
+    metrics = evaluate_result(last, train, test, key, settings.num_samples, settings.iwae_samples, classifier, settings.likelihood_examples)
     if classifier and "frechet_distance" in metrics:
         curve.append((_train_seconds(summaries), metrics["frechet_distance"]))
     first = summaries[0]

@@ -157,6 +157,24 @@ def evaluate_state(
     return metrics
 
 
+def evaluate_result(
+    result, train: data.Dataset, test: data.Dataset, key, num_samples: int, iwae_samples: int, classifier, likelihood_examples: int
+) -> dict:
+    """`evaluate_state` of a fit's result (genjax.train.FitResult: its family, state and config)."""
+    return evaluate_state(
+        result.family,
+        result.state,
+        result.config,
+        train,
+        test,
+        key,
+        num_samples,
+        iwae_samples,
+        classifier=classifier,
+        likelihood_examples=likelihood_examples,
+    )
+
+
 def read_run_config(run_dir: str):
     """The config a run directory was trained with, from its config.json alone."""
     path = os.path.join(run_dir, "config.json")

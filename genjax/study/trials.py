@@ -17,7 +17,7 @@ import jax
 
 from genjax import experiment
 from genjax.comparison import UNLIMITED_STEPS, contender_config, split_budget
-from genjax.evaluate import evaluate_state
+from genjax.evaluate import evaluate_result
 from genjax.study.plan import Protocol
 from genjax.train import TrainingDiverged
 
@@ -119,18 +119,13 @@ def run_trial(protocol: Protocol, contender, trial: Trial, root: str, classifier
         started = time.perf_counter()
         last = results[-1]
         key = jax.random.PRNGKey(trial.seed)  # every point and every family: the same evaluation keys
-        metrics = evaluate_state(
-            last.family,
-            last.state,
-            last.config,
-            train,
-            test,
-            key,
-            protocol.num_samples,
-            protocol.iwae_samples,
-            classifier=classifier,
-            likelihood_examples=protocol.likelihood_examples,
-        )
+        try:
+            p = protocol
+            metrics = evaluate_result(last, train, test, key, p.num_samples, p.iwae_samples, classifier, p.likelihood_examples)
+        except ValueError as error:  # e.g. non-finite samples from finite parameters: scikit-learn refuses NaN
+            log.warning("%s could not be evaluated at budget %g: %s", trial, budget, error)
+            record["diverged"] = {"budget": budget, "error": f"evaluation failed: {error}"}
+            break
         record["points"].append(
             {
                 "budget": budget,
