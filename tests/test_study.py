@@ -86,6 +86,17 @@ def _cell(mean, half, sign=1.0):
     return {"interval": (mean, mean - half, mean + half), "sign": sign}
 
 
+def test_the_cell_ranks_lower_kid_and_higher_recall_first():
+    unit = {
+        "best": [0],
+        "search": [{"points": [{"metrics": {"kid": 1.0, "recall": 0.5}}]}],
+        "reseeded": {"0": [{"points": [{"metrics": {"kid": v, "recall": r}}]} for v, r in ((1.0, 0.5), (2.0, 0.6))]},
+    }
+    assert analysis.family_cell(unit, 0, ("kid",))["sign"] == 1.0
+    assert analysis.family_cell(unit, 0, ("recall",))["sign"] == -1.0
+    assert analysis.family_cell(unit, 0, ("kid",))["interval"][0] == pytest.approx(1.5)
+
+
 def test_the_map_names_a_winner_only_when_the_intervals_separate():
     assert analysis.decide({"a": _cell(1.0, 0.1), "b": _cell(2.0, 0.1)})[0] == "a"
     assert analysis.decide({"a": _cell(1.0, 0.6), "b": _cell(2.0, 0.6), "c": _cell(5.0, 0.1)})[0] == "a ~ b"
@@ -167,6 +178,9 @@ def test_every_point_records_steps_seconds_and_flops(quick):
             assert all(p["flops"] > 0 and p["train_seconds"] > 0 and p["eval_seconds"] > 0 for p in record["points"])
             assert record["points"][1]["flops"] == pytest.approx(2 * record["points"][0]["flops"])
             assert {"kid", "frechet_distance", "recall"} <= set(record["points"][0]["metrics"])
+    trial = quick / "runs" / "gan" / "n200" / "setting0" / "seed0"
+    assert (trial / "samples_40.png").exists() and not (trial / "curves.png").exists()  # figures=False: the study draws its own
+    assert len(list((trial / "checkpoints").iterdir())) == 1  # keep_checkpoints=1
 
 
 def test_a_rerun_reuses_finished_trials_and_a_lost_point_is_recomputed_exactly(quick, capsys):

@@ -58,14 +58,13 @@ def family_cell(unit: dict, budget_index: int, names: tuple) -> dict | None:
     name = found[0] if found else names[0]
     reseeded = [metric_of(point_at(r, budget_index), (name,)) for r in unit["reseeded"].get(str(k), [])]
     values = [v[1] if v else math.nan for v in reseeded]
-    better = METRICS[name].better
     return {
         "setting": k,
         "metric": name,
         "search": found[1] if found else math.nan,
         "seeds": values,
         "interval": interval(values),
-        "sign": 1.0 if better == "lower" else -1.0,
+        "sign": -float(METRICS[name].better),  # registry: -1 when lower is better; the map ranks by sign x mean, lowest first
     }
 
 

@@ -87,8 +87,8 @@ def budget_figure(path: str, protocol, units: list[dict]) -> bool:
                 for axis, _ in AXES:
                     xs[axis].append(point[i][axis])
                 ys.append(centre)
-                # a log axis cannot show KID <= 0: the lower bar stops just above zero
-                lows.append(min(centre - cell["interval"][1], centre - 1e-6) if cell["interval"] else 0.0)
+                # a log axis cannot show KID <= 0: a lower bar below a tenth of the value is cut there
+                lows.append(centre - max(cell["interval"][1], centre / 10) if cell["interval"] else 0.0)
                 highs.append(cell["interval"][2] - centre if cell["interval"] else 0.0)
             for ax, (axis, _) in zip(row, AXES):
                 if ys:

@@ -166,7 +166,11 @@ def write_study_report(root: str, protocol, units: list[dict], header: dict) -> 
     for name, title, draw in (
         ("fig_settings.png", "KID over the K settings (default circled)", settings_figure),
         ("fig_expected_best.png", "expected best KID after k settings (Lucic et al. 2018)", expected_best_figure),
-        ("fig_budget.png", "best setting's KID against steps, seconds and FLOPs (95% seed intervals)", budget_figure),
+        (
+            "fig_budget.png",
+            "best setting's KID against steps, seconds and FLOPs (95% seed intervals; lower bars cut at a tenth of the value)",
+            budget_figure,
+        ),
     ):
         if draw(os.path.join(root, name), protocol, units):
             figures.append((title, name))
