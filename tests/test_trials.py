@@ -76,10 +76,11 @@ def test_each_trial_equals_its_setting_trained_alone(mnist, make_config, setting
         alone = _alone(config, setting, train, steps)
         for (path, got), want in zip(_leaves(group.trial_state(trained, index)), jax.tree.leaves(alone), strict=True):
             # A bias that feeds a BatchNorm has a zero gradient up to rounding, which Adam normalizes into steps
-            # of about lr in either direction; such biases, and the running means that see them, agree to
-            # steps * lr. Everything else agrees to float tolerance.
+            # of up to lr in either direction, independently in the two runs: such biases, and the running means
+            # that see them, agree to 2 * steps * lr (steps * lr was exceeded by 3% on an AMD EPYC). Everything
+            # else agrees to float tolerance.
             loose = ("generator" in path or "discriminator" in path) and any(name in path for name in PRE_NORM_BIASES)
-            atol = steps * setting["learning_rate"] if loose else 2e-5
+            atol = 2 * steps * setting["learning_rate"] if loose else 2e-5
             np.testing.assert_allclose(got, want, rtol=2e-4, atol=atol, err_msg=path)
     first, second = (group.trial_state(trained, i) for i in (0, 1))
     assert any(not np.allclose(a, b, atol=1e-3) for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(second)))  # settings differ
