@@ -38,6 +38,7 @@ from genjax.metrics.classifier import images_of, load_classifier
 from genjax.metrics.frechet import frechet_distance_between
 from genjax.report_figures import interpolation_figure
 from genjax.train import TrainingDiverged
+from genjax.train.rundir import write_json_atomically
 
 log = logging.getLogger("genjax")
 UNLIMITED_STEPS = 10**9
@@ -220,9 +221,7 @@ def measure_contender(contender, budget: Budget, dataset: str, seed: int, workdi
         steps=first["steps"],
         curve=curve,
     )
-    with open(record_path + ".tmp", "w") as f:
-        json.dump(record, f, indent=1, default=float)
-    os.replace(record_path + ".tmp", record_path)
+    write_json_atomically(record_path, record)
     return record, last
 
 

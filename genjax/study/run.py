@@ -22,6 +22,7 @@ from genjax.errors import UserError
 from genjax.metrics.classifier import load_classifier
 from genjax.study.plan import Protocol, Unit, check, settings_of, units_of
 from genjax.study.trials import Trial, run_trial
+from genjax.train.rundir import write_json_atomically
 
 log = logging.getLogger("genjax")
 CRITERION = "kid"  # the metric that picks each family's best setting (lower is better)
@@ -92,9 +93,7 @@ def run_unit(protocol: Protocol, contender, unit: Unit, root: str, classifier, t
         "reseeded": reseeded,
     }
     os.makedirs(os.path.dirname(_unit_path(root, unit)), exist_ok=True)
-    with open(_unit_path(root, unit) + ".tmp", "w") as f:
-        json.dump(record, f, default=float)
-    os.replace(_unit_path(root, unit) + ".tmp", _unit_path(root, unit))
+    write_json_atomically(_unit_path(root, unit), record, indent=None)
     return record
 
 
@@ -120,12 +119,7 @@ def read_units(protocol: Protocol, roots: list[str]) -> list[dict]:
     unit that no slice finished, or a slice whose files are corrupted or belong to another study."""
     found = {}
     for root in roots:
-        path = plan_path(root)
-        try:
-            with open(path) as f:
-                fingerprint = json.load(f)["fingerprint"]
-        except (OSError, ValueError, KeyError):
-            raise UserError(f"{root} is not a study slice (no readable study_plan.json); give the --workdir of each slice") from None
+        fingerprint = _read_plan(root)["fingerprint"]
         if fingerprint != protocol.fingerprint():
             raise UserError(f"{root} is a slice of another study (protocol {fingerprint}, not {protocol.fingerprint()})")
         for unit in units_of(protocol):
@@ -143,11 +137,19 @@ def read_units(protocol: Protocol, roots: list[str]) -> list[dict]:
     return [found[unit.name] for unit in units_of(protocol)]
 
 
-def read_protocol(root: str) -> Protocol:
-    """The protocol a slice's study_plan.json records."""
+def _read_plan(root: str) -> dict:
+    """A slice's study_plan.json ({'protocol', 'fingerprint'}). Raises UserError when it has none readable."""
     try:
         with open(plan_path(root)) as f:
-            values = json.load(f)["protocol"]
-    except (OSError, ValueError, KeyError):
-        raise UserError(f"{root} is not a study slice (no readable study_plan.json); give the --workdir of each slice") from None
+            plan = json.load(f)
+    except (OSError, ValueError):
+        plan = None
+    if not isinstance(plan, dict) or not {"protocol", "fingerprint"} <= set(plan):
+        raise UserError(f"{root} is not a study slice (no readable study_plan.json); give the --workdir of each slice")
+    return plan
+
+
+def read_protocol(root: str) -> Protocol:
+    """The protocol a slice's study_plan.json records."""
+    values = _read_plan(root)["protocol"]
     return Protocol(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})

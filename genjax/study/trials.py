@@ -20,6 +20,7 @@ from genjax.comparison import UNLIMITED_STEPS, contender_config, split_budget
 from genjax.evaluate import evaluate_result
 from genjax.study.plan import Protocol
 from genjax.train import TrainingDiverged
+from genjax.train.rundir import write_json_atomically
 
 log = logging.getLogger("genjax")
 # steps per device call under a time budget: the flow's U-Net takes 0.4 s a step on 2 CPU cores, so its default
@@ -82,12 +83,6 @@ def _read(path: str):
         return None
 
 
-def _write(path: str, record: dict) -> None:
-    with open(path + ".tmp", "w") as f:
-        json.dump(record, f, indent=1, default=float)
-    os.replace(path + ".tmp", path)
-
-
 def read_record(root: str, trial: Trial, protocol: Protocol) -> dict | None:
     """The trial's record when it belongs to this protocol (None: not started or another study's)."""
     record = _read(os.path.join(trial.directory(root), "trial.json"))
@@ -137,6 +132,6 @@ def run_trial(protocol: Protocol, contender, trial: Trial, root: str, classifier
                 "metrics": metrics,
             }
         )
-        _write(path, record)
-    _write(path, record)
+        write_json_atomically(path, record)
+    write_json_atomically(path, record)  # a diverged trial's last word
     return record

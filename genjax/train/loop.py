@@ -21,7 +21,6 @@ every checkpoint, which Orbax writes cooperatively.
 
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 import signal
@@ -41,7 +40,7 @@ from genjax.train.chunks import TrainChunks, tree_all_finite
 from genjax.train.evaluation import make_evaluate
 from genjax.train.family import Family, count_params
 from genjax.train.parallel import any_process, global_array, is_primary, make_mesh, put_data_shards, replicated, wait_for_all_processes
-from genjax.train.rundir import WorkdirLock, ensure_writable, prepare_workdir
+from genjax.train.rundir import WorkdirLock, ensure_writable, prepare_workdir, write_json_atomically
 from genjax.train.signals import Interrupted, StopRequests
 from genjax.train.writer import MetricWriter
 
@@ -282,16 +281,9 @@ def _fit(family, config, train, test, workdir, experiment, files_dir, start_time
         summary["flops_per_step"] = flops
         artifacts.write_final(family, state, test, evaluations.samples, start.keys.figures, files_dir, config.figures)
         start.checkpoints.wait()
-        _write_json_atomically(os.path.join(files_dir, "summary.json"), summary)
+        write_json_atomically(os.path.join(files_dir, "summary.json"), summary, indent=2)
         return FitResult(state, summary, family, config)
     finally:
         chunk_log.close()
         writer.close()
         start.checkpoints.close()
-
-
-def _write_json_atomically(path: str, value: dict) -> None:
-    """Write JSON to `path` via a temporary file and a rename: readers never see half a file."""
-    with open(path + ".tmp", "w") as f:
-        json.dump(value, f, indent=2)
-    os.replace(path + ".tmp", path)

@@ -87,3 +87,11 @@ class WorkdirLock:
         fcntl.flock(self.file, fcntl.LOCK_UN)
         self.file.close()
         return False
+
+
+def write_json_atomically(path: str, value: dict, indent: int | None = 1) -> None:
+    """Write JSON to `path` via a temporary file and a rename: readers never see half a file (numpy scalars
+    are written as floats)."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(value, f, indent=indent, default=float)
+    os.replace(path + ".tmp", path)
