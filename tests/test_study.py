@@ -1,6 +1,7 @@
 """The study: search spaces, intervals, the map, expected best, bad input, and `--quick` end to end (report,
 resume, slices and merging)."""
 
+import dataclasses
 import html.parser
 import itertools
 import json
@@ -181,6 +182,28 @@ def test_every_point_records_steps_seconds_and_flops(quick):
     trial = quick / "runs" / "gan" / "n200" / "setting0" / "seed0"
     assert (trial / "samples_40.png").exists() and not (trial / "curves.png").exists()  # figures=False: the study draws its own
     assert len(list((trial / "checkpoints").iterdir())) == 1  # keep_checkpoints=1
+
+
+def test_a_reseeded_setting_trains_up_to_the_last_point_it_is_best_at(monkeypatch, tmp_path):
+    """Setting 1 is best at the first budget point only, setting 0 at the other two: setting 1's re-seeds
+    stop after one point, setting 0's go to the last."""
+    from genjax.study import run as study_run
+
+    kids = {0: [5.0, 1.0, 1.0], 1: [2.0, 3.0, 4.0]}
+    asked = []
+
+    def fake_trial(protocol, contender, trial, root, classifier, test, num_points=None):
+        asked.append((trial.setting_index, trial.seed, num_points))
+        points = [{"metrics": {"kid": kid}} for kid in kids[trial.setting_index % 2][:num_points]]
+        return {"points": points, "diverged": None}
+
+    monkeypatch.setattr(study_run, "run_trial", fake_trial)
+    protocol = dataclasses.replace(study_cli.DEFAULT, families=("vae",), num_settings=2, reseeds=2)
+    bar = study_run.tqdm(total=0, disable=True)
+    unit = study_run.run_unit(protocol, study_cli.CONTENDERS["vae"], study_run.Unit("vae", 500), str(tmp_path), None, None, bar)
+    assert unit["best"] == [1, 0, 0]
+    assert sorted(asked[2:]) == [(0, 1, 3), (0, 2, 3), (1, 1, 1), (1, 2, 1)]
+    assert {k: [len(r["points"]) for r in runs] for k, runs in unit["reseeded"].items()} == {"0": [3, 3], "1": [1, 1]}
 
 
 def test_a_rerun_reuses_finished_trials_and_a_lost_point_is_recomputed_exactly(quick, capsys):

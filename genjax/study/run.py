@@ -1,7 +1,8 @@
 """Run a study (or one slice of it) and collect the records a report is built from.
 
 For each unit (a family on one training-set size): the K settings train with the search seed; the best
-setting at each budget point (lowest KID, the study's criterion) then trains with the re-seeding seeds.
+setting at each budget point (lowest KID, the study's criterion) then trains with the re-seeding seeds, up to
+the last budget point it is best at.
 Settings train one at a time through the engine: on CPU, trials grouped in one program (genjax.train.trials)
 were measured slower than one at a time (benchmarks/trials.py), so grouping is left to accelerators.
 
@@ -73,8 +74,10 @@ def run_unit(protocol: Protocol, contender, unit: Unit, root: str, classifier, t
     """The unit's search and re-seeded trials (resuming any); returns and writes its record."""
     settings = settings_of(protocol, contender)
 
-    def trial(k: int, seed: int) -> dict:
-        record = run_trial(protocol, contender, Trial(unit.family, unit.data_size, k, settings[k], seed), root, classifier, test)
+    def trial(k: int, seed: int, num_points: int | None = None) -> dict:
+        record = run_trial(
+            protocol, contender, Trial(unit.family, unit.data_size, k, settings[k], seed), root, classifier, test, num_points
+        )
         bar.update(1)
         return record
 
@@ -83,7 +86,9 @@ def run_unit(protocol: Protocol, contender, unit: Unit, root: str, classifier, t
     chosen = sorted(set(best))
     bar.total += len(chosen) * protocol.reseeds - protocol.reseeds  # the estimate counted one chosen setting per unit
     bar.refresh()
-    reseeded = {str(k): [trial(k, seed) for seed in protocol.seeds[1:]] for k in chosen}
+    # a re-seeded setting trains up to the last budget point it is best at: the report reads it there only
+    until = {k: 1 + max(i for i, b in enumerate(best) if b == k) for k in chosen}
+    reseeded = {str(k): [trial(k, seed, until[k]) for seed in protocol.seeds[1:]] for k in chosen}
     record = {
         "unit": dataclasses.asdict(unit),
         "root": os.path.abspath(root),

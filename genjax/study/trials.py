@@ -89,21 +89,23 @@ def read_record(root: str, trial: Trial, protocol: Protocol) -> dict | None:
     return record if record and record.get("identity") == trial.identity(protocol) else None
 
 
-def is_finished(record: dict | None, protocol: Protocol) -> bool:
-    return bool(record) and (record.get("diverged") is not None or len(record["points"]) == len(protocol.budgets))
+def is_finished(record: dict | None, num_points: int) -> bool:
+    return bool(record) and (record.get("diverged") is not None or len(record["points"]) >= num_points)
 
 
-def run_trial(protocol: Protocol, contender, trial: Trial, root: str, classifier, test) -> dict:
-    """Train and measure `trial` at every budget point it has not reached yet; returns its record."""
+def run_trial(protocol: Protocol, contender, trial: Trial, root: str, classifier, test, num_points: int | None = None) -> dict:
+    """Train and measure `trial` at each of the first `num_points` budget points (default all) it has not
+    reached yet; returns its record."""
     directory = trial.directory(root)
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, "trial.json")
     record = read_record(root, trial, protocol) or {"identity": trial.identity(protocol), "points": [], "diverged": None}
-    if is_finished(record, protocol):
+    num_points = len(protocol.budgets) if num_points is None else num_points
+    if is_finished(record, num_points):
         return record
     config = trial_config(protocol, contender, trial)
     train, _ = experiment.load_data(config)
-    for budget in protocol.budgets[len(record["points"]) :]:
+    for budget in protocol.budgets[len(record["points"]) : num_points]:
         adjust = budget_adjust(protocol, budget, contender.stages)
         try:
             results = experiment.run_stages(config.copy_and_resolve_references(), directory, contender.experiment, contender.stages, adjust)
