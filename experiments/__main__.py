@@ -11,7 +11,7 @@ import sys
 import experiments
 from genjax.errors import EXIT_BAD_INPUT
 
-DRIVERS = ("compare", "study")  # commands that run the experiments, not experiments themselves
+DRIVERS = ("compare", "study", "pacgan_table")  # commands that run the experiments, not experiments themselves
 
 
 def names() -> list[str]:

@@ -17,6 +17,11 @@ RUNS = {  # experiment -> (overrides, shape of samples.npz, test metrics)
     "wgan_gp_mnist": (TINY_CONV, (25, 28, 28, 1), {"d_real", "d_fake", "d_loss", "g_loss"}),
     "sngan_mnist": (TINY_CONV, (25, 28, 28, 1), {"d_real", "d_fake", "d_loss", "g_loss"}),
     "gan_toy2d": ({}, (25, 2), {"d_real", "d_fake", "d_loss", "g_loss", "mode_distance", "high_quality", "modes_populated"}),
+    "pacgan_toy2d": (
+        {"pack": 2, "g_hidden_sizes": (16, 16), "d_hidden_sizes": (16, 16)},
+        (25, 2),
+        {"d_real", "d_fake", "d_loss", "g_loss", "mode_distance", "high_quality", "modes_populated"},
+    ),
     "cvae_mnist": ({}, (20, 28, 28, 1), {"neg_elbo", "reconstruction", "kl", "recon_mse"}),
 }
 

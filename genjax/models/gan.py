@@ -6,6 +6,10 @@ A generator G maps z ~ N(0, I) to data; a discriminator (critic) D scores data. 
     architecture:       'mlp' or 'conv' (DCGAN, Radford et al. 2016; images only)
     discriminator_norm: 'none', 'batch' (DCGAN) or 'spectral' (SN-GAN, Miyato et al. 2018)
     conditional:        class-conditional G (Mirza & Osindero 2014) and projection D (Miyato & Koyama 2018)
+    pack:               PacGAN (Lin et al. 2018): D scores m = pack examples at once, reals packed with
+                        reals and fakes with fakes (gan_nets.pack_examples); 1 is the unpacked GAN
+    g_norm, d_activation: BatchNorm in the MLP generator, maxout units in the MLP discriminator (PacGAN's
+                        2-D networks)
 (see genjax.losses for the losses' maths). The state is one pytree:
 
     {"generator":     {"params", ["batch_stats"]},        flax variables of G
@@ -46,7 +50,16 @@ import optax
 from genjax import losses
 from genjax.config import check, check_choice
 from genjax.data.toy2d import TOY_DATASETS, mixture_modes
-from genjax.models.gan_nets import NORMS, ConvDiscriminator, ConvGenerator, MLPDiscriminator, MLPGenerator
+from genjax.models.gan_nets import (
+    ACTIVATIONS,
+    GENERATOR_NORMS,
+    NORMS,
+    ConvDiscriminator,
+    ConvGenerator,
+    MLPDiscriminator,
+    MLPGenerator,
+    pack_examples,
+)
 from genjax.nn.conditioning import class_rows
 from genjax.search import Choice, LogUniform, Uniform
 from genjax.train import policy
@@ -75,6 +88,10 @@ def defaults() -> dict:
         "conv_channels": (32, 64),
         "upsample": "subpixel",
         "discriminator_norm": "none",
+        "g_norm": "none",
+        "d_activation": "leaky_relu",
+        "maxout_pieces": 5,
+        "pack": 1,
         "conditional": False,
         "n_critic": 1,
         "gp_weight": 10.0,
@@ -92,6 +109,23 @@ def validate(config) -> None:
     check(config.latent_dim > 0, f"latent_dim must be a positive integer, got {config.latent_dim}")
     for field in ("g_hidden_sizes", "d_hidden_sizes", "conv_channels"):
         check(len(config[field]) > 0 and all(w > 0 for w in config[field]), f"{field} must be positive widths, got {config[field]}")
+    check_choice(config, "g_norm", GENERATOR_NORMS)
+    check_choice(config, "d_activation", ACTIVATIONS)
+    check(config.maxout_pieces >= 2, f"maxout_pieces must be >= 2, got {config.maxout_pieces}")
+    check(config.pack >= 1, f"pack must be a positive integer, got {config.pack}")
+    check(
+        config.batch_size % config.pack == 0,
+        f"batch_size {config.batch_size} is not a multiple of pack {config.pack}; D scores whole packs, so choose e.g. batch_size {config.batch_size // config.pack * config.pack or config.pack}",
+    )
+    check(not (config.conditional and config.pack > 1), "pack > 1 has no class label per pack; use conditional False with pack")
+    check(
+        config.architecture == "mlp" or (config.g_norm == "none" and config.d_activation == "leaky_relu"),
+        "g_norm and d_activation 'maxout' are for the MLP networks; use architecture 'mlp' or leave them at their defaults",
+    )
+    check(
+        not (config.d_activation == "maxout" and config.discriminator_norm != "none"),
+        "maxout units are not normalized; use discriminator_norm 'none' with d_activation 'maxout'",
+    )
     check(config.n_critic >= 1, f"n_critic must be a positive integer, got {config.n_critic}")
     check(config.gp_weight >= 0, f"gp_weight must be >= 0, got {config.gp_weight}")
     for field in ("adam_b1", "adam_b2"):
@@ -112,8 +146,12 @@ def build_networks(config, dataset):
     if config.architecture == "conv":
         generator = ConvGenerator(tuple(dataset.example_shape), tuple(reversed(config.conv_channels)), config.upsample, num_classes)
         return generator, ConvDiscriminator(tuple(config.conv_channels), config.discriminator_norm, num_classes)
-    generator = MLPGenerator(tuple(dataset.example_shape), tuple(config.g_hidden_sizes), dataset.data_key == "image", num_classes)
-    return generator, MLPDiscriminator(tuple(config.d_hidden_sizes), config.discriminator_norm, num_classes)
+    is_image = dataset.data_key == "image"
+    generator = MLPGenerator(tuple(dataset.example_shape), tuple(config.g_hidden_sizes), is_image, num_classes, config.g_norm)
+    discriminator = MLPDiscriminator(
+        tuple(config.d_hidden_sizes), config.discriminator_norm, num_classes, config.d_activation, config.maxout_pieces
+    )
+    return generator, discriminator
 
 
 def run(module, variables: dict, *inputs, train: bool):
@@ -152,7 +190,7 @@ def make_family(config, dataset) -> Family:
     num_classes = dataset.num_classes if config.conditional else 0
     gradient_penalty = config.adversarial_loss == "wasserstein_gp"
     conv_networks = config.architecture == "conv"
-    n_critic, gp_weight, latent_dim = config.n_critic, config.gp_weight, config.latent_dim
+    n_critic, gp_weight, latent_dim, pack = config.n_critic, config.gp_weight, config.latent_dim, config.pack
     mixture = mixture_modes(dataset.name) if dataset.name in ("ring8", "grid25") else None
 
     def to_model_space(x):
@@ -168,7 +206,7 @@ def make_family(config, dataset) -> Family:
         g_key, d_key = jax.random.split(key)
         real, labels = inputs(batch)
         g_variables = generator.init(g_key, jnp.zeros((len(real), latent_dim)), labels)
-        d_variables = discriminator.init(d_key, real, labels)
+        d_variables = discriminator.init(d_key, pack_examples(real, pack), labels)
         return {
             "generator": g_variables,
             "discriminator": d_variables,
@@ -204,15 +242,17 @@ def make_family(config, dataset) -> Family:
             return run(generator, {**state["generator"], "params": g_params}, z, labels, train=True)
 
         fake, pull_back, g_variables = jax.vjp(generate, state["generator"]["params"], has_aux=True)
+        # D sees packs: the gradient penalty interpolates between real and fake packs (Lin et al. 2018)
+        real_packs, fake_packs = pack_examples(real, pack), pack_examples(jax.lax.stop_gradient(fake), pack)
         d_grads, (d_variables, metrics) = jax.grad(discriminator_objective, has_aux=True)(
-            state["discriminator"]["params"], state["discriminator"], real, jax.lax.stop_gradient(fake), labels, penalty_key
+            state["discriminator"]["params"], state["discriminator"], real_packs, fake_packs, labels, penalty_key
         )
         d_params, d_opt_state = apply_gradients(d_tx, state["discriminator"]["params"], state["d_opt_state"], d_grads)
         d_variables = {**d_variables, "params": d_params}
 
         def update_generator(g_params, g_opt_state):
             def loss_of_fakes(fake):
-                scores, _ = run(discriminator, d_variables, fake, labels, train=True)  # D's statistics are D's step's
+                scores, _ = run(discriminator, d_variables, pack_examples(fake, pack), labels, train=True)  # D's statistics are D's step's
                 return jnp.mean(generator_loss(scores))
 
             (g_grads,) = pull_back(jax.grad(loss_of_fakes)(fake))
@@ -240,10 +280,11 @@ def make_family(config, dataset) -> Family:
     def eval_step(state, batch, key):
         real, labels = inputs(batch)
         fake = generate_for_eval(state, key, labels, len(real))
-        real_scores = run(discriminator, state["discriminator"], real, labels, train=False)[0]
-        fake_scores = run(discriminator, state["discriminator"], fake, labels, train=False)[0]
+        real_scores = run(discriminator, state["discriminator"], pack_examples(real, pack), labels, train=False)[0]
+        fake_scores = run(discriminator, state["discriminator"], pack_examples(fake, pack), labels, train=False)[0]
         real_term, fake_term = discriminator_loss_terms(real_scores, fake_scores)
         metrics = {"d_real": real_term, "d_fake": fake_term, "d_loss": real_term + fake_term, "g_loss": generator_loss(fake_scores)}
+        metrics = {name: jnp.repeat(value, pack) for name, value in metrics.items()}  # a pack's score for each of its examples
         if mixture is not None:
             metrics.update(mixture_scores(fake, *mixture))
         return metrics
@@ -287,6 +328,10 @@ FIELDS = {
     "conv_channels": "conv discriminator widths (the conv generator mirrors them)",
     "upsample": "conv generator upsampling: subpixel (fast on CPU) or transpose (4x4 stride-2, as DCGAN)",
     "discriminator_norm": "none, batch (DCGAN) or spectral (SN-GAN)",
+    "g_norm": "MLP generator: none, or batch (BatchNorm before every hidden ReLU)",
+    "d_activation": "MLP discriminator units: leaky_relu, or maxout (Goodfellow et al. 2013)",
+    "maxout_pieces": "linear pieces of each maxout unit (d_activation maxout)",
+    "pack": "PacGAN (Lin et al. 2018): examples D scores together; batch_size must be a multiple",
     "conditional": "condition G and D on the class label; sample grids get one row per class",
     "n_critic": "discriminator steps per generator step (WGAN-GP: 5); num_steps counts discriminator steps",
     "gp_weight": "gradient penalty weight lambda (adversarial_loss wasserstein_gp only)",

@@ -29,6 +29,8 @@ from genjax.nn.conditioning import with_labels
 from genjax.nn.conv import Conv, depth_to_space, matrix_lecun_normal
 
 NORMS = ("none", "batch", "spectral")
+GENERATOR_NORMS = ("none", "batch")
+ACTIVATIONS = ("leaky_relu", "maxout")
 SPECTRAL_COLLECTION = "spectral"  # the power-iteration vectors u and the estimates sigma of each layer
 BATCH_NORM_MOMENTUM = 0.9  # PyTorch's default (0.1 in its convention): running averages follow G and D as they train
 LEAKY_SLOPE = 0.2  # the discriminator's LeakyReLU slope in Radford et al. (2016)
@@ -71,17 +73,47 @@ def normalized_layer(layer: nn.Module, x: jax.Array, norm: str, train: bool) -> 
     return layer(x)
 
 
+def pack_examples(x: jax.Array, pack: int) -> jax.Array:
+    """PacGAN's packing (Lin et al. 2018, section 3): m = `pack` consecutive examples become one input of
+    the discriminator, [B, ..., C] -> [B / m, ..., m * C]: examples mB..mB+m-1 concatenated along the last
+    (channel) axis, so an image pack is an m-channel image for a convolutional D and a 2-D pack is one
+    2m-vector for an MLP D. Batches are shuffled, so consecutive examples are independent draws."""
+    if pack == 1:
+        return x
+    grouped = x.reshape(x.shape[0] // pack, pack, *x.shape[1:])
+    return jnp.moveaxis(grouped, 1, -2).reshape(x.shape[0] // pack, *x.shape[1:-1], pack * x.shape[-1])
+
+
+class Maxout(nn.Module):
+    """max over `pieces` linear maps to `width` units (Goodfellow et al. 2013, "Maxout Networks")."""
+
+    width: int
+    pieces: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return nn.Dense(self.width * self.pieces)(x).reshape(x.shape[0], self.width, self.pieces).max(axis=-1)
+
+
 class MLPGenerator(nn.Module):
-    """z (+ one-hot label) -> ReLU MLP -> data of `data_shape`; tanh for images, linear for 2-D points."""
+    """z (+ one-hot label) -> ReLU MLP -> data of `data_shape`; tanh for images, linear for 2-D points.
+    norm 'batch' puts BatchNorm before every hidden ReLU (the PacGAN generator of Lin et al. 2018)."""
 
     data_shape: Sequence[int]
     hidden_sizes: Sequence[int] = (256, 512)
     image_output: bool = True
     num_classes: int = 0
+    norm: str = "none"
 
     @nn.compact
     def __call__(self, z: jax.Array, labels: jax.Array | None = None, train: bool = False) -> jax.Array:
-        out = MLP(tuple(self.hidden_sizes), math.prod(self.data_shape))(with_labels(z, labels, self.num_classes))
+        h = with_labels(z, labels, self.num_classes)
+        if self.norm == "batch":
+            for width in self.hidden_sizes:
+                h = nn.relu(batch_norm(train)(nn.Dense(width)(h)))
+            out = nn.Dense(math.prod(self.data_shape))(h)
+        else:
+            out = MLP(tuple(self.hidden_sizes), math.prod(self.data_shape))(h)
         out = out.reshape(z.shape[0], *self.data_shape)
         return jnp.tanh(out) if self.image_output else out
 
@@ -90,17 +122,23 @@ class MLPDiscriminator(nn.Module):
     """data -> Dense layers with LeakyReLU -> one score per example (`score`).
 
     norm 'batch' normalizes every hidden layer but the first (as DCGAN does for its input layer);
-    'spectral' normalizes every layer's weights, the output layer included.
+    'spectral' normalizes every layer's weights, the output layer included. activation 'maxout' makes each
+    hidden layer a `Maxout` of `pieces` (PacGAN's 2-D discriminator; no normalization).
     """
 
     hidden_sizes: Sequence[int] = (512, 256)
     norm: str = "none"
     num_classes: int = 0
+    activation: str = "leaky_relu"
+    pieces: int = 5
 
     @nn.compact
     def __call__(self, x: jax.Array, labels: jax.Array | None = None, train: bool = False) -> jax.Array:
         h = x.reshape(x.shape[0], -1)
         for i, width in enumerate(self.hidden_sizes):
+            if self.activation == "maxout":
+                h = Maxout(width, self.pieces)(h)
+                continue
             h = normalized_layer(nn.Dense(width), h, self.norm, train)
             if self.norm == "batch" and i > 0:
                 h = batch_norm(train)(h)

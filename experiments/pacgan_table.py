@@ -1,0 +1,149 @@
+"""The PacGAN table (Lin et al. 2018, Table 1), measured: for each 2-D mixture and pack size m, `--runs`
+runs of pacgan_toy2d (seeds 0, 1, ...), each scored on 2,500 samples by modes captured, % high-quality
+samples and reverse KL (genjax.metrics.modes), reported as mean and standard error over the runs beside
+the paper's numbers. The discriminator's batch is the paper's 100 packs (batch_size 100 m).
+
+    python -m experiments.pacgan_table --steps 20000 --runs 10            # the measured table (README)
+    python -m experiments.pacgan_table --packs 1,4 --runs 3 --steps 2000  # a quick look
+
+Writes pacgan_table.md and pacgan_table.json in --workdir (default runs/pacgan_table). Each run keeps its
+own run directory and result.json: a rerun reuses finished runs and resumes an interrupted one.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import jax
+import numpy as np
+
+from experiments import pacgan_toy2d
+from genjax import data, experiment
+from genjax.errors import UserError
+from genjax.evaluate import draw_samples
+from genjax.metrics.modes import NUM_SAMPLES, mode_coverage
+from genjax.train.rundir import write_json_atomically
+
+MIXTURES = ("ring8", "grid25")
+METRICS = ("modes_captured", "high_quality_percent", "reverse_kl")
+# Lin et al. (2018), Table 1: (mean, standard error) over 10 runs of modes, % high quality, reverse KL
+PAPER = {
+    "ring8": {
+        1: (6.3, 0.5, 98.2, 0.2, 0.45, 0.09),
+        2: (7.9, 0.1, 95.6, 2.0, 0.07, 0.03),
+        3: (7.8, 0.1, 97.7, 0.3, 0.10, 0.02),
+        4: (7.8, 0.1, 95.9, 1.4, 0.07, 0.02),
+    },
+    "grid25": {
+        1: (17.3, 0.8, 94.8, 0.7, 0.70, 0.07),
+        2: (23.8, 0.7, 91.3, 0.8, 0.13, 0.04),
+        3: (24.6, 0.4, 94.2, 0.4, 0.06, 0.02),
+        4: (24.8, 0.2, 93.6, 0.6, 0.04, 0.01),
+    },
+}
+
+
+def run_config(dataset: str, pack: int, seed: int, steps: int):
+    config = pacgan_toy2d.get_config()
+    config.update(dataset=dataset, pack=pack, batch_size=pacgan_toy2d.PAPER_BATCH_PACKS * pack, seed=seed, num_steps=steps)
+    config.eval_every = config.checkpoint_every = steps
+    config.figures = False
+    return config
+
+
+def measure(dataset: str, pack: int, seed: int, steps: int, root: str) -> dict:
+    """One run's mode coverage (reused when its result.json says it finished these steps)."""
+    directory = os.path.join(root, dataset, f"pack{pack}", f"seed{seed}")
+    path = os.path.join(directory, "result.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            done = json.load(f)
+        if done.get("steps") == steps:
+            return done
+    result = experiment.run(run_config(dataset, pack, seed, steps), directory, "pacgan_toy2d")
+    samples = draw_samples(result.family, result.state, jax.random.PRNGKey(seed), NUM_SAMPLES)
+    record = {"steps": steps, "train_seconds": result.summary["train_seconds"], **mode_coverage(samples, *data.mixture_modes(dataset))}
+    write_json_atomically(path, record)
+    return record
+
+
+def summarize(runs: list[dict]) -> dict:
+    """{metric: (mean, standard error)} over runs (the error is 0 for one run)."""
+    out = {}
+    for name in METRICS:
+        values = np.array([r[name] for r in runs], np.float64)
+        out[name] = (float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0)
+    return out
+
+
+def markdown(table: dict, runs: int, steps: int) -> str:
+    lines = [
+        f"PacGAN table: mean +- standard error over {runs} runs of {steps:,} steps each; paper: Lin et al. (2018), Table 1 (10 runs, 400 epochs).",
+        "",
+        "| mixture | pack | modes | high quality % | reverse KL | paper modes | paper high quality % | paper reverse KL |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for dataset, by_pack in table.items():
+        for pack, summary in by_pack.items():
+            ours = " | ".join(f"{summary[name][0]:.2f} +- {summary[name][1]:.2f}" for name in METRICS)
+            paper = PAPER[dataset].get(pack)
+            theirs = " | ".join(f"{paper[2 * i]} +- {paper[2 * i + 1]}" for i in range(3)) if paper else " | ".join(["-"] * 3)
+            name = "GAN" if pack == 1 else f"PacGAN{pack}"
+            lines.append(f"| {dataset} | {name} | {ours} | {theirs} |")
+    return "\n".join(lines) + "\n"
+
+
+def _ints(text: str) -> tuple:
+    try:
+        return tuple(int(part) for part in text.split(",") if part)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.pacgan_table", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--workdir", default="runs/pacgan_table")
+    parser.add_argument("--datasets", default=",".join(MIXTURES), help="comma-separated mixtures (ring8, grid25)")
+    parser.add_argument("--packs", type=_ints, default=(1, 2, 3, 4), help="pack sizes m (1: the plain GAN)")
+    parser.add_argument("--runs", type=int, default=10, help="runs (seeds) per mixture and pack size")
+    parser.add_argument("--steps", type=int, default=20000, help="training steps of each run")
+    args = parser.parse_args(argv)
+    datasets = tuple(d for d in args.datasets.split(",") if d)
+    for name in datasets:
+        if name not in MIXTURES:
+            raise UserError(f"unknown mixture '{name}'; choose from {', '.join(MIXTURES)}")
+    if not datasets or not args.packs or min(args.packs) < 1:
+        raise UserError("give at least one mixture and pack sizes >= 1, e.g. --datasets ring8 --packs 1,4")
+    if args.runs < 1 or args.steps < 1:
+        raise UserError(f"--runs and --steps must be >= 1, got {args.runs} and {args.steps}")
+    return args, datasets
+
+
+def main(argv=None) -> int:
+    from genjax.cli import configure_logging, exit_code_for
+
+    configure_logging()
+    try:
+        args, datasets = parse_args(sys.argv[1:] if argv is None else argv)
+        table = {
+            dataset: {
+                pack: summarize([measure(dataset, pack, seed, args.steps, args.workdir) for seed in range(args.runs)])
+                for pack in args.packs
+            }
+            for dataset in datasets
+        }
+    except (Exception, KeyboardInterrupt) as error:  # one line and an exit code; finished runs are kept
+        return exit_code_for(error)
+    text = markdown(table, args.runs, args.steps)
+    write_json_atomically(os.path.join(args.workdir, "pacgan_table.json"), {"runs": args.runs, "steps": args.steps, "table": table})
+    with open(os.path.join(args.workdir, "pacgan_table.md"), "w") as f:
+        f.write(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
