@@ -26,6 +26,8 @@ def get_config():
     config.noise_std = 0.5
     config.mask_fraction = 0.25
     config.code_stats_decay = 0.99
+    config.sampler = "gaussian"  # or gmm: a mixture fitted to the training codes (Ghosh et al. 2020)
+    config.gmm_components = 10
     return config
 
 

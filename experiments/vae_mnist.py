@@ -24,6 +24,8 @@ def get_config():
     config.beta = 1.0
     config.kl_warmup_steps = 0
     config.ema_decay = 0.99
+    config.sampler = "prior"  # or gmm: a mixture fitted to the training codes (Ghosh et al. 2020)
+    config.gmm_components = 10
     return config
 
 

@@ -27,8 +27,12 @@ also reports denoise_mse, the squared error per pixel between the clean image an
 its corrupted version. (Trained on corrupted inputs only, it reconstructs clean inputs less well than a
 plain autoencoder: with masking noise they are brighter than anything it saw.)
 
+sampler 'gmm' samples from a 10-component full-covariance Gaussian mixture fitted to the codes of every
+training image instead (Ghosh et al. 2020's GMM variant; genjax.models.ex_post); 'gaussian' is the above.
+
 Config fields: architecture ('mlp' | 'conv'), hidden_sizes, conv_channels, latent_dim, reconstruction_loss ('bce' |
-'mse'), noise ('none' | 'gaussian' | 'mask'), noise_std, mask_fraction, code_stats_decay.
+'mse'), noise ('none' | 'gaussian' | 'mask'), noise_std, mask_fraction, code_stats_decay, sampler
+('gaussian' | 'gmm'), gmm_components.
 """
 
 import math
@@ -40,6 +44,7 @@ import optax
 
 from genjax import losses
 from genjax.config import check, check_choice
+from genjax.models.ex_post import with_gmm_sampler
 from genjax.nn import MLP, ConvDecoder, ConvEncoder
 from genjax.search import Choice, LogUniform, Uniform
 from genjax.train.family import Family
@@ -47,6 +52,7 @@ from genjax.train.optim import apply_gradients
 
 ARCHITECTURES = ("mlp", "conv")
 NOISES = ("none", "gaussian", "mask")
+SAMPLERS = ("gaussian", "gmm")  # the moving Gaussian of the codes, or a mixture fitted to them after training
 
 
 class Autoencoder(nn.Module):
@@ -125,6 +131,9 @@ def validate(config) -> None:
     check(math.isfinite(config.noise_std) and config.noise_std >= 0, f"noise_std must be >= 0, got {config.noise_std}")
     check(0 <= config.mask_fraction < 1, f"mask_fraction must be in [0, 1), got {config.mask_fraction}")
     check(0 <= config.code_stats_decay < 1, f"code_stats_decay must be in [0, 1), got {config.code_stats_decay}")
+    sampler = config.get("sampler", "gaussian")  # configs saved before samplers existed have none
+    check(sampler in SAMPLERS, f"unknown sampler '{sampler}'; choose one of: {', '.join(SAMPLERS)}")
+    check(config.get("gmm_components", 10) >= 1, f"gmm_components must be >= 1, got {config.get('gmm_components')}")
 
 
 def build_model(config, image_shape) -> Autoencoder:
@@ -190,7 +199,7 @@ def make_family(config, dataset) -> Family:
     def decode(state, z):
         return jax.nn.sigmoid(model.apply({"params": state["params"]}, z, method=Autoencoder.decode))
 
-    return Family(
+    family = Family(
         name="ae",
         init=init,
         train_step=train_step,
@@ -201,6 +210,9 @@ def make_family(config, dataset) -> Family:
         decode=decode,
         convolutional=config.architecture == "conv",
     )
+    if config.get("sampler", "gaussian") == "gmm":
+        return with_gmm_sampler(family, config.get("gmm_components", 10), config.seed)
+    return family
 
 
 RENAMED = {"loss": "reconstruction_loss"}  # one meaning per field: `loss` was also the GAN's adversarial loss
@@ -227,4 +239,6 @@ FIELDS = {
     "noise_std": "standard deviation of the gaussian input noise",
     "mask_fraction": "fraction of pixels set to 0 by the mask noise",
     "code_stats_decay": "decay of the moving code mean and covariance that samples are drawn from",
+    "sampler": "gaussian (the moving code Gaussian) or gmm (a mixture fitted to the training codes, Ghosh et al. 2020)",
+    "gmm_components": "components of the gmm sampler's full-covariance mixture",
 }

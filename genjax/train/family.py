@@ -26,6 +26,10 @@ Optional hooks:
 
     encode(state, batch) -> codes     the latent representation of a batch ([B, ...]; a VAE's posterior mean)
     decode(state, codes) -> data      data from such codes; with encode, gives latent interpolations
+    ex_post(state, train) -> state    a fit after training on the training set, on the host (e.g. a mixture
+                                      fitted to the training codes, genjax.models.ex_post); the engine applies
+                                      it before every evaluation and checkpoint. The state it returns has the
+                                      same structure; leaves it refits may be numpy arrays
     conditional                       True when `sample` draws n // num_classes examples of each class in
                                       class order, so that sample grids get one row per class
     codebook                          True when eval reports code usage (perplexity, used_fraction)
@@ -75,6 +79,7 @@ class Family:
     encode: Callable[[State, Batch], jax.Array] | None = None
     decode: Callable[[State, jax.Array], jax.Array] | None = None
     log_likelihood: Callable[[State, Batch, jax.Array], jax.Array] | None = None
+    ex_post: Callable | None = None
     codebook: bool = False
     convolutional: bool = False
 

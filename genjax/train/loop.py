@@ -229,6 +229,7 @@ def _train_chunks(family, config, train: Dataset, start: _Start, chunk_log: Chun
             at_checkpoint = step % config.checkpoint_every == 0 or step == config.num_steps or stopping or out_of_time
             if at_eval or at_checkpoint:
                 chunk_log.flush()
+                state = refit_ex_post(family, state, train)
             if at_checkpoint:
                 if not all_finite(state):
                     raise diverged(f"the parameters became non-finite by step {step}", checkpoints)
@@ -243,6 +244,15 @@ def _train_chunks(family, config, train: Dataset, start: _Start, chunk_log: Chun
     indices = batch_indices(config.seed, train.num_examples, config.batch_size, 0, 1, start.num_shards)
     flops = train_chunk.step_flops(state, train_data, indices, train_key)
     return state, final_step, out_of_time, train_chunk.compile_seconds, flops
+
+
+def refit_ex_post(family, state, train: Dataset):
+    """The family's `ex_post` fit applied to the state (unchanged without one), its refitted leaves placed
+    like the ones they replace. Every process fits the same data the same way, so they stay identical."""
+    if family.ex_post is None:
+        return state
+    fitted = family.ex_post(state, train)
+    return jax.tree.map(lambda new, old: new if isinstance(new, jax.Array) else global_array(new, old.sharding), fitted, state)
 
 
 def _summary(config, experiment, train, test, start: _Start, state, steps, chunk_log: ChunkLog, test_metrics, compile_seconds, wall):
