@@ -111,6 +111,24 @@ def hinge_generator_loss(fake_scores: jax.Array) -> jax.Array:
     return -fake_scores
 
 
+def least_squares_discriminator_loss(real_scores: jax.Array, fake_scores: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The least-squares discriminator loss (Mao et al. 2017, "Least Squares Generative Adversarial Networks",
+    eq. 2 with the 0-1 coding a = 0, b = c = 1 of their experiments):
+
+        real term = (D(x) - 1)^2 / 2,   fake term = D(G(z))^2 / 2
+
+    Its minimiser is D*(x) = p_data(x) / (p_data(x) + p_g(x)); scores far on the correct side of the
+    decision boundary are still penalised, so G's gradients do not vanish the way the sigmoid's do.
+    """
+    return 0.5 * jnp.square(real_scores - 1.0), 0.5 * jnp.square(fake_scores)
+
+
+def least_squares_generator_loss(fake_scores: jax.Array) -> jax.Array:
+    """(D(G(z)) - 1)^2 / 2, per generated example: G pulls its samples' scores to the real label c = 1
+    (Mao et al. 2017, eq. 2); with b - c = 1 and b - a = 2 instead it minimises the Pearson chi^2 divergence."""
+    return 0.5 * jnp.square(fake_scores - 1.0)
+
+
 def wasserstein_critic_loss(real_scores: jax.Array, fake_scores: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(-D(x), D(G(z))): minimising their mean maximises E[D(x)] - E[D(G(z))], the Kantorovich-Rubinstein
     estimate of the Wasserstein-1 distance when D is 1-Lipschitz (Arjovsky et al. 2017, "Wasserstein GAN").

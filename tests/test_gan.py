@@ -250,7 +250,7 @@ def test_mixture_scores_count_modes_and_high_quality_samples(name):
     [
         ({"adversarial_loss": "wasserstein_gp", "discriminator_norm": "batch"}, "gradient penalty needs a critic"),
         ({"architecture": "conv", "dataset": "ring8"}, "architecture 'conv' needs images"),
-        ({"adversarial_loss": "least_squares"}, "unknown adversarial_loss"),
+        ({"adversarial_loss": "minimax"}, "unknown adversarial_loss"),
         ({"discriminator_norm": "layer"}, "unknown discriminator_norm"),
         ({"n_critic": 0}, "n_critic must be a positive integer"),
         ({"adam_b2": 1.0}, "adam_b2 must be in"),

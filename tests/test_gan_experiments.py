@@ -15,6 +15,7 @@ RUNS = {  # experiment -> (overrides, shape of samples.npz, test metrics)
     "cgan_mnist": ({}, (20, 28, 28, 1), {"d_real", "d_fake", "d_loss", "g_loss"}),
     "dcgan_mnist": (TINY_CONV, (25, 28, 28, 1), {"d_real", "d_fake", "d_loss", "g_loss"}),
     "wgan_gp_mnist": (TINY_CONV, (25, 28, 28, 1), {"d_real", "d_fake", "d_loss", "g_loss"}),
+    "lsgan_mnist": (TINY_CONV, (25, 28, 28, 1), {"d_real", "d_fake", "d_loss", "g_loss"}),
     "sngan_mnist": (TINY_CONV, (25, 28, 28, 1), {"d_real", "d_fake", "d_loss", "g_loss"}),
     "gan_toy2d": ({}, (25, 2), {"d_real", "d_fake", "d_loss", "g_loss", "mode_distance", "high_quality", "modes_populated"}),
     "pacgan_toy2d": (

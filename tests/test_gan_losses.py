@@ -1,4 +1,4 @@
-"""GAN losses against closed forms: non-saturating, hinge, Wasserstein and the gradient penalty."""
+"""GAN losses against closed forms: non-saturating, hinge, least squares, Wasserstein and the gradient penalty."""
 
 import chex
 import jax
@@ -43,6 +43,28 @@ def test_hinge_and_wasserstein_losses_match_their_closed_forms():
     critic_real, critic_fake = losses.wasserstein_critic_loss(real, fake)
     np.testing.assert_allclose(critic_real + critic_fake, fake - real)
     np.testing.assert_allclose(losses.wasserstein_generator_loss(fake), -fake)
+
+
+def test_least_squares_losses_match_their_closed_forms():
+    real, fake = jnp.array([0.2, 1.5, -1.0]), jnp.array([-0.3, 0.8, 2.0])
+    real_term, fake_term = losses.least_squares_discriminator_loss(real, fake)
+    np.testing.assert_allclose(real_term, [0.32, 0.125, 2.0], rtol=1e-6)  # (D(x) - 1)^2 / 2
+    np.testing.assert_allclose(fake_term, [0.045, 0.32, 2.0], rtol=1e-6)  # D(G(z))^2 / 2
+    np.testing.assert_allclose(losses.least_squares_generator_loss(fake), [0.845, 0.02, 0.5], rtol=1e-5)  # (D(G(z)) - 1)^2 / 2
+
+
+def test_the_least_squares_discriminator_is_optimal_at_the_density_ratio():
+    """Pointwise, p_data (D - 1)^2 / 2 + p_g D^2 / 2 is minimal at D* = p_data / (p_data + p_g) (Mao et al. 2017,
+    eq. 4 with a = 0, b = 1): its gradient vanishes there and nowhere else."""
+    p_data, p_g = jnp.array([0.7, 0.1, 0.5]), jnp.array([0.3, 0.9, 0.5])
+
+    def objective(d):
+        real_term, fake_term = losses.least_squares_discriminator_loss(d, d)
+        return jnp.sum(p_data * real_term + p_g * fake_term)
+
+    optimum = p_data / (p_data + p_g)
+    np.testing.assert_allclose(jax.grad(objective)(optimum), 0.0, atol=1e-7)
+    assert np.all(np.abs(jax.grad(objective)(optimum + 0.1)) > 0.09)
 
 
 def test_gradient_penalty_of_a_linear_critic_is_lambda_times_norm_minus_one_squared():

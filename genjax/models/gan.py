@@ -1,8 +1,9 @@
 """Generative adversarial networks (Goodfellow et al. 2014) and their descendants, as one family.
 
 A generator G maps z ~ N(0, I) to data; a discriminator (critic) D scores data. The config picks
-    adversarial_loss:   'non_saturating' (Goodfellow et al. 2014), 'hinge' (Lim & Ye 2017; Miyato et al. 2018)
-                        or 'wasserstein_gp' (Gulrajani et al. 2017, gradient penalty weight gp_weight)
+    adversarial_loss:   'non_saturating' (Goodfellow et al. 2014), 'hinge' (Lim & Ye 2017; Miyato et al. 2018),
+                        'least_squares' (LSGAN, Mao et al. 2017) or 'wasserstein_gp' (Gulrajani et al. 2017,
+                        gradient penalty weight gp_weight)
     architecture:       'mlp' or 'conv' (DCGAN, Radford et al. 2016; images only)
     discriminator_norm: 'none', 'batch' (DCGAN) or 'spectral' (SN-GAN, Miyato et al. 2018)
     conditional:        class-conditional G (Mirza & Osindero 2014) and projection D (Miyato & Koyama 2018)
@@ -69,6 +70,7 @@ from genjax.train.optim import apply_gradients
 LOSSES = {
     "non_saturating": (losses.non_saturating_discriminator_loss, losses.non_saturating_generator_loss),
     "hinge": (losses.hinge_discriminator_loss, losses.hinge_generator_loss),
+    "least_squares": (losses.least_squares_discriminator_loss, losses.least_squares_generator_loss),
     "wasserstein_gp": (losses.wasserstein_critic_loss, losses.wasserstein_generator_loss),
 }
 ARCHITECTURES = ("mlp", "conv")
@@ -321,7 +323,7 @@ def search_space(config) -> dict:
 
 FIELDS = {
     "architecture": "networks: mlp, or conv (DCGAN; images only)",
-    "adversarial_loss": "non_saturating (Goodfellow 2014), hinge (Lim & Ye 2017) or wasserstein_gp (Gulrajani 2017)",
+    "adversarial_loss": "non_saturating (Goodfellow 2014), hinge (Lim & Ye 2017), least_squares (Mao 2017) or wasserstein_gp (Gulrajani 2017)",
     "latent_dim": "dimension of the generator's input z ~ N(0, I)",
     "g_hidden_sizes": "MLP generator widths",
     "d_hidden_sizes": "MLP discriminator widths",
