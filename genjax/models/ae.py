@@ -44,7 +44,7 @@ import optax
 
 from genjax import losses
 from genjax.config import check, check_choice
-from genjax.models.ex_post import with_gmm_sampler
+from genjax.models.ex_post import check_sampler, with_sampler
 from genjax.nn import MLP, ConvDecoder, ConvEncoder
 from genjax.search import Choice, LogUniform, Uniform
 from genjax.train.family import Family
@@ -131,9 +131,7 @@ def validate(config) -> None:
     check(math.isfinite(config.noise_std) and config.noise_std >= 0, f"noise_std must be >= 0, got {config.noise_std}")
     check(0 <= config.mask_fraction < 1, f"mask_fraction must be in [0, 1), got {config.mask_fraction}")
     check(0 <= config.code_stats_decay < 1, f"code_stats_decay must be in [0, 1), got {config.code_stats_decay}")
-    sampler = config.get("sampler", "gaussian")  # configs saved before samplers existed have none
-    check(sampler in SAMPLERS, f"unknown sampler '{sampler}'; choose one of: {', '.join(SAMPLERS)}")
-    check(config.get("gmm_components", 10) >= 1, f"gmm_components must be >= 1, got {config.get('gmm_components')}")
+    check_sampler(config, SAMPLERS)
 
 
 def build_model(config, image_shape) -> Autoencoder:
@@ -210,9 +208,7 @@ def make_family(config, dataset) -> Family:
         decode=decode,
         convolutional=config.architecture == "conv",
     )
-    if config.get("sampler", "gaussian") == "gmm":
-        return with_gmm_sampler(family, config.get("gmm_components", 10), config.seed)
-    return family
+    return with_sampler(family, config, SAMPLERS)
 
 
 RENAMED = {"loss": "reconstruction_loss"}  # one meaning per field: `loss` was also the GAN's adversarial loss

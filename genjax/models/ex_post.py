@@ -22,11 +22,30 @@ import jax.numpy as jnp
 import numpy as np
 from sklearn.mixture import GaussianMixture
 
+from genjax.config import check
 from genjax.data import Dataset, to_model_batch
 from genjax.train.family import Family
 
 GMM = "gmm"
 ENCODE_BATCH = 500
+DEFAULT_COMPONENTS = 10
+
+
+def check_sampler(config, samplers: tuple) -> str:
+    """The config's sampler, checked against `samplers` (the family's own first, then 'gmm'); configs
+    saved before samplers existed have none and get the family's own."""
+    sampler = config.get("sampler", samplers[0])
+    check(sampler in samplers, f"unknown sampler '{sampler}'; choose one of: {', '.join(samplers)}")
+    components = config.get("gmm_components", DEFAULT_COMPONENTS)
+    check(components >= 1, f"gmm_components must be >= 1, got {components}")
+    return sampler
+
+
+def with_sampler(family: Family, config, samplers: tuple) -> Family:
+    """`family` as it is, or with the gmm sampler when the config asks for it."""
+    if config.get("sampler", samplers[0]) != GMM:
+        return family
+    return with_gmm_sampler(family, config.get("gmm_components", DEFAULT_COMPONENTS), config.seed)
 
 
 def standard_gmm(latent_dim: int, components: int) -> dict:

@@ -39,7 +39,7 @@ from genjax import losses, viz
 from genjax.config import check, check_choice
 from genjax.data import to_model_batch
 from genjax.errors import UserError
-from genjax.models.ex_post import with_gmm_sampler
+from genjax.models.ex_post import check_sampler, with_sampler
 from genjax.nn import MLP, ConvDecoder, ConvEncoder
 from genjax.search import Choice, LogUniform
 from genjax.train.family import Family, check_batch
@@ -111,10 +111,8 @@ def validate(config) -> None:
     check(all(w > 0 for w in config.hidden_sizes), f"hidden_sizes must be positive, got {config.hidden_sizes}")
     check(all(w > 0 for w in config.conv_channels), f"conv_channels must be positive, got {config.conv_channels}")
     check(0 <= config.ema_decay < 1, f"ema_decay must be in [0, 1), got {config.ema_decay}")
-    sampler = config.get("sampler", "prior")  # configs saved before samplers existed have none
-    check(sampler in SAMPLERS, f"unknown sampler '{sampler}'; choose one of: {', '.join(SAMPLERS)}")
+    sampler = check_sampler(config, SAMPLERS)
     check(config.model != "cvae" or sampler == "prior", "the conditional VAE samples each class from its prior; use sampler 'prior'")
-    check(config.get("gmm_components", 10) >= 1, f"gmm_components must be >= 1, got {config.get('gmm_components')}")
     check(config.get("kl_warmup_steps", 0) >= 0, f"kl_warmup_steps must be >= 0, got {config.get('kl_warmup_steps')}")
 
 
@@ -156,9 +154,7 @@ def make_family(config, dataset) -> Family:
         figures=figures if dataset.data_key == "image" else None,
         data_key=dataset.data_key,
     )
-    if config.get("sampler", "prior") == "gmm":  # the posterior means' mixture in place of N(0, I)
-        return with_gmm_sampler(family, config.get("gmm_components", 10), config.seed)
-    return family
+    return with_sampler(family, config, SAMPLERS)  # gmm: the posterior means' mixture in place of N(0, I)
 
 
 def elbo_family(name, model: VAE, config, condition, sample_images, figures=None, conditional=False, data_key="image") -> Family:
