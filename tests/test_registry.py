@@ -22,7 +22,7 @@ from tests.test_vqvae import TINY
 
 
 def test_families_are_the_modules_that_export_make_family():
-    assert set(models.names()) == {"ae", "cvae", "gan", "vae", "vqvae", "vqvae_prior"} | ({"flow"} & set(models.names()))
+    assert set(models.names()) == {"ae", "cvae", "gan", "vae", "vae2stage", "vqvae", "vqvae_prior"} | ({"flow"} & set(models.names()))
     assert models.get("vae").make_family is not None
     for name in ("gan_nets", "nope", "", "a.b"):
         with pytest.raises(UserError, match=f"unknown model '{name}'; choose one of: ae,"):
