@@ -28,7 +28,7 @@ def get_config():
     config.stage2_num_steps = 3000
     config.stage2_learning_rate = 1e-3
     config.stage2_hidden_sizes = (512, 512, 512)
-    config.stage2_input = "sample"
+    config.stage2_input = "mean"  # or sample, the paper's: Frechet distance 187 against 131 at this budget (README)
     return config
 
 

@@ -7,8 +7,9 @@ Stage 2 is a VAE over z itself, with the same latent size D as stage 1 and a lea
 
     u ~ N(0, I),    p(z|u) = N(z; mean2(u), gamma I),    q(u|z) = N(u; mu2(z), diag(sigma2(z)^2)),
 
-fitted to z ~ q(z|x) of the training images under the frozen stage-1 encoder (fresh draws every step, as
-in the paper's code; stage2_input 'mean' fits the posterior means instead) by minimising, per code,
+fitted to the codes of the training images under the frozen stage-1 encoder, by default their posterior
+means (stage2_input 'mean'; 'sample' draws z ~ q(z|x) afresh every step, as the paper's code does), by
+minimising, per code,
 
     loss2 = E_q(u|z)[ |z - mean2(u)|^2 / (2 gamma) ] + D/2 log(2 pi gamma) + KL(q(u|z) || N(0, I))
 
@@ -58,7 +59,7 @@ from genjax.search import LogUniform
 from genjax.train.family import Family, check_batch
 from genjax.train.optim import apply_gradients
 
-STAGE2_INPUTS = ("sample", "mean")
+STAGE2_INPUTS = ("mean", "sample")
 
 
 def stage1_config(config):
@@ -262,7 +263,7 @@ FIELDS = {
     "stage2_num_steps": "training steps of the second VAE (stage 2; 0: stage 1 alone)",
     "stage2_learning_rate": "Adam step size of the second VAE",
     "stage2_hidden_sizes": "MLP hidden widths of the second VAE's encoder (its decoder mirrors them)",
-    "stage2_input": "what stage 2 is fitted to: sample (z ~ q(z|x), fresh every step, as the paper) or mean (the posterior means)",
+    "stage2_input": "what stage 2 is fitted to: mean (the posterior means) or sample (z ~ q(z|x), fresh every step, as the paper's code)",
     "stage1_workdir": "run directory of the trained VAE (set by experiments.vae2stage_mnist)",
     "stage1_step": "checkpoint step of the VAE to fit stage 2 to (0: latest; set by experiments.vae2stage_mnist)",
 }
