@@ -1,0 +1,43 @@
+"""The benchmark tools: the per-operation step profile attributes a conv model's time to its operations."""
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+
+import profile_step  # noqa: E402
+
+
+def test_operations_are_classified_by_what_they_compute():
+    ynn = '%ynn_fusion.3 = f32[32,4,4,64]{3,2,1,0} fusion(%a, %b), kind=kCustom, calls=%c, backend_config={"fusion_config":{"kind":"__ynn_fusion"}}'
+    assert profile_step.kind_of(ynn, "fusion", "ROOT %d = f32[32,4,4,64] convolution(%p0, %p1)") == "library conv/matmul"
+    assert profile_step.kind_of("%c = f32[8,7,7,4] convolution(%a, %b)", "convolution", "") == "XLA convolution"
+    assert profile_step.kind_of("%f = f32[8,4] fusion(%a), calls=%g", "fusion", "ROOT %d = f32[8,4] dot(%a, %b)") == "XLA dot"
+    assert profile_step.kind_of("%f = f32[8,4] fusion(%a), calls=%g", "fusion", "%t = f32[4,8] transpose(%a)") == "transpose/copy"
+    assert profile_step.kind_of("%f = f32[8,4] fusion(%a), calls=%g", "fusion", "%m = f32[8,4] maximum(%a, %b)") == "elementwise/other"
+
+
+def test_sources_name_the_module_and_the_direction():
+    forward = "jit(train_step)/jvp(VAE)/VAE.encode/encoder/Conv_1/conv_general_dilated"
+    backward = "jit(train_step)/transpose(jvp(VAE))/VAE.decode/decoder/Upsample2x_0/Conv_0/conv_general_dilated"
+    assert profile_step.short_source(forward) == "VAE.encode/encoder/Conv_1"
+    assert profile_step.short_source(backward) == "backward VAE.decode/decoder/Upsample2x_0/Conv_0"
+
+
+def test_the_profile_of_the_conv_vae_step_attributes_its_convolutions(tmp_path):
+    out = tmp_path / "profile.json"
+    script = os.path.join(REPO, "benchmarks", "profile_step.py")
+    result = subprocess.run([sys.executable, script, "vae_conv", "--steps", "2", "--json", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    profile = json.loads(out.read_text())
+    assert profile["step_wall_ms"] > 0 and profile["ops"]
+    assert abs(sum(op["ms_per_step"] for op in profile["ops"]) - sum(profile["by_kind"].values())) < 1e-6
+    convolutions = [op for op in profile["ops"] if op["kind"] in ("library conv/matmul", "XLA convolution")]
+    # the conv VAE computes two encoder and two decoder convolutions forward, and their gradients backward
+    assert any(op["source"].count("encoder/Conv_") for op in convolutions)
+    assert any("transpose(jvp" in op["source"] and "decoder" in op["source"] for op in convolutions)
+    assert "| kind | ms/step | share |" in result.stdout
