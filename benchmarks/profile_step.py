@@ -40,7 +40,6 @@ sys.path[:0] = [REPO, os.path.dirname(os.path.abspath(__file__))]  # profile thi
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-
 import throughput  # noqa: E402
 
 LIBRARY_FUSIONS = ("__ynn_fusion", "__xnn_fusion", "__onednn_fusion")
@@ -146,13 +145,17 @@ def report(result: dict, top: int) -> str:
     total = sum(result["by_kind"].values())
     if not total:
         return f"{result['entry']}: no trace event matched an HLO instruction (backend {result['backend']}: read the trace itself)"
-    lines = [f"{result['entry']} ({result['backend']}): step wall time {result['step_wall_ms']:.1f} ms; operations' own time {total:.1f} ms"]
+    lines = [
+        f"{result['entry']} ({result['backend']}): step wall time {result['step_wall_ms']:.1f} ms; operations' own time {total:.1f} ms"
+    ]
     lines += ["", "| kind | ms/step | share |", "| --- | --- | --- |"]
     lines += [f"| {kind} | {ms:.2f} | {ms / total:.0%} |" for kind, ms in sorted(result["by_kind"].items(), key=lambda kv: -kv[1])]
     lines += ["", "| ms/step | share | kind | result | from |", "| --- | --- | --- | --- | --- |"]
     for op in result["ops"][:top]:
         shape = op["shape"].split("{")[0]
-        lines.append(f"| {op['ms_per_step']:.2f} | {op['ms_per_step'] / total:.0%} | {op['kind']} | {shape} | {short_source(op['source'])} |")
+        lines.append(
+            f"| {op['ms_per_step']:.2f} | {op['ms_per_step'] / total:.0%} | {op['kind']} | {shape} | {short_source(op['source'])} |"
+        )
     return "\n".join(lines)
 
 

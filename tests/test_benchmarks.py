@@ -31,7 +31,9 @@ def test_sources_name_the_module_and_the_direction():
 def test_the_profile_of_the_conv_vae_step_attributes_its_convolutions(tmp_path):
     out = tmp_path / "profile.json"
     script = os.path.join(REPO, "benchmarks", "profile_step.py")
-    result = subprocess.run([sys.executable, script, "vae_conv", "--steps", "2", "--json", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, script, "vae_conv", "--steps", "2", "--json", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     profile = json.loads(out.read_text())
     assert profile["step_wall_ms"] > 0 and profile["ops"]
