@@ -67,6 +67,19 @@ def test_kid_equals_a_brute_force_double_loop():
         kid.kernel_inception_distance(real, fake, subset_size=26)
 
 
+def test_kid_on_two_whole_sets_is_one_estimate_computed_once(monkeypatch):
+    rng = np.random.default_rng(9)
+    real, fake = rng.normal(size=(40, 6)), rng.normal(0.2, 1.1, size=(40, 6))
+    expected = _brute_force_mmd2(real, fake)
+    calls = []
+    monkeypatch.setattr(kid, "unbiased_mmd2", lambda x, y, f=kid.unbiased_mmd2: calls.append(len(x)) or f(x, y))
+    result = kid.kernel_inception_distance(real, fake)  # subset_size = min(1000, 40, 40): each subset is a whole set
+    assert calls == [40] and result == {"kid": pytest.approx(expected, abs=1e-10), "kid_std": 0.0}
+    calls.clear()
+    kid.kernel_inception_distance(real, fake[:39])  # unequal sets: subsets of the larger one differ, 100 draws
+    assert calls == [39] * 100
+
+
 def test_kid_of_one_distribution_is_zero_on_average_and_its_estimates_can_be_negative():
     rng = np.random.default_rng(8)
     n, m, subsets = 4000, 100, 100

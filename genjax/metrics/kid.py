@@ -16,7 +16,8 @@ the estimate over `num_subsets` (100) random subsets of `subset_size` = min(1000
 drawn without replacement from each set; `kid_std` is the standard deviation (ddof 0, like the
 reference) of the subset estimates, a measure of the subsampling noise of one subset, not of the mean.
 
-The draws come from np.random.default_rng(seed), for each subset first the real then the generated
+When both sets have subset_size examples (at most 1000 each, as in the study), every subset is a whole set
+and the estimate is computed once. Otherwise the draws come from np.random.default_rng(seed), for each subset first the real then the generated
 indices (rng.choice(len, subset_size, replace=False)). Like genjax's Frechet distance, it is computed
 on the features of genjax's own classifier, not Inception's: the numbers rank models on the same data
 and features but are not comparable with published KIDs. The kernel is not scale-invariant: genjax's
@@ -57,6 +58,10 @@ def subset_estimates(
         subset_size = min(SUBSET_SIZE, len(real), len(fake))
     if not 2 <= subset_size <= min(len(real), len(fake)) or num_subsets < 1:
         raise ValueError(f"need 2 <= subset_size <= {min(len(real), len(fake))} and num_subsets >= 1, got {subset_size}, {num_subsets}")
+    if subset_size == len(real) == len(fake):
+        # every "subset" is then a reordering of both whole sets, and MMD^2_u does not depend on the order:
+        # the num_subsets estimates would all be this one (and kid_std 0, there being no subsampling noise)
+        return np.full(num_subsets, unbiased_mmd2(real, fake))
     rng = np.random.default_rng(seed)
     estimates = np.empty(num_subsets)
     for s in range(num_subsets):
