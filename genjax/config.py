@@ -36,6 +36,7 @@ BASE_FIELDS = {
     "figures": "draw curves.png and the family's own figures at the end (the study turns them off: it draws its own)",
     "fresh": "delete this workdir's checkpoints and logs and start over",
     "skip_nonfinite": "discard steps whose loss or new parameters are NaN/inf (counted as skipped_steps) instead of stopping",
+    "compute_dtype": "dtype of activations, matmuls and convolutions: float32, or bfloat16 (mixed precision for GPU/TPU; parameters, optimizer state, losses and statistics stay float32)",
 }
 
 
@@ -64,6 +65,7 @@ def base_config() -> ml_collections.ConfigDict:
             "figures": True,
             "fresh": False,
             "skip_nonfinite": False,
+            "compute_dtype": "float32",
         }
     )
 
@@ -140,7 +142,9 @@ def check_choice(config, field: str, choices) -> None:
 def validate_base(config) -> None:
     """Check the engine's fields (model fields are checked by the model's own `validate`)."""
     from genjax.data import DATASETS, SOURCES
+    from genjax.nn.precision import COMPUTE_DTYPES
 
+    check_choice(config, "compute_dtype", COMPUTE_DTYPES)
     check_choice(config, "dataset", DATASETS)
     check_choice(config, "source", SOURCES)
     check_positive(config, "batch_size", "learning_rate", "eval_every", "checkpoint_every")

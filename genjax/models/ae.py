@@ -36,6 +36,7 @@ Config fields: architecture ('mlp' | 'conv'), hidden_sizes, conv_channels, laten
 """
 
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -46,6 +47,7 @@ from genjax import losses
 from genjax.config import check, check_choice
 from genjax.models.ex_post import check_sampler, with_sampler
 from genjax.nn import MLP, ConvDecoder, ConvEncoder
+from genjax.nn.precision import compute_dtype
 from genjax.search import Choice, LogUniform, Uniform
 from genjax.train.family import Family
 from genjax.train.optim import apply_gradients
@@ -56,21 +58,23 @@ SAMPLERS = ("gaussian", "gmm")  # the moving Gaussian of the codes, or a mixture
 
 
 class Autoencoder(nn.Module):
-    """Encoder to a code z [B, latent_dim]; decoder from z to image logits [B, H, W, C]."""
+    """Encoder to a code z [B, latent_dim]; decoder from z to image logits [B, H, W, C]; both float32,
+    computed in `dtype`."""
 
     image_shape: tuple
     latent_dim: int
     architecture: str = "mlp"
     hidden_sizes: tuple = (400,)
     conv_channels: tuple = (32, 64)
+    dtype: Any = jnp.float32
 
     def setup(self):
         if self.architecture == "mlp":
-            self.encoder = MLP(self.hidden_sizes, self.latent_dim)
-            self.decoder = MLP(tuple(reversed(self.hidden_sizes)), math.prod(self.image_shape))
+            self.encoder = MLP(self.hidden_sizes, self.latent_dim, dtype=self.dtype)
+            self.decoder = MLP(tuple(reversed(self.hidden_sizes)), math.prod(self.image_shape), dtype=self.dtype)
         else:
-            self.encoder = ConvEncoder(self.conv_channels, self.latent_dim)
-            self.decoder = ConvDecoder(self.image_shape, tuple(reversed(self.conv_channels)))
+            self.encoder = ConvEncoder(self.conv_channels, self.latent_dim, dtype=self.dtype)
+            self.decoder = ConvDecoder(self.image_shape, tuple(reversed(self.conv_channels)), dtype=self.dtype)
 
     def encode(self, x):
         return self.encoder(x)
@@ -141,6 +145,7 @@ def build_model(config, image_shape) -> Autoencoder:
         architecture=config.architecture,
         hidden_sizes=tuple(config.hidden_sizes),
         conv_channels=tuple(config.conv_channels),
+        dtype=compute_dtype(config),
     )
 
 

@@ -39,6 +39,7 @@ genjax.models.gan of as many generated points (modes_populated, high_quality, mo
 """
 
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -52,6 +53,7 @@ from genjax.errors import UserError
 from genjax.models.gan import mixture_scores, summarize_mixture
 from genjax.nn import MLP
 from genjax.nn.conv import Conv, Upsample2x, downsample2x
+from genjax.nn.precision import compute_dtype, to_float32
 from genjax.search import Choice, LogUniform
 from genjax.train.family import Family, check_batch
 from genjax.train.optim import apply_gradients
@@ -149,59 +151,64 @@ def time_features(t, dim: int):
 
 
 class VelocityMLP(nn.Module):
-    """v(x, t) for points: an MLP (SiLU) on [x, time features]."""
+    """v(x, t) for points: an MLP (SiLU) on [x, time features] (features float32, layers in `dtype`)."""
 
     hidden_sizes: tuple = (256, 256, 256)
     time_dim: int = 32
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, t):
         h = jnp.concatenate([x, time_features(t, self.time_dim)], axis=-1)
-        return MLP(self.hidden_sizes, x.shape[-1], nn.silu)(h)
+        return MLP(self.hidden_sizes, x.shape[-1], nn.silu, self.dtype)(h)
 
 
-def group_norm(width):
-    return nn.GroupNorm(num_groups=math.gcd(GROUPS, width))
+def group_norm(width, dtype):
+    return nn.GroupNorm(num_groups=math.gcd(GROUPS, width), dtype=dtype)
 
 
 class ResBlock(nn.Module):
     """GroupNorm, SiLU, 3x3 conv, + the projected time embedding, GroupNorm, SiLU, 3x3 conv (zero init), + skip."""
 
     width: int
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, embedding):
-        h = Conv(self.width, (3, 3))(nn.silu(group_norm(x.shape[-1])(x)))
-        h = h + nn.Dense(self.width)(nn.silu(embedding))[:, None, None, :]
-        h = Conv(self.width, (3, 3), kernel_init=nn.initializers.zeros)(nn.silu(group_norm(self.width)(h)))
-        return h + (x if x.shape[-1] == self.width else Conv(self.width, (1, 1))(x))
+        dtype = self.dtype
+        h = Conv(self.width, (3, 3), dtype=dtype)(nn.silu(group_norm(x.shape[-1], dtype)(x)))
+        h = h + nn.Dense(self.width, dtype=dtype)(nn.silu(embedding))[:, None, None, :]
+        h = Conv(self.width, (3, 3), kernel_init=nn.initializers.zeros, dtype=dtype)(nn.silu(group_norm(self.width, dtype)(h)))
+        return h + (x if x.shape[-1] == self.width else Conv(self.width, (1, 1), dtype=dtype)(x))
 
 
 class UNet(nn.Module):
     """v(x, t) for images: a U-Net (Ronneberger et al. 2015) with one level per width in `channels`, each
     `num_res_blocks` ResBlocks then a strided downsampling; a middle block; the mirror image upwards
-    (subpixel upsampling, skip concatenated); the time embedding added in every block."""
+    (subpixel upsampling, skip concatenated); the time embedding added in every block. The layers compute
+    in `dtype` (the time features are float32, cast by the first Dense); v is float32."""
 
     channels: tuple = (32, 64)
     num_res_blocks: int = 1
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, t):
-        width = 4 * self.channels[0]
-        embedding = nn.Dense(width)(nn.silu(nn.Dense(width)(time_features(t, self.channels[0]))))
-        h, skips = Conv(self.channels[0], (3, 3))(x), []
+        width, dtype = 4 * self.channels[0], self.dtype
+        embedding = nn.Dense(width, dtype=dtype)(nn.silu(nn.Dense(width, dtype=dtype)(time_features(t, self.channels[0]))))
+        h, skips = Conv(self.channels[0], (3, 3), dtype=dtype)(x), []
         for c in self.channels:
             for _ in range(self.num_res_blocks):
-                h = ResBlock(c)(h, embedding)
+                h = ResBlock(c, dtype)(h, embedding)
             skips.append(h)
-            h = downsample2x(h, c)
-        h = ResBlock(self.channels[-1])(h, embedding)
+            h = downsample2x(h, c, dtype=dtype)
+        h = ResBlock(self.channels[-1], dtype)(h, embedding)
         for c in reversed(self.channels):
-            h = jnp.concatenate([Upsample2x(c)(h), skips.pop()], axis=-1)
+            h = jnp.concatenate([Upsample2x(c, dtype=dtype)(h), skips.pop()], axis=-1)
             for _ in range(self.num_res_blocks):
-                h = ResBlock(c)(h, embedding)
-        h = nn.silu(group_norm(h.shape[-1])(h))
-        return Conv(x.shape[-1], (3, 3), kernel_init=nn.initializers.zeros)(h)
+                h = ResBlock(c, dtype)(h, embedding)
+        h = nn.silu(group_norm(h.shape[-1], dtype)(h))
+        return to_float32(Conv(x.shape[-1], (3, 3), kernel_init=nn.initializers.zeros, dtype=dtype)(h))
 
 
 # --- The family ----------------------------------------------------------------------------------
@@ -233,9 +240,9 @@ def make_family(config, dataset) -> Family:
                 f"architecture 'unet' with {len(config.channels)} levels needs images whose sides divide by {scale}, "
                 f"got {dataset.name} examples of shape {list(shape)}"
             )
-        net = UNet(tuple(config.channels), config.num_res_blocks)
+        net = UNet(tuple(config.channels), config.num_res_blocks, compute_dtype(config))
     else:
-        net = VelocityMLP(tuple(config.hidden_sizes))
+        net = VelocityMLP(tuple(config.hidden_sizes), dtype=compute_dtype(config))
     warmup = config.warmup_steps
     tx = optax.adam(optax.linear_schedule(0.0, config.learning_rate, warmup) if warmup else config.learning_rate)
     solver, ema_decay, num_dims = config.solver, config.ema_decay, math.prod(shape)

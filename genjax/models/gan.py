@@ -62,6 +62,7 @@ from genjax.models.gan_nets import (
     pack_examples,
 )
 from genjax.nn.conditioning import class_rows
+from genjax.nn.precision import compute_dtype
 from genjax.search import Choice, LogUniform, Uniform
 from genjax.train import policy
 from genjax.train.family import Family
@@ -145,13 +146,16 @@ def validate(config) -> None:
 def build_networks(config, dataset):
     """(generator, discriminator) Flax modules for `dataset`'s example shape and classes."""
     num_classes = dataset.num_classes if config.conditional else 0
+    dtype = compute_dtype(config)
     if config.architecture == "conv":
-        generator = ConvGenerator(tuple(dataset.example_shape), tuple(reversed(config.conv_channels)), config.upsample, num_classes)
-        return generator, ConvDiscriminator(tuple(config.conv_channels), config.discriminator_norm, num_classes)
+        generator = ConvGenerator(
+            tuple(dataset.example_shape), tuple(reversed(config.conv_channels)), config.upsample, num_classes, dtype=dtype
+        )
+        return generator, ConvDiscriminator(tuple(config.conv_channels), config.discriminator_norm, num_classes, dtype=dtype)
     is_image = dataset.data_key == "image"
-    generator = MLPGenerator(tuple(dataset.example_shape), tuple(config.g_hidden_sizes), is_image, num_classes, config.g_norm)
+    generator = MLPGenerator(tuple(dataset.example_shape), tuple(config.g_hidden_sizes), is_image, num_classes, config.g_norm, dtype=dtype)
     discriminator = MLPDiscriminator(
-        tuple(config.d_hidden_sizes), config.discriminator_norm, num_classes, config.d_activation, config.maxout_pieces
+        tuple(config.d_hidden_sizes), config.discriminator_norm, num_classes, config.d_activation, config.maxout_pieces, dtype=dtype
     )
     return generator, discriminator
 

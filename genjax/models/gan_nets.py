@@ -13,12 +13,14 @@ pixels instead was tried first: the discriminator then gave the label little wei
 10,000 steps three of the ten rows of its sample grid mixed classes; with the projection none do.
 
 `train` selects batch statistics (BatchNorm) and power-iteration updates (spectral normalization); those
-live in non-"params" variable collections that the caller threads through its state.
+live in non-"params" variable collections that the caller threads through its state. `dtype` is the compute
+dtype of every layer (genjax.nn.precision); outputs are float32.
 """
 
 import functools
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -27,6 +29,7 @@ import jax.numpy as jnp
 from genjax.nn import MLP
 from genjax.nn.conditioning import with_labels
 from genjax.nn.conv import Conv, depth_to_space, matrix_lecun_normal
+from genjax.nn.precision import to_float32
 
 NORMS = ("none", "batch", "spectral")
 GENERATOR_NORMS = ("none", "batch")
@@ -38,27 +41,28 @@ LEAKY_SLOPE = 0.2  # the discriminator's LeakyReLU slope in Radford et al. (2016
 leaky_relu = functools.partial(nn.leaky_relu, negative_slope=LEAKY_SLOPE)
 
 
-def upsample2x(x: jax.Array, features: int, kind: str) -> jax.Array:
+def upsample2x(x: jax.Array, features: int, kind: str, dtype: Any) -> jax.Array:
     """Double H and W and map to `features` channels: 'subpixel' (3x3 convolution to 4x the channels, then
     depth-to-space; Shi et al. 2016) or 'transpose' (4x4 stride-2 transposed convolution, as in DCGAN)."""
     if kind == "subpixel":
-        return depth_to_space(Conv(4 * features, (3, 3))(x))
-    return nn.ConvTranspose(features, (4, 4), strides=(2, 2), kernel_init=matrix_lecun_normal)(x)
+        return depth_to_space(Conv(4 * features, (3, 3), dtype=dtype)(x))
+    return nn.ConvTranspose(features, (4, 4), strides=(2, 2), kernel_init=matrix_lecun_normal, dtype=dtype)(x)
 
 
-def score(features: jax.Array, labels: jax.Array | None, num_classes: int, norm: str, train: bool) -> jax.Array:
-    """One score per example from the last hidden features [B, F]: a linear layer, plus the projection
-    embed(y) . features when conditional (Miyato & Koyama 2018)."""
-    out = normalized_layer(nn.Dense(1), features, norm, train)[:, 0]
-    if not num_classes:
-        return out
-    embedding = normalized_layer(nn.Embed(num_classes, features.shape[-1]), labels, norm, train)
-    return out + jnp.sum(embedding * features, axis=-1)
+def score(features: jax.Array, labels: jax.Array | None, num_classes: int, norm: str, train: bool, dtype: Any) -> jax.Array:
+    """One float32 score per example from the last hidden features [B, F]: a linear layer, plus the
+    projection embed(y) . features when conditional (Miyato & Koyama 2018)."""
+    out = normalized_layer(nn.Dense(1, dtype=dtype), features, norm, train)[:, 0]
+    if num_classes:
+        embedding = normalized_layer(nn.Embed(num_classes, features.shape[-1], dtype=dtype), labels, norm, train)
+        out = out + jnp.sum(embedding * features, axis=-1)
+    return to_float32(out)
 
 
-def batch_norm(train: bool) -> nn.BatchNorm:
-    """BatchNorm that normalizes by the batch (and updates its running averages) in training only."""
-    return nn.BatchNorm(use_running_average=not train, momentum=BATCH_NORM_MOMENTUM)
+def batch_norm(train: bool, dtype: Any) -> nn.BatchNorm:
+    """BatchNorm that normalizes by the batch (and updates its running averages) in training only; its
+    statistics are float32 whatever the compute dtype (Flax reduces in float32)."""
+    return nn.BatchNorm(use_running_average=not train, momentum=BATCH_NORM_MOMENTUM, dtype=dtype)
 
 
 def normalized_layer(layer: nn.Module, x: jax.Array, norm: str, train: bool) -> jax.Array:
@@ -66,7 +70,8 @@ def normalized_layer(layer: nn.Module, x: jax.Array, norm: str, train: bool) -> 
 
     flax's nn.SpectralNorm divides each weight matrix (conv kernels reshaped to [k*k*in, out]) by its
     largest singular value, estimated by one power iteration per call from a vector u kept in the
-    SPECTRAL_COLLECTION; u is updated only when train is True.
+    SPECTRAL_COLLECTION; u is updated only when train is True. The iteration runs on the float32
+    parameters (u is float32 too); the layer casts the normalized weights to its compute dtype.
     """
     if norm == "spectral":
         return nn.SpectralNorm(layer, collection_name=SPECTRAL_COLLECTION)(x, update_stats=train)
@@ -89,10 +94,11 @@ class Maxout(nn.Module):
 
     width: int
     pieces: int
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        return nn.Dense(self.width * self.pieces)(x).reshape(x.shape[0], self.width, self.pieces).max(axis=-1)
+        return nn.Dense(self.width * self.pieces, dtype=self.dtype)(x).reshape(x.shape[0], self.width, self.pieces).max(axis=-1)
 
 
 class MLPGenerator(nn.Module):
@@ -104,16 +110,17 @@ class MLPGenerator(nn.Module):
     image_output: bool = True
     num_classes: int = 0
     norm: str = "none"
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, z: jax.Array, labels: jax.Array | None = None, train: bool = False) -> jax.Array:
         h = with_labels(z, labels, self.num_classes)
         if self.norm == "batch":
             for width in self.hidden_sizes:
-                h = nn.relu(batch_norm(train)(nn.Dense(width)(h)))
-            out = nn.Dense(math.prod(self.data_shape))(h)
+                h = nn.relu(batch_norm(train, self.dtype)(nn.Dense(width, dtype=self.dtype)(h)))
+            out = to_float32(nn.Dense(math.prod(self.data_shape), dtype=self.dtype)(h))
         else:
-            out = MLP(tuple(self.hidden_sizes), math.prod(self.data_shape))(h)
+            out = MLP(tuple(self.hidden_sizes), math.prod(self.data_shape), dtype=self.dtype)(h)
         out = out.reshape(z.shape[0], *self.data_shape)
         return jnp.tanh(out) if self.image_output else out
 
@@ -131,19 +138,20 @@ class MLPDiscriminator(nn.Module):
     num_classes: int = 0
     activation: str = "leaky_relu"
     pieces: int = 5
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, labels: jax.Array | None = None, train: bool = False) -> jax.Array:
         h = x.reshape(x.shape[0], -1)
         for i, width in enumerate(self.hidden_sizes):
             if self.activation == "maxout":
-                h = Maxout(width, self.pieces)(h)
+                h = Maxout(width, self.pieces, self.dtype)(h)
                 continue
-            h = normalized_layer(nn.Dense(width), h, self.norm, train)
+            h = normalized_layer(nn.Dense(width, dtype=self.dtype), h, self.norm, train)
             if self.norm == "batch" and i > 0:
-                h = batch_norm(train)(h)
+                h = batch_norm(train, self.dtype)(h)
             h = leaky_relu(h)
-        return score(h, labels, self.num_classes, self.norm, train)
+        return score(h, labels, self.num_classes, self.norm, train, self.dtype)
 
 
 class ConvGenerator(nn.Module):
@@ -158,6 +166,7 @@ class ConvGenerator(nn.Module):
     channels: Sequence[int] = (64, 32)
     upsample: str = "subpixel"
     num_classes: int = 0
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, z: jax.Array, labels: jax.Array | None = None, train: bool = False) -> jax.Array:
@@ -165,12 +174,12 @@ class ConvGenerator(nn.Module):
         scale = 2 ** len(self.channels)
         if height % scale or width % scale:
             raise ValueError(f"image {height}x{width} is not divisible by 2^{len(self.channels)} upsampling layers")
-        h = nn.Dense(height // scale * width // scale * self.channels[0])(with_labels(z, labels, self.num_classes))
-        h = nn.relu(batch_norm(train)(h))
+        h = nn.Dense(height // scale * width // scale * self.channels[0], dtype=self.dtype)(with_labels(z, labels, self.num_classes))
+        h = nn.relu(batch_norm(train, self.dtype)(h))
         h = h.reshape(z.shape[0], height // scale, width // scale, self.channels[0])
         for features in self.channels[1:]:
-            h = nn.relu(batch_norm(train)(upsample2x(h, features, self.upsample)))
-        return jnp.tanh(upsample2x(h, colors, self.upsample))
+            h = nn.relu(batch_norm(train, self.dtype)(upsample2x(h, features, self.upsample, self.dtype)))
+        return jnp.tanh(to_float32(upsample2x(h, colors, self.upsample, self.dtype)))
 
 
 class ConvDiscriminator(nn.Module):
@@ -184,13 +193,14 @@ class ConvDiscriminator(nn.Module):
     channels: Sequence[int] = (32, 64)
     norm: str = "batch"
     num_classes: int = 0
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, labels: jax.Array | None = None, train: bool = False) -> jax.Array:
         h = x
         for i, width in enumerate(self.channels):
-            h = normalized_layer(Conv(width, (4, 4), strides=(2, 2)), h, self.norm, train)
+            h = normalized_layer(Conv(width, (4, 4), strides=(2, 2), dtype=self.dtype), h, self.norm, train)
             if self.norm == "batch" and i > 0:
-                h = batch_norm(train)(h)
+                h = batch_norm(train, self.dtype)(h)
             h = leaky_relu(h)
-        return score(h.reshape(h.shape[0], -1), labels, self.num_classes, self.norm, train)
+        return score(h.reshape(h.shape[0], -1), labels, self.num_classes, self.norm, train, self.dtype)

@@ -27,6 +27,7 @@ N(0, I) (the "holes" Dai & Wipf 2019 fill with a second VAE). The likelihood bou
 
 import math
 import os
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -41,6 +42,7 @@ from genjax.data import to_model_batch
 from genjax.errors import UserError
 from genjax.models.ex_post import check_sampler, with_sampler
 from genjax.nn import MLP, ConvDecoder, ConvEncoder
+from genjax.nn.precision import compute_dtype
 from genjax.search import Choice, LogUniform
 from genjax.train.family import Family, check_batch
 from genjax.train.optim import apply_gradients
@@ -51,7 +53,9 @@ SAMPLERS = ("prior", "gmm")
 
 
 class VAE(nn.Module):
-    """Encoder to (mean, log_var) of q(z|x); decoder from z to the parameters of p(x|z)."""
+    """Encoder to (mean, log_var) of q(z|x); decoder from z to the parameters of p(x|z).
+
+    The networks compute in `dtype` and return float32: the sample of z, the KL and the likelihood are float32."""
 
     image_shape: tuple
     latent_dim: int
@@ -59,14 +63,15 @@ class VAE(nn.Module):
     hidden_sizes: tuple = (400,)
     conv_channels: tuple = (32, 64)
     likelihood: str = "bernoulli"
+    dtype: Any = jnp.float32
 
     def setup(self):
         if self.architecture == "mlp":
-            self.encoder = MLP(self.hidden_sizes, 2 * self.latent_dim)
-            self.decoder = MLP(tuple(reversed(self.hidden_sizes)), math.prod(self.image_shape))
+            self.encoder = MLP(self.hidden_sizes, 2 * self.latent_dim, dtype=self.dtype)
+            self.decoder = MLP(tuple(reversed(self.hidden_sizes)), math.prod(self.image_shape), dtype=self.dtype)
         else:
-            self.encoder = ConvEncoder(self.conv_channels, 2 * self.latent_dim)
-            self.decoder = ConvDecoder(self.image_shape, tuple(reversed(self.conv_channels)))
+            self.encoder = ConvEncoder(self.conv_channels, 2 * self.latent_dim, dtype=self.dtype)
+            self.decoder = ConvDecoder(self.image_shape, tuple(reversed(self.conv_channels)), dtype=self.dtype)
         if self.likelihood == "gaussian":
             self.log_std = self.param("log_std", nn.initializers.zeros, ())
 
@@ -125,6 +130,7 @@ def model_fields(config, image_shape) -> dict:
         hidden_sizes=tuple(config.hidden_sizes),
         conv_channels=tuple(config.conv_channels),
         likelihood=config.likelihood,
+        dtype=compute_dtype(config),
     )
 
 

@@ -21,6 +21,8 @@ each position from the training usage frequencies, the baseline that the autoreg
 genjax.models.vqvae_prior replaces (`python -m experiments.vqvae_mnist` trains both).
 """
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -30,6 +32,7 @@ from genjax import losses
 from genjax.config import check, check_choice
 from genjax.errors import UserError
 from genjax.nn import vector_quantizer as vq
+from genjax.nn.precision import compute_dtype
 from genjax.nn.residual_conv import MapDecoder, MapEncoder
 from genjax.search import LogUniform, Uniform
 from genjax.train.family import Family
@@ -40,17 +43,20 @@ CODEBOOK_INITS = ("uniform", "kmeans")
 
 
 class VQVAE(nn.Module):
-    """The encoder to code vectors and the decoder from (quantized) code vectors; the codebook lives apart."""
+    """The encoder to code vectors and the decoder from (quantized) code vectors; the codebook lives apart.
+
+    Both compute in `dtype` and return float32, so quantization and the codebook statistics are float32."""
 
     colors: int
     channels: tuple = (32, 64)
     code_dim: int = 16
     residual_blocks: int = 2
     residual_hidden: int = 32
+    dtype: Any = jnp.float32
 
     def setup(self):
-        self.encoder = MapEncoder(self.channels, self.code_dim, self.residual_blocks, self.residual_hidden)
-        self.decoder = MapDecoder(self.colors, tuple(reversed(self.channels)), self.residual_blocks, self.residual_hidden)
+        self.encoder = MapEncoder(self.channels, self.code_dim, self.residual_blocks, self.residual_hidden, self.dtype)
+        self.decoder = MapDecoder(self.colors, tuple(reversed(self.channels)), self.residual_blocks, self.residual_hidden, self.dtype)
 
     def encode(self, x):
         return self.encoder(x)
@@ -87,7 +93,9 @@ def build_model(config, image_shape) -> VQVAE:
     scale = 2 ** len(config.conv_channels)
     if height % scale or width % scale:
         raise UserError(f"{height}x{width} images are not divisible by 2^{len(config.conv_channels)}: use fewer conv_channels")
-    return VQVAE(colors, tuple(config.conv_channels), config.code_dim, config.residual_blocks, config.residual_hidden)
+    return VQVAE(
+        colors, tuple(config.conv_channels), config.code_dim, config.residual_blocks, config.residual_hidden, compute_dtype(config)
+    )
 
 
 def code_map_shape(config, image_shape) -> tuple[int, int]:

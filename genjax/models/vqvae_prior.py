@@ -30,6 +30,7 @@ from genjax.config import check
 from genjax.data import to_model_batch
 from genjax.errors import UserError
 from genjax.models import vqvae
+from genjax.nn.precision import compute_dtype
 from genjax.nn.transformer import CausalTransformer, sample_tokens
 from genjax.train.family import Family
 from genjax.train.optim import apply_gradients
@@ -99,7 +100,9 @@ def load_vqvae(config, dataset):
 def make_family(config, dataset) -> Family:
     model = vqvae.build_model(config, dataset.example_shape)
     h, w = vqvae.code_map_shape(config, dataset.example_shape)
-    prior = CausalTransformer(config.num_codes, h * w, config.prior_width, config.prior_layers, config.prior_heads)
+    prior = CausalTransformer(
+        config.num_codes, h * w, config.prior_width, config.prior_layers, config.prior_heads, dtype=compute_dtype(config)
+    )
     tx = optax.adam(config.learning_rate)
     frozen = load_vqvae(config, dataset)
     vqvae_family = vqvae.make_family(config, dataset)

@@ -15,10 +15,13 @@ the backend and the shapes, and `python benchmarks/conv_formulations.py` measure
 import functools
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from genjax.nn.precision import to_float32
 
 UPSAMPLES = ("subpixel", "transpose", "resize")
 DOWNSAMPLES = ("strided", "space_to_depth")
@@ -33,7 +36,7 @@ def matrix_lecun_normal(key: jax.Array, shape: Sequence[int], dtype=jnp.float32)
 
 
 # nn.Conv ('SAME' padding; parameters 'kernel' [kh, kw, in, out] and 'bias'; named Conv_i in a compact module)
-# with its kernel drawn by matrix_lecun_normal. XLA:CPU runs its gradients as fast as any hand-written
+# with its kernel drawn by matrix_lecun_normal; callers give it their compute dtype (genjax.nn.precision). XLA:CPU runs its gradients as fast as any hand-written
 # formulation tried (a patch-matrix kernel gradient and an NHWC-only backward pass: 10-60% slower in the
 # DCGAN and VQ-VAE train steps), since the engine runs conv steps as separate jitted calls on CPU.
 Conv = functools.partial(nn.Conv, kernel_init=matrix_lecun_normal)
@@ -54,59 +57,65 @@ def space_to_depth(x: jax.Array, block: int = 2) -> jax.Array:
 
 
 class Upsample2x(nn.Module):
-    """Double the spatial size and map to `features` channels (`kind`: see the module docstring)."""
+    """Double the spatial size and map to `features` channels (`kind`: see the module docstring), computing
+    in `dtype`."""
 
     features: int
     kind: str = "subpixel"
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         if self.kind == "subpixel":
-            return depth_to_space(Conv(4 * self.features, (3, 3))(x))
+            return depth_to_space(Conv(4 * self.features, (3, 3), dtype=self.dtype)(x))
         if self.kind == "transpose":
-            return nn.ConvTranspose(self.features, (4, 4), strides=(2, 2), kernel_init=matrix_lecun_normal)(x)
+            return nn.ConvTranspose(self.features, (4, 4), strides=(2, 2), kernel_init=matrix_lecun_normal, dtype=self.dtype)(x)
         if self.kind == "resize":
-            return Conv(self.features, (3, 3))(jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2))
+            return Conv(self.features, (3, 3), dtype=self.dtype)(jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2))
         raise ValueError(f"unknown upsample '{self.kind}'; choose one of {', '.join(UPSAMPLES)}")
 
 
-def downsample2x(x: jax.Array, features: int, kind: str = "strided") -> jax.Array:
-    """Halve the spatial size and map to `features` channels (`kind`: see the module docstring).
+def downsample2x(x: jax.Array, features: int, kind: str = "strided", dtype: Any = jnp.float32) -> jax.Array:
+    """Halve the spatial size and map to `features` channels (`kind`: see the module docstring), in `dtype`.
 
     Call it inside a compact module: its convolution becomes that module's next Conv_i, so the parameter
     names are those of the classic strided encoder.
     """
     if kind == "strided":
-        return Conv(features, (4, 4), strides=(2, 2))(x)
+        return Conv(features, (4, 4), strides=(2, 2), dtype=dtype)(x)
     if kind == "space_to_depth":
-        return Conv(features, (2, 2))(space_to_depth(x))
+        return Conv(features, (2, 2), dtype=dtype)(space_to_depth(x))
     raise ValueError(f"unknown downsample '{kind}'; choose one of {', '.join(DOWNSAMPLES)}")
 
 
 class ConvEncoder(nn.Module):
-    """`downsample2x` layers of widths `channels` (each halves H and W, ReLU after each), then Dense(out)."""
+    """`downsample2x` layers of widths `channels` (each halves H and W, ReLU after each), then Dense(out);
+    computes in `dtype`, returns float32."""
 
     channels: Sequence[int] = (32, 64)
     out: int = 40
     downsample: str = "strided"
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for width in self.channels:
-            x = nn.relu(downsample2x(x, width, self.downsample))
-        return nn.Dense(self.out)(x.reshape(x.shape[0], -1))
+            x = nn.relu(downsample2x(x, width, self.downsample, self.dtype))
+        return to_float32(nn.Dense(self.out, dtype=self.dtype)(x.reshape(x.shape[0], -1)))
 
 
 class ConvDecoder(nn.Module):
     """Dense to a (H / 2^L, W / 2^L, channels[0]) map, then L upsampling layers to `image_shape`.
 
-    The last layer outputs `image_shape[-1] * out_multiplier` channels of pre-activations (logits or means).
+    The last layer outputs `image_shape[-1] * out_multiplier` channels of pre-activations (logits or means),
+    float32; the layers compute in `dtype`.
     """
 
     image_shape: Sequence[int] = (28, 28, 1)
     channels: Sequence[int] = (64, 32)
     upsample: str = "subpixel"
     out_multiplier: int = 1
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:
@@ -114,8 +123,8 @@ class ConvDecoder(nn.Module):
         scale = 2 ** len(self.channels)
         if height % scale or width % scale:
             raise ValueError(f"image {height}x{width} is not divisible by 2^{len(self.channels)} upsampling layers")
-        x = nn.relu(nn.Dense(height // scale * width // scale * self.channels[0])(z))
+        x = nn.relu(nn.Dense(height // scale * width // scale * self.channels[0], dtype=self.dtype)(z))
         x = x.reshape(z.shape[0], height // scale, width // scale, self.channels[0])
         for features in self.channels[1:]:
-            x = nn.relu(Upsample2x(features, self.upsample)(x))
-        return Upsample2x(colors * self.out_multiplier, self.upsample)(x)
+            x = nn.relu(Upsample2x(features, self.upsample, self.dtype)(x))
+        return to_float32(Upsample2x(colors * self.out_multiplier, self.upsample, self.dtype)(x))

@@ -5,20 +5,24 @@ followed by residual blocks (ReLU, 3x3 conv, ReLU, 1x1 conv); the decoder mirror
 upsampling layers. A 28x28 image and two downsamplings give a 7x7 map of code vectors. Upsampling is a
 sub-pixel convolution (3x3 convolution to 4x the channels, then depth-to-space; see genjax.nn.conv).
 
-Convolutions are genjax.nn.conv.Conv: flax's nn.Conv with a kernel initializer that compiles fast.
+Convolutions are genjax.nn.conv.Conv: flax's nn.Conv with a kernel initializer that compiles fast. They
+compute in the networks' `dtype` (genjax.nn.precision); the networks return float32.
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from genjax.nn.conv import Conv, depth_to_space
+from genjax.nn.precision import to_float32
 
 
-def upsample2x(x: jax.Array, features: int) -> jax.Array:
+def upsample2x(x: jax.Array, features: int, dtype: Any) -> jax.Array:
     """Double H and W, mapping to `features` channels (sub-pixel convolution)."""
-    return depth_to_space(Conv(4 * features, (3, 3))(x))
+    return depth_to_space(Conv(4 * features, (3, 3), dtype=dtype)(x))
 
 
 class ResidualStack(nn.Module):
@@ -26,12 +30,13 @@ class ResidualStack(nn.Module):
 
     blocks: int = 2
     hidden: int = 32
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for _ in range(self.blocks):
-            h = Conv(self.hidden, (3, 3))(nn.relu(x))
-            x = x + Conv(x.shape[-1], (1, 1))(nn.relu(h))
+            h = Conv(self.hidden, (3, 3), dtype=self.dtype)(nn.relu(x))
+            x = x + Conv(x.shape[-1], (1, 1), dtype=self.dtype)(nn.relu(h))
         return nn.relu(x)
 
 
@@ -42,14 +47,15 @@ class MapEncoder(nn.Module):
     out: int = 16
     residual_blocks: int = 2
     residual_hidden: int = 32
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for width in self.channels:
-            x = nn.relu(Conv(width, (4, 4), (2, 2))(x))
-        x = Conv(self.channels[-1], (3, 3))(x)
-        x = ResidualStack(self.residual_blocks, self.residual_hidden)(x)
-        return Conv(self.out, (1, 1))(x)
+            x = nn.relu(Conv(width, (4, 4), (2, 2), dtype=self.dtype)(x))
+        x = Conv(self.channels[-1], (3, 3), dtype=self.dtype)(x)
+        x = ResidualStack(self.residual_blocks, self.residual_hidden, self.dtype)(x)
+        return to_float32(Conv(self.out, (1, 1), dtype=self.dtype)(x))
 
 
 class MapDecoder(nn.Module):
@@ -59,11 +65,12 @@ class MapDecoder(nn.Module):
     channels: Sequence[int] = (64, 32)
     residual_blocks: int = 2
     residual_hidden: int = 32
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:
-        x = Conv(self.channels[0], (3, 3))(z)
-        x = ResidualStack(self.residual_blocks, self.residual_hidden)(x)
+        x = Conv(self.channels[0], (3, 3), dtype=self.dtype)(z)
+        x = ResidualStack(self.residual_blocks, self.residual_hidden, self.dtype)(x)
         for width in self.channels[1:]:
-            x = nn.relu(upsample2x(x, width))
-        return upsample2x(x, self.colors)
+            x = nn.relu(upsample2x(x, width, self.dtype))
+        return to_float32(upsample2x(x, self.colors, self.dtype))
