@@ -19,7 +19,7 @@ from genjax.config import base_config, validate_base
 from genjax.data import to_model_batch
 from genjax.errors import UserError
 from genjax.experiment import validate
-from genjax.models import vqvae_prior
+from genjax.models import vae2stage, vqvae_prior
 from genjax.train.trials import TrialGroup
 from tests.conftest import run_module, tiny_vae_config
 from tests.test_trials import _alone as train_alone
@@ -37,6 +37,7 @@ CASES = {
     "vqvae": ("vqvae_mnist", VQVAE),
     "vqvae_loss_codebook_kmeans": ("vqvae_mnist", dict(VQVAE, codebook_update="loss", codebook_init="kmeans")),
     "vqvae_prior": ("vqvae_mnist", dict(VQVAE, prior_width=8, prior_layers=1, prior_heads=2)),
+    "vae2stage": ("vae2stage_mnist", dict(hidden_sizes=(16,), latent_dim=4, stage2_hidden_sizes=(16,))),
     "mlp_gan": ("gan_mnist", GAN),
     "mlp_gan_batch_norm": ("gan_mnist", dict(GAN, discriminator_norm="batch")),
     "conditional_spectral_hinge_gan": ("gan_mnist", dict(GAN, discriminator_norm="spectral", adversarial_loss="hinge", conditional=True)),
@@ -58,29 +59,38 @@ def dataset(name: str):
     return data.load(name, "train", source="embedded" if name == "mnist" else "auto")
 
 
-@pytest.fixture(scope="module")
-def vqvae_run(tmp_path_factory):
-    """The run directory of a float32 VQ-VAE trained one step, that the prior cases are fitted to."""
-    workdir = tmp_path_factory.mktemp("vqvae")
-    config = config_of("vqvae", "float32")
+def trained_one_step(workdir, name: str, experiment: str, model: str) -> str:
+    """A run directory holding the float32 model of CASES[name] trained one step (a later stage's first)."""
+    config = config_of(name, "float32")
     family = validate(config).make_family(config, dataset("mnist"))
     batch = batch_of(config, 0)
     state = jax.jit(family.init)(jax.random.PRNGKey(0), batch)
     state, _ = jax.jit(family.train_step)(state, batch, jax.random.PRNGKey(1))
     checkpoints = Checkpoints(str(workdir / "checkpoints"))
-    checkpoints.save(1, state, {"experiment": "vqvae_mnist", "model": "vqvae", "step": 1})
+    checkpoints.save(1, state, {"experiment": experiment, "model": model, "step": 1})
     checkpoints.close()
     return str(workdir)
 
 
-def config_of(name: str, dtype: str, vqvae_workdir: str = ""):
+@pytest.fixture(scope="module")
+def stage1_runs(tmp_path_factory):
+    """The first stages the second-stage cases are fitted to: {"vqvae_prior": a VQ-VAE run, "vae2stage": a VAE run}."""
+    return {
+        "vqvae_prior": trained_one_step(tmp_path_factory.mktemp("vqvae"), "vqvae", "vqvae_mnist", "vqvae"),
+        "vae2stage": trained_one_step(tmp_path_factory.mktemp("vae"), "vae", "vae2stage_mnist", "vae"),
+    }
+
+
+def config_of(name: str, dtype: str, stage1_runs: dict | None = None):
     experiment, overrides = CASES[name]
     config = importlib.import_module(f"experiments.{experiment}").get_config()
     config.update(dict(overrides, batch_size=BATCH, compute_dtype=dtype))
     if config.dataset == "mnist":
         config.source = "embedded"
     if name == "vqvae_prior":
-        config = vqvae_prior.stage_config(config, vqvae_workdir, 1)
+        config = vqvae_prior.stage_config(config, stage1_runs[name], 1)
+    if name == "vae2stage":
+        config = vae2stage.stage_config(config, stage1_runs[name], 1)
     return config
 
 
@@ -89,8 +99,8 @@ def batch_of(config, index: int) -> dict:
     return to_model_batch(dataset(config.dataset).take(np.arange(index * config.batch_size, (index + 1) * config.batch_size)))
 
 
-def family_of(name: str, dtype: str, vqvae_run: str):
-    config = config_of(name, dtype, vqvae_run)
+def family_of(name: str, dtype: str, stage1_runs: dict):
+    config = config_of(name, dtype, stage1_runs)
     return validate(config).make_family(config, dataset(config.dataset)), config
 
 
@@ -114,8 +124,8 @@ def layer_output_dtypes(fn, *args) -> list:
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_a_bfloat16_run_keeps_float32_state_and_computes_every_layer_in_bfloat16(name, vqvae_run):
-    family, config = family_of(name, "bfloat16", vqvae_run)
+def test_a_bfloat16_run_keeps_float32_state_and_computes_every_layer_in_bfloat16(name, stage1_runs):
+    family, config = family_of(name, "bfloat16", stage1_runs)
     batch, key = batch_of(config, 0), jax.random.PRNGKey(0)
     state = jax.eval_shape(family.init, key, batch)
     new_state, metrics = jax.eval_shape(family.train_step, state, batch, key)
@@ -133,21 +143,21 @@ def test_a_bfloat16_run_keeps_float32_state_and_computes_every_layer_in_bfloat16
 
 
 @pytest.mark.parametrize("name", ["vae", "dcgan", "sngan", "vqvae_prior", "flow_unet"])
-def test_the_float32_default_computes_nothing_in_bfloat16(name, vqvae_run):
-    family, config = family_of(name, "float32", vqvae_run)
+def test_the_float32_default_computes_nothing_in_bfloat16(name, stage1_runs):
+    family, config = family_of(name, "float32", stage1_runs)
     assert config.compute_dtype == base_config().compute_dtype == "float32"
     batch, key = batch_of(config, 0), jax.random.PRNGKey(0)
     state = jax.eval_shape(family.init, key, batch)
     assert "bf16" not in str(jax.make_jaxpr(family.train_step)(state, batch, key))
 
 
-TRAINED = ["ae", "vae", "cvae", "vqvae", "vqvae_prior", "dcgan", "flow_mlp"]  # one of each family
+TRAINED = ["ae", "vae", "cvae", "vqvae", "vqvae_prior", "vae2stage", "dcgan", "flow_mlp"]  # one of each family
 STEPS = 30
 
 
-def training_losses(name: str, dtype: str, vqvae_run: str) -> np.ndarray:
+def training_losses(name: str, dtype: str, stage1_runs: dict) -> np.ndarray:
     """The training loss (a GAN's: D's) of steps 1..STEPS from seed 0, on the first STEPS batches."""
-    family, config = family_of(name, dtype, vqvae_run)
+    family, config = family_of(name, dtype, stage1_runs)
     state = jax.jit(family.init)(jax.random.PRNGKey(0), batch_of(config, 0))
     train_step = jax.jit(family.train_step)
     losses = []
@@ -158,7 +168,7 @@ def training_losses(name: str, dtype: str, vqvae_run: str) -> np.ndarray:
 
 
 @pytest.mark.parametrize("name", TRAINED)
-def test_a_bfloat16_run_trains_like_the_float32_run_from_the_same_seed(name, vqvae_run):
+def test_a_bfloat16_run_trains_like_the_float32_run_from_the_same_seed(name, stage1_runs):
     """The loss falls (the mean of the last 5 steps is below that of the first 5), and the bfloat16 run ends
     within 5% of the float32 run's fall of it: |last_bf16 - last_f32| <= 0.05 (first_f32 - last_f32).
 
@@ -168,7 +178,7 @@ def test_a_bfloat16_run_trains_like_the_float32_run_from_the_same_seed(name, vqv
     and XLA versions, while a run that does not learn in bfloat16 misses by about 100%. The band is
     relative to the fall, not to the loss: a tiny net's loss falls only a few percent in 30 steps, less
     than a band of 10% of the loss would be."""
-    bf16, f32 = training_losses(name, "bfloat16", vqvae_run), training_losses(name, "float32", vqvae_run)
+    bf16, f32 = training_losses(name, "bfloat16", stage1_runs), training_losses(name, "float32", stage1_runs)
     assert np.all(np.isfinite(bf16))
     assert bf16[-5:].mean() < bf16[:5].mean(), bf16
     fall = f32[:5].mean() - f32[-5:].mean()

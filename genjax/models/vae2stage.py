@@ -55,6 +55,7 @@ from genjax.config import check, check_choice, check_positive
 from genjax.data import TOY_DATASETS, to_model_batch
 from genjax.errors import UserError
 from genjax.models import vae
+from genjax.nn.precision import compute_dtype
 from genjax.search import LogUniform
 from genjax.train.family import Family, check_batch
 from genjax.train.optim import apply_gradients
@@ -123,6 +124,7 @@ def build_stage2(config) -> vae.VAE:
         latent_dim=config.latent_dim,
         hidden_sizes=tuple(config.stage2_hidden_sizes),
         likelihood="gaussian",
+        dtype=compute_dtype(config),
     )
 
 
