@@ -5,6 +5,7 @@
     python benchmarks/throughput.py --frameworks genjax      # no PyTorch
     python benchmarks/throughput.py --peak_only              # this machine's matmul peak
     python benchmarks/throughput.py --torch_threads 1        # on cores shared with other jobs (see --help)
+    python benchmarks/throughput.py --frameworks genjax --compute_dtype bfloat16   # mixed precision, on a GPU
 
 PyTorch is optional: pip install torch==2.13.0 (the CPU build).
 
@@ -21,7 +22,7 @@ Reported per run: images/s (median of timed windows after a warm-up), time to th
 compilation of everything the first step needs, plus one step: the first chunk's wall time less the
 steady-state time of its other steps), peak resident memory of the process and
 what training added to it. Across repeats: the median (and range) per framework, the ratio to torch-eager,
-and the FLOP/s achieved as a fraction of the machine's measured float32 matmul peak (XLA's cost analysis
+and the FLOP/s achieved as a fraction of the device's measured matmul peak in the compute dtype (XLA's cost analysis
 of one compiled genjax train step; the PyTorch twin does the same FLOPs).
 
 Adding a family is one `Entry`: the experiment and config overrides of the genjax model, and the name of
@@ -69,11 +70,11 @@ ENTRIES = {  # every family's default model
 }
 
 
-def genjax_config(entry: Entry):
+def genjax_config(entry: Entry, compute_dtype: str = "float32"):
     import importlib
 
     config = importlib.import_module(f"experiments.{entry.experiment}").get_config()
-    config.update({"source": "embedded", **entry.overrides})
+    config.update({"source": "embedded", "compute_dtype": compute_dtype, **entry.overrides})
     return config
 
 
@@ -103,7 +104,7 @@ def _windows(run_window, windows: int) -> tuple[list[float], list[float]]:
     return wall, cpu
 
 
-def run_genjax(entry: Entry, windows: int, steps_per_window: int) -> dict:
+def run_genjax(entry: Entry, windows: int, steps_per_window: int, compute_dtype: str = "float32") -> dict:
     """Train through the engine's TrainChunks as `fit` does: plan a chunk's indices on the host, dispatch
     it, then read the previous chunk's metrics while it runs."""
     import jax
@@ -115,7 +116,7 @@ def run_genjax(entry: Entry, windows: int, steps_per_window: int) -> dict:
     from genjax.train.loop import Keys
     from genjax.train.parallel import global_array, make_mesh, put_data_shards, replicated
 
-    config = genjax_config(entry)
+    config = genjax_config(entry, compute_dtype)
     model = experiment.validate(config)
     train, _ = experiment.load_data(config)
     family = model.make_family(config, train)
@@ -194,9 +195,11 @@ def single_loss_step(model, config):
     return train_step
 
 
-def run_torch(entry: Entry, windows: int, steps_per_window: int, compiled: bool, threads: int = 0) -> dict:
+def run_torch(entry: Entry, windows: int, steps_per_window: int, compiled: bool, threads: int = 0, compute_dtype: str = "float32") -> dict:
     """The same training eagerly in PyTorch (or with the step under torch.compile): shuffled batches of the
-    same data, the same optimizers, and the same parameter average when genjax keeps one."""
+    same data, the same optimizers, and the same parameter average when genjax keeps one. With bfloat16,
+    the step runs under torch.autocast, PyTorch's mixed precision: float32 parameters, bfloat16 matmuls
+    and convolutions."""
     try:
         import torch
     except ImportError:
@@ -218,6 +221,8 @@ def run_torch(entry: Entry, windows: int, steps_per_window: int, compiled: bool,
     start = time.perf_counter()
     model = getattr(torch_models, entry.torch_model)(**entry.torch_kwargs)
     train_step = model.make_step(config) if hasattr(model, "make_step") else single_loss_step(model, config)
+    if compute_dtype != "float32":
+        train_step = autocast(train_step, getattr(torch, compute_dtype))
     step_fn = torch.compile(train_step) if compiled else train_step
     batches = iter(())
 
@@ -253,14 +258,25 @@ def run_torch(entry: Entry, windows: int, steps_per_window: int, compiled: bool,
     }
 
 
-def matmul_peak(sizes=(512, 1024, 2048), repeats: int = 5) -> dict:
-    """This machine's float32 matmul FLOP/s through XLA: the best size's median over `repeats` timings."""
+def autocast(train_step, dtype):
+    """train_step with its forward pass under torch.autocast(dtype) on the CPU."""
+    import torch
+
+    def mixed_precision_step(x):
+        with torch.autocast("cpu", dtype=dtype):
+            return train_step(x)
+
+    return mixed_precision_step
+
+
+def matmul_peak(sizes=(512, 1024, 2048), repeats: int = 5, dtype: str = "float32") -> dict:
+    """This device's matmul FLOP/s in `dtype` through XLA (on the default backend: the CPU, or the GPU
+    when JAX has one): the best size's median over `repeats` timings."""
     import jax
-    import jax.numpy as jnp
 
     best = {}
     for n in sizes:
-        a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+        a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
         matmul = jax.jit(lambda a: a @ a)
         matmul(a).block_until_ready()
         calls = max(2, int(2e10 / (2 * n**3)))
@@ -272,16 +288,16 @@ def matmul_peak(sizes=(512, 1024, 2048), repeats: int = 5) -> dict:
 
         flops = [2 * n**3 * calls / s for s in _windows(window, repeats)[0]]
         best[n] = float(np.median(flops))
-    return {"peak_flops": max(best.values()), "by_size": best}
+    return {"peak_flops": max(best.values()), "by_size": best, "backend": jax.default_backend(), "device": str(jax.devices()[0])}
 
 
-def worker(kind: str, entry_name: str, windows: int, steps_per_window: int, torch_threads: int = 0) -> dict:
+def worker(kind: str, entry_name: str, args) -> dict:
     if kind == "peak":
-        return matmul_peak()
+        return matmul_peak(dtype=args.compute_dtype)
     entry = ENTRIES[entry_name]
     if kind == "genjax":
-        return run_genjax(entry, windows, steps_per_window)
-    return run_torch(entry, windows, steps_per_window, compiled=kind == "torch-compile", threads=torch_threads)
+        return run_genjax(entry, args.windows, args.steps, args.compute_dtype)
+    return run_torch(entry, args.windows, args.steps, kind == "torch-compile", args.torch_threads, args.compute_dtype)
 
 
 def spawn(kind: str, entry: str, args) -> dict | None:
@@ -298,6 +314,8 @@ def spawn(kind: str, entry: str, args) -> dict | None:
         str(args.steps),
         "--torch_threads",
         str(args.torch_threads),
+        "--compute_dtype",
+        args.compute_dtype,
     ]
     process = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout, env={**os.environ, "TQDM_DISABLE": "1"})
     lines = [line for line in process.stdout.splitlines() if line.startswith("{")]
@@ -365,13 +383,19 @@ def main() -> None:
         help="PyTorch's intra-op threads (default 0: PyTorch's own choice, one per core). On cores "
         "shared with other processes, 1 avoids OpenMP threads spinning against each other",
     )
+    parser.add_argument(
+        "--compute_dtype",
+        default="float32",
+        choices=("float32", "bfloat16"),
+        help="genjax's --config.compute_dtype, PyTorch's autocast dtype, and the matmul peak's dtype (bfloat16 is for GPUs and TPUs)",
+    )
     parser.add_argument("--timeout", type=int, default=900, help="seconds before a run is abandoned")
     parser.add_argument("--json", help="also write every run's measurements to this file")
     parser.add_argument("--peak_only", action="store_true")
     parser.add_argument("--worker", nargs=2, metavar=("KIND", "ENTRY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker[0], args.worker[1], args.windows, args.steps, args.torch_threads)))
+        print(json.dumps(worker(args.worker[0], args.worker[1], args)))
         return
     entries = args.entries or list(ENTRIES)
     unknown = [e for e in entries if e not in ENTRIES]
@@ -403,7 +427,12 @@ def main() -> None:
     peak = float(np.median(peaks)) if peaks else None
     pressures = [r.get("cpu_pressure_before", r.get("cpu_pressure")) for r in log]
     pressures = [p for p in pressures if p is not None]
-    print(f"matmul peak (XLA float32, median of {len(peaks)}): {peak / 1e9:.0f} GFLOP/s" if peak else "matmul peak: not measured")
+    device = next((r["device"] for r in log if r["kind"] == "peak"), "?")
+    print(
+        f"matmul peak (XLA {args.compute_dtype} on {device}, median of {len(peaks)}): {peak / 1e9:.0f} GFLOP/s"
+        if peak
+        else "matmul peak: not measured"
+    )
     if pressures:
         print(
             f"CPU pressure before runs (PSI some avg10, 0 = quiet machine): median {np.median(pressures):.0f}%, max {max(pressures):.0f}%"
