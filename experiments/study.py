@@ -40,9 +40,12 @@ CONTENDERS = study_contenders()
 # Too slow for the default on 2 CPU cores: one budget point of flow matching costs about 2 minutes of evaluation
 # alone (500 samples by a 40-evaluation ODE and exact likelihoods), more than the rest of its trial.
 SLOW_ON_CPU = ("flow",)
+# Families added after the default was measured to fit 90 minutes: selectable with --families, left out of the
+# default until it is measured with them.
+NOT_YET_MEASURED = ("infogan",)
 # Chosen to fit 90 minutes on 2 CPU cores (the README's study section has the measured time): every family but
 # SLOW_ON_CPU, K = 6, two data sizes, budget points of equal compute up to 20 s of training.
-DEFAULT = Protocol(families=tuple(name for name in CONTENDERS if name not in SLOW_ON_CPU))  # and Protocol's defaults
+DEFAULT = Protocol(families=tuple(name for name in CONTENDERS if name not in SLOW_ON_CPU + NOT_YET_MEASURED))  # and Protocol's defaults
 QUICK = dict(
     families=("gan", "vae"),
     num_settings=2,
@@ -82,7 +85,10 @@ def parse_args(argv):
     d = DEFAULT
     parser.add_argument("--workdir", default="runs/study")
     parser.add_argument(
-        "--families", type=_list(str), default=None, help=f"families ({','.join(CONTENDERS)}; default all but {','.join(SLOW_ON_CPU)})"
+        "--families",
+        type=_list(str),
+        default=None,
+        help=f"families ({','.join(CONTENDERS)}; default all but {','.join(SLOW_ON_CPU + NOT_YET_MEASURED)})",
     )
     parser.add_argument("--dataset", default=d.dataset, help="image dataset (the embedded MNIST subset offline)")
     parser.add_argument("--settings", type=int, default=None, help=f"K, settings per family (default {d.num_settings})")
