@@ -82,7 +82,7 @@ def test_q_gradient_reaches_the_body_it_shares_with_d_and_the_generator_but_not_
         categorical, continuous = infogan.information_bounds(q, *codes)
         return -(jnp.mean(categorical) + 0.1 * jnp.mean(continuous))
 
-    g_grads, d_grads = jax.grad(information_term, argnums=(0, 1))(g_variables["params"], d_variables["params"])
+    g_grads, d_grads = jax.jit(jax.grad(information_term, argnums=(0, 1)))(g_variables["params"], d_variables["params"])
     norms = {name: float(optax_norm(layer)) for name, layer in d_grads.items()}
     assert set(norms) == {"Conv_0", "Conv_1", "BatchNorm_0", "Dense_0", "q_hidden", "q_norm", "q_out"}
     assert all(norms[name] > 0 for name in ("Conv_0", "Conv_1", "BatchNorm_0", "q_hidden", "q_out")), norms
@@ -163,7 +163,11 @@ def mnist_train():
     return data.load("mnist", "train", source="embedded")
 
 
-def states_after(config, steps: int):
+@functools.cache
+def states_after(steps: int = 2, **overrides):
+    """(family, [state before and after each of `steps` train steps], [metrics], batch), for tests that use
+    the untrained_classifier fixture (the first builds the family; the others reuse it)."""
+    config = tiny_config(**overrides)
     family = infogan.make_family(config, mnist_train())
     batch = to_model_batch(mnist_train().take(np.arange(config.batch_size)))
     states, metrics = [jax.jit(family.init)(jax.random.PRNGKey(0), batch)], []
@@ -176,8 +180,8 @@ def states_after(config, steps: int):
 
 
 def test_the_train_step_trains_q_and_d_body_and_g_by_the_information_term(untrained_classifier):
-    _, with_info, metrics, _ = states_after(tiny_config(), 2)
-    _, without, _, _ = states_after(tiny_config(info_weight_categorical=0.0, info_weight_continuous=0.0), 2)
+    _, with_info, metrics, _ = states_after()
+    _, without, _, _ = states_after(info_weight_categorical=0.0, info_weight_continuous=0.0)
     assert set(metrics[-1]) == {"d_loss", "g_loss", "info_categorical", "info_continuous"}
     chex.assert_tree_all_finite(metrics)
     d_with, d_without = with_info[-1]["discriminator"]["params"], without[-1]["discriminator"]["params"]
@@ -189,8 +193,20 @@ def test_the_train_step_trains_q_and_d_body_and_g_by_the_information_term(untrai
     assert not np.allclose(g_with["Dense_0"]["kernel"], g_without["Dense_0"]["kernel"])
 
 
+def test_a_first_adam_step_moves_g_by_its_scaled_learning_rate_and_d_by_the_base_one(untrained_classifier):
+    """Adam's first update is lr * g / (|g| + eps), so each parameter moves by lr where its gradient is not ~0."""
+    _, states, _, _ = states_after()
+
+    def largest_move(network):
+        moves = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), states[0][network]["params"], states[1][network]["params"])
+        return max(jax.tree.leaves(moves))
+
+    assert largest_move("generator") == pytest.approx(5 * 2e-4, rel=1e-3)  # g_learning_rate_scale 5 x learning_rate
+    assert largest_move("discriminator") == pytest.approx(2e-4, rel=1e-3)
+
+
 def test_eval_gives_the_tables_of_codes_and_classes_and_samples_in_the_unit_interval(untrained_classifier):
-    family, states, _, batch = states_after(tiny_config(), 1)
+    family, states, _, batch = states_after()
     per_example = jax.jit(family.eval_step)(states[-1], batch, jax.random.PRNGKey(7))
     chex.assert_shape([per_example["code_class_joint"], per_example["q_class_joint"]], [(8, 10, 10), (8, 10, 10)])
     # every example contributes 1/K to each category's row: the code marginal is exactly uniform
@@ -207,9 +223,10 @@ def test_eval_gives_the_tables_of_codes_and_classes_and_samples_in_the_unit_inte
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"adversarial_loss": "wasserstein_gp"}, "the gradient penalty does not apply; use adversarial_loss non_saturating"),
+        ({"adversarial_loss": "wasserstein_gp"}, "no gradient penalty, which wasserstein_gp needs; use adversarial_loss non_saturating"),
         ({"num_categories": 1}, "num_categories must be at least 2"),
         ({"num_continuous": -1}, "num_continuous must be >= 0"),
+        ({"g_learning_rate_scale": 0.0}, "g_learning_rate_scale must be a positive number, got 0.0"),
         ({"info_weight_continuous": -0.1}, "info_weight_continuous must be a number >= 0"),
         ({"dataset": "ring8"}, "'ring8' is 2-D points; use an image dataset"),
         ({"discriminator_norm": "layer"}, "unknown discriminator_norm 'layer'; choose one of: none, batch, spectral"),
