@@ -44,6 +44,7 @@ CASES = {
     "dcgan": ("dcgan_mnist", GAN),
     "lsgan_transpose": ("lsgan_mnist", dict(GAN, upsample="transpose")),
     "sngan": ("sngan_mnist", GAN),
+    "infogan": ("infogan_mnist", dict(latent_dim=8, conv_channels=(4, 8), q_hidden=8)),
     "wgan_gp": ("wgan_gp_mnist", dict(GAN, n_critic=2)),
     "pacgan_maxout_batch_norm_generator": ("pacgan_toy2d", dict(g_hidden_sizes=(16,), d_hidden_sizes=(16,), pack=2, maxout_pieces=3)),
     "flow_mlp": ("flow_toy2d", dict(hidden_sizes=(16, 16))),

@@ -5,7 +5,9 @@ A metric names the capability a family needs for it (genjax.train.family.CAPABIL
 it is defined on, so a new family gets every metric its capabilities allow, and a family that declares a
 new capability (say an exact likelihood) gets that metric's column, with no edit anywhere else. Metrics are
 computed in suites (`suite`), groups that share their inputs (one set of samples gives the Frechet distance,
-precision and recall); genjax.evaluate holds one function per suite.
+precision and recall); genjax.evaluate holds one function per suite. Two suites have none: 'run' (read from
+the training run's summary) and 'eval_step' (what a family's own eval_step reports, which genjax.evaluate
+runs for every family, e.g. InfoGAN's code purity: its computation needs the family's latent codes).
 
 Data kinds: 'image' (pixels in [0, 1]), 'point' (2-D points) and 'mixture' (2-D points from a mixture with
 known modes: ring8, grid25); None means any.
@@ -165,6 +167,46 @@ METRICS = (
         needs="sample",
         data="image",
         reference="test accuracy of the feature classifier",
+        column=False,
+    ),
+    # a family's discrete code against the data's classes (genjax.metrics.codes), from its own eval_step
+    Metric(
+        "code_purity",
+        "code purity",
+        "eval_step",
+        better=+1,
+        fmt="{:.3f}",
+        data="image",
+        reference="sum over codes of the largest share of one class among the samples of that code, labelled by the "
+        "classifier (InfoGAN's categorical code, Chen et al. 2016); 1 also when all codes make one digit, so read it with code NMI",
+    ),
+    Metric(
+        "code_nmi",
+        "code NMI",
+        "eval_step",
+        better=+1,
+        fmt="{:.3f}",
+        data="image",
+        reference="I(code; classifier label of its samples) / mean of their entropies (arithmetic normalized mutual information)",
+    ),
+    Metric(
+        "q_purity",
+        "Q purity",
+        "eval_step",
+        better=+1,
+        fmt="{:.3f}",
+        data="image",
+        reference="purity of the code the model's inference network predicts for real test digits against their labels "
+        "(InfoGAN's Q; Chen et al. 2016 report 5% error on MNIST)",
+    ),
+    Metric(
+        "q_nmi",
+        "Q NMI",
+        "eval_step",
+        better=+1,
+        fmt="{:.3f}",
+        data="image",
+        reference="I(predicted code; label) / mean of their entropies over real test digits",
         column=False,
     ),
     # mode coverage on 2-D mixtures (VEEGAN / PacGAN protocol, genjax.metrics.modes)

@@ -182,6 +182,19 @@ class ConvGenerator(nn.Module):
         return jnp.tanh(to_float32(upsample2x(h, colors, self.upsample, self.dtype)))
 
 
+def conv_features(x: jax.Array, channels: Sequence[int], norm: str, train: bool, dtype=jnp.float32) -> jax.Array:
+    """The DCGAN discriminator's body, flattened [B, F]: 4x4 stride-2 convolutions of widths `channels` with
+    LeakyReLU, BatchNorm on all but the first when norm is 'batch', computing in `dtype`. Called inside a compact module, its
+    layers are that module's own (Conv_0, BatchNorm_0, ...), so InfoGAN's Q head can share them."""
+    h = x
+    for i, width in enumerate(channels):
+        h = normalized_layer(Conv(width, (4, 4), strides=(2, 2), dtype=dtype), h, norm, train)
+        if norm == "batch" and i > 0:
+            h = batch_norm(train, dtype)(h)
+        h = leaky_relu(h)
+    return h.reshape(h.shape[0], -1)
+
+
 class ConvDiscriminator(nn.Module):
     """The DCGAN discriminator: 4x4 stride-2 convolutions of widths `channels` with LeakyReLU, then `score`.
 
@@ -197,10 +210,4 @@ class ConvDiscriminator(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, labels: jax.Array | None = None, train: bool = False) -> jax.Array:
-        h = x
-        for i, width in enumerate(self.channels):
-            h = normalized_layer(Conv(width, (4, 4), strides=(2, 2), dtype=self.dtype), h, self.norm, train)
-            if self.norm == "batch" and i > 0:
-                h = batch_norm(train, self.dtype)(h)
-            h = leaky_relu(h)
-        return score(h.reshape(h.shape[0], -1), labels, self.num_classes, self.norm, train, self.dtype)
+        return score(conv_features(x, self.channels, self.norm, train, self.dtype), labels, self.num_classes, self.norm, train, self.dtype)
