@@ -19,6 +19,7 @@ from experiments import vae_mnist
 from genjax import cli
 from genjax.experiment import Contender, Stage
 from genjax.models import vae2stage
+from genjax.train.rundir import refit_if_stale
 
 
 def get_config():
@@ -41,7 +42,7 @@ def stage2_config(config, workdir: str, earlier: list):
     again from scratch when that step moved since)."""
     vae_run = earlier[0]
     stage2 = vae2stage.stage_config(config, vae_run.workdir, vae_run.summary["steps"])
-    vae2stage.refit_if_stale(stage2, workdir)
+    refit_if_stale(stage2, workdir, "stage1_step", "stage 1")
     return stage2
 
 

@@ -17,6 +17,7 @@ from genjax import cli
 from genjax.config import base_config
 from genjax.experiment import Contender, Stage
 from genjax.models import vqvae_prior
+from genjax.train.rundir import refit_if_stale
 
 
 def get_config():
@@ -51,7 +52,7 @@ def prior_config(config, workdir: str, earlier: list):
     (and refitted from scratch when that step moved since it was fitted)."""
     vqvae_run = earlier[0]
     prior = vqvae_prior.stage_config(config, vqvae_run.workdir, vqvae_run.summary["steps"])
-    vqvae_prior.refit_if_stale(prior, workdir)
+    refit_if_stale(prior, workdir, "vqvae_step", "the VQ-VAE")
     return prior
 
 

@@ -15,6 +15,7 @@ from genjax import evaluate, models
 from genjax.checkpoint import Checkpoints
 from genjax.data import to_model_batch
 from genjax.models import vae, vae2stage
+from genjax.train.rundir import refit_if_stale
 
 TINY = dict(
     hidden_sizes=(8,),
@@ -178,7 +179,7 @@ def test_stage2_fitted_to_another_stage1_step_is_fitted_again(tmp_path):
     (tmp_path / "config.json").write_text(vae2stage.stage_config(config, str(tmp_path / "vae"), 4).to_json())
     same, later, placeholder = (vae2stage.stage_config(config, str(tmp_path / "vae"), step) for step in (4, 6, 0))
     for stage2_config in (same, later, placeholder):
-        vae2stage.refit_if_stale(stage2_config, str(tmp_path))
+        refit_if_stale(stage2_config, str(tmp_path), "stage1_step", "stage 1")
     assert not same.fresh and later.fresh and not placeholder.fresh
 
 

@@ -17,6 +17,7 @@ from genjax.errors import UserError
 from genjax.models import vqvae, vqvae_prior
 from genjax.nn import vector_quantizer as vq
 from genjax.nn.transformer import CausalTransformer, sample_tokens
+from genjax.train.rundir import refit_if_stale
 
 TINY = dict(
     conv_channels=(4, 8),
@@ -289,8 +290,8 @@ def test_a_prior_fitted_to_another_vqvae_step_is_fitted_again(tmp_path):
     fitted = vqvae_prior.stage_config(config, str(tmp_path / "vqvae"), 4)
     (tmp_path / "config.json").write_text(fitted.to_json())
     same, later = (vqvae_prior.stage_config(config, str(tmp_path / "vqvae"), step) for step in (4, 6))
-    vqvae_prior.refit_if_stale(same, str(tmp_path))
-    vqvae_prior.refit_if_stale(later, str(tmp_path))
+    refit_if_stale(same, str(tmp_path), "vqvae_step", "the VQ-VAE")
+    refit_if_stale(later, str(tmp_path), "vqvae_step", "the VQ-VAE")
     assert not same.fresh and later.fresh
 
 

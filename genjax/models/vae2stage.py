@@ -39,8 +39,6 @@ config.stage1_step in config.stage1_workdir when stage 2 starts, then saved with
 so count_params counts stage 2 only.
 """
 
-import json
-import logging
 import math
 import os
 
@@ -91,21 +89,6 @@ def stage_config(config, stage1_workdir: str, stage1_step: int):
     stage2.stage1_workdir = stage1_workdir
     stage2.stage1_step = stage1_step
     return stage2
-
-
-def refit_if_stale(stage2_config, workdir: str) -> None:
-    """Set stage2_config.fresh when the stage-2 run in `workdir` was fitted to another stage-1 step (step 0,
-    "latest", is the placeholder of a stage 1 not trained yet: nothing to compare)."""
-    path = os.path.join(workdir, "config.json")
-    if stage2_config.fresh or not os.path.exists(path):
-        return
-    with open(path) as f:
-        fitted_to = json.load(f).get("stage1_step")
-    if stage2_config.stage1_step and fitted_to is not None and fitted_to != stage2_config.stage1_step:
-        logging.getLogger("genjax").info(
-            "stage 2 in %s was fitted to stage-1 step %d, now at step %d: fitting it again", workdir, fitted_to, stage2_config.stage1_step
-        )
-        stage2_config.fresh = True
 
 
 def validate(config) -> None:

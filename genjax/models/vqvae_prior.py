@@ -16,8 +16,6 @@ decodes them; eval reports code_nll next to the frozen VQ-VAE's metrics (recon_m
 that the summary describes the whole generative model.
 """
 
-import json
-import logging
 import os
 
 import jax
@@ -48,21 +46,6 @@ def stage_config(config, vqvae_workdir: str, vqvae_step: int):
     prior.vqvae_workdir = vqvae_workdir
     prior.vqvae_step = vqvae_step
     return prior
-
-
-def refit_if_stale(prior_config, workdir: str) -> None:
-    """Set prior_config.fresh when the prior run in `workdir` was fitted to another VQ-VAE step (vqvae_step 0,
-    "latest", is the placeholder of a VQ-VAE not trained yet: nothing to compare)."""
-    path = os.path.join(workdir, "config.json")
-    if prior_config.fresh or not os.path.exists(path):
-        return
-    with open(path) as f:
-        fitted_to = json.load(f).get("vqvae_step")
-    if prior_config.vqvae_step and fitted_to is not None and fitted_to != prior_config.vqvae_step:
-        logging.getLogger("genjax").info(
-            "the prior in %s was fitted to VQ-VAE step %d, now at step %d: fitting it again", workdir, fitted_to, prior_config.vqvae_step
-        )
-        prior_config.fresh = True
 
 
 def validate(config) -> None:

@@ -89,6 +89,21 @@ class WorkdirLock:
         return False
 
 
+def refit_if_stale(later_config, workdir: str, step_field: str, earlier: str) -> None:
+    """Set later_config.fresh when the later stage's run in `workdir` was fitted to another step of the stage
+    before it: later_config[step_field] is that step now, the run's config.json the step it was fitted to
+    (step 0, "latest", is the placeholder of an earlier stage not trained yet: nothing to compare)."""
+    path = os.path.join(workdir, "config.json")
+    if later_config.fresh or not os.path.exists(path):
+        return
+    with open(path) as f:
+        fitted_to = json.load(f).get(step_field)
+    now = later_config[step_field]
+    if now and fitted_to is not None and fitted_to != now:
+        logging.getLogger("genjax").info("%s was fitted to %s step %d, now at step %d: fitting it again", workdir, earlier, fitted_to, now)
+        later_config.fresh = True
+
+
 def write_json_atomically(path: str, value: dict, indent: int | None = 1) -> None:
     """Write JSON to `path` via a temporary file and a rename: readers never see half a file (numpy scalars
     are written as floats)."""
