@@ -12,8 +12,11 @@ on XLA's own kernels, a transpose or copy (layout changes, often with elementwis
 elementwise and reduction work; and to the model code it came from (the op_name JAX recorded: the module
 path, and `transpose(jvp(...))` for the backward pass).
 
-Times are the operations' own durations summed over the steps, per step. The two cores run independent
-operations concurrently, so the sum can exceed the step's wall time; shares are of the sum. On other
+Times are the operations' own durations summed over the steps, per step; shares are of their sum. Read
+them against the step's wall time: independent operations run concurrently on the two cores (the sum can
+exceed the wall time), and XLA's own (Eigen) convolutions run asynchronously on its thread pool, so their
+events can end before their work does (the sum then falls short of the wall time, and those convolutions'
+times are lower bounds). Library fusions (YNNPACK) are timed whole. On other
 backends the trace holds kernels rather than HLO instructions, so nothing is attributed: read the trace
 itself there (it is kept under --trace_dir when given).
 """
