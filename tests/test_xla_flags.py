@@ -20,11 +20,12 @@ def test_the_cpu_flags_are_appended_to_what_is_set_and_a_users_own_value_wins():
 
 
 def program_of_a_convolution(env: dict) -> str:
-    """The optimized HLO of a jitted convolution, compiled in a fresh process that imports genjax first."""
+    """The optimized HLO of a jitted convolution, compiled in a fresh process that imports genjax first (one
+    as large as a conv VAE layer: JAX gives YNNPACK only convolutions above some size)."""
     script = (
         "import genjax, jax, jax.numpy as jnp\n"
         "conv = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))\n"
-        "print(jax.jit(conv).lower(jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4))).compile().as_text())\n"
+        "print(jax.jit(conv).lower(jnp.ones((8, 14, 14, 16)), jnp.ones((3, 3, 16, 32))).compile().as_text())\n"
     )
     environment = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", xla_flags.VARIABLE)} | env
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=environment, capture_output=True, text=True, timeout=300)
