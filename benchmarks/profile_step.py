@@ -32,18 +32,14 @@ import sys
 import tempfile
 import time
 
-TRACE_FLAG = "--xla_cpu_enable_xprof_traceme=true"
-# XLA reads its flags once, when JAX starts: only a process that has not imported it yet can be profiled
-TRACEABLE = "jax" not in sys.modules
-if TRACEABLE:
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + TRACE_FLAG).strip()
+import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [REPO, os.path.dirname(os.path.abspath(__file__))]  # profile this checkout, not an installed genjax
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-import throughput  # noqa: E402
+import throughput  # noqa: E402  (imports JAX only when it measures)
+
+TRACE_FLAG = "--xla_cpu_enable_xprof_traceme=true"
 
 LIBRARY_FUSIONS = ("__ynn_fusion", "__xnn_fusion", "__onednn_fusion")
 KINDS = ("library conv/matmul", "XLA convolution", "XLA dot", "transpose/copy", "elementwise/other")
@@ -51,14 +47,12 @@ KINDS = ("library conv/matmul", "XLA convolution", "XLA dot", "transpose/copy", 
 
 def compiled_step(entry_name: str):
     """(jitted train step with donated state, state, batch, key, optimized HLO text) of an entry's default model."""
-    from genjax import experiment
+    import jax
+
     from genjax.data import to_model_batch
     from genjax.train.loop import Keys
 
-    config = throughput.genjax_config(throughput.ENTRIES[entry_name])
-    model = experiment.validate(config)
-    train, _ = experiment.load_data(config)
-    family = model.make_family(config, train)
+    config, train, family = throughput.genjax_family(throughput.ENTRIES[entry_name])
     keys = Keys.from_seed(config.seed)
     batch = to_model_batch(train.take(np.arange(config.batch_size)))
     state = jax.jit(family.init)(keys.init, batch)
@@ -115,6 +109,8 @@ def traced_durations(trace_dir: str) -> collections.Counter:
 
 
 def profile(entry_name: str, steps: int, trace_dir: str) -> dict:
+    import jax
+
     step, state, batch, key, text = compiled_step(entry_name)
     for _ in range(3):  # warm-up: the first calls allocate and page in
         state, _ = step(state, batch, key)
@@ -172,8 +168,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps must be at least 1, got {args.steps}")
-    if not TRACEABLE:
-        parser.error("JAX was imported before profile_step, so XLA will not trace its operations: run it as a script")
+    if "jax" in sys.modules:  # XLA reads its flags once, when JAX starts
+        parser.error("JAX was imported before profile_step.main, so XLA will not trace its operations: run it as a script")
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + TRACE_FLAG).strip()
     with tempfile.TemporaryDirectory() as scratch:
         result = profile(args.entry, args.steps, args.trace_dir or scratch)
     print(report(result, args.top))

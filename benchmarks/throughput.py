@@ -78,6 +78,16 @@ def genjax_config(entry: Entry, compute_dtype: str = "float32"):
     return config
 
 
+def genjax_family(entry: Entry, compute_dtype: str = "float32"):
+    """(config, training set, Family) of an entry's genjax model, as the experiment builds them."""
+    from genjax import experiment
+
+    config = genjax_config(entry, compute_dtype)
+    model = experiment.validate(config)
+    train, _ = experiment.load_data(config)
+    return config, train, model.make_family(config, train)
+
+
 def _rss_mib() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -109,17 +119,13 @@ def run_genjax(entry: Entry, windows: int, steps_per_window: int, compute_dtype:
     it, then read the previous chunk's metrics while it runs."""
     import jax
 
-    from genjax import experiment
     from genjax.data import batch_indices, to_model_batch
     from genjax.train import policy
     from genjax.train.chunks import TrainChunks
     from genjax.train.loop import Keys
     from genjax.train.parallel import global_array, make_mesh, put_data_shards, replicated
 
-    config = genjax_config(entry, compute_dtype)
-    model = experiment.validate(config)
-    train, _ = experiment.load_data(config)
-    family = model.make_family(config, train)
+    config, train, family = genjax_family(entry, compute_dtype)
     baseline_rss = _rss_mib()
 
     start = time.perf_counter()

@@ -1,5 +1,6 @@
 """Shared test setup: CPU only, no progress bars, tiny configs."""
 
+import json
 import os
 import subprocess
 import sys
@@ -42,6 +43,12 @@ def tiny_vae_config(**overrides):
     )
     config.update(overrides)
     return config
+
+
+def train_steps(workdir) -> list:
+    """The steps of a run directory's training records in metrics.jsonl."""
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [r["step"] for r in map(json.loads, f) if r["split"] == "train"]
 
 
 def run_module(module: str, *args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -16,6 +16,7 @@ from genjax.checkpoint import Checkpoints
 from genjax.data import to_model_batch
 from genjax.models import vae, vae2stage
 from genjax.train.rundir import refit_if_stale
+from tests.conftest import train_steps
 
 TINY = dict(
     hidden_sizes=(8,),
@@ -143,10 +144,6 @@ def _cli(workdir, *args):
     return vae2stage_mnist.main([f"--workdir={workdir}", *overrides, *args])
 
 
-def _train_steps(workdir):
-    return [r["step"] for r in map(json.loads, open(workdir / "metrics.jsonl")) if r["split"] == "train"]
-
-
 def test_experiment_runs_both_stages_resumes_stage2_and_refits_it_when_stage1_moved(tmp_path, capsys):
     assert _cli(tmp_path) == 0
     for directory in (tmp_path, tmp_path / "vae"):
@@ -162,12 +159,12 @@ def test_experiment_runs_both_stages_resumes_stage2_and_refits_it_when_stage1_mo
         assert f["samples"].shape == (4, 28, 28, 1)
 
     assert _cli(tmp_path, "--config.stage2_num_steps=6") == 0  # stage 1 is finished; stage 2 resumes
-    assert _train_steps(tmp_path) == [2, 4, 6] and _train_steps(tmp_path / "vae") == [2, 4]
+    assert train_steps(tmp_path) == [2, 4, 6] and train_steps(tmp_path / "vae") == [2, 4]
     capsys.readouterr()
 
     assert _cli(tmp_path, "--config.stage2_num_steps=6", "--config.num_steps=6") == 0  # stage 1 moved: stage 2 again
     assert "fitting it again" in capsys.readouterr().err
-    assert _train_steps(tmp_path / "vae") == [2, 4, 6] and _train_steps(tmp_path) == [2, 4, 6]
+    assert train_steps(tmp_path / "vae") == [2, 4, 6] and train_steps(tmp_path) == [2, 4, 6]
     assert json.load(open(tmp_path / "config.json"))["stage1_step"] == 6
     _, _, state, _, _ = evaluate.load_run(str(tmp_path))  # the run directory alone rebuilds the whole model
     _, _, stage1_state, _, _ = evaluate.load_run(str(tmp_path / "vae"))

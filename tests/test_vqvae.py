@@ -18,6 +18,7 @@ from genjax.models import vqvae, vqvae_prior
 from genjax.nn import vector_quantizer as vq
 from genjax.nn.transformer import CausalTransformer, sample_tokens
 from genjax.train.rundir import refit_if_stale
+from tests.conftest import train_steps
 
 TINY = dict(
     conv_channels=(4, 8),
@@ -260,10 +261,6 @@ def _cli(workdir, *args):
     return vqvae_mnist.main([f"--workdir={workdir}", *overrides, *args])
 
 
-def _train_steps(workdir):
-    return [r["step"] for r in map(json.loads, open(workdir / "metrics.jsonl")) if r["split"] == "train"]
-
-
 def test_experiment_runs_both_stages_and_the_prior_resumes(tmp_path, capsys):
     assert _cli(tmp_path) == 0
     assert "done: 4 steps" in capsys.readouterr().out
@@ -281,7 +278,7 @@ def test_experiment_runs_both_stages_and_the_prior_resumes(tmp_path, capsys):
         assert f["samples"].shape == (4, 28, 28, 1)
 
     assert _cli(tmp_path, "--config.prior_num_steps=6") == 0  # the VQ-VAE is finished; the prior resumes
-    assert _train_steps(tmp_path) == [2, 4, 6] and _train_steps(tmp_path / "vqvae") == [2, 4]
+    assert train_steps(tmp_path) == [2, 4, 6] and train_steps(tmp_path / "vqvae") == [2, 4]
     assert Checkpoints(str(tmp_path / "checkpoints")).manager.all_steps() == [2, 4, 6]
 
 
