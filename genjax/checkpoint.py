@@ -121,3 +121,22 @@ class Checkpoints:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def restore_earlier_stage(workdir: str, step: int, family, example: dict, model: str, what: str, train_first: str, experiment: str) -> dict:
+    """The state of an earlier stage's run in `workdir` at `step` (its latest when 0), restored into the shapes
+    of family.init(example): what a later stage (a prior, a second VAE) is fitted to. `what` names the model
+    and `train_first` the remedy in the one-line errors when there is no such checkpoint."""
+    directory = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(directory):
+        raise UserError(f"no {what} checkpoints in {directory}; {train_first} (python -m experiments.{experiment} does both)")
+    checkpoints = Checkpoints(directory)
+    try:
+        found = step or checkpoints.latest_step()
+        if found is None or found not in checkpoints.manager.all_steps():
+            raise UserError(f"no {what} checkpoint at step {step or 'latest'} in {checkpoints.directory}; {train_first}")
+        meta = checkpoints.read_meta(found)
+        like = jax.eval_shape(family.init, jax.random.PRNGKey(0), example)
+        return checkpoints.restore(found, like, {"experiment": meta.get("experiment"), "model": model})
+    finally:
+        checkpoints.close()

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from experiments import vae2stage_mnist
-from genjax import evaluate, models
+from genjax import data, evaluate, models
 from genjax.checkpoint import Checkpoints
 from genjax.data import to_model_batch
+from genjax.errors import UserError
 from genjax.models import vae, vae2stage
 from genjax.train.rundir import refit_if_stale
 from tests.conftest import train_steps
@@ -169,6 +170,18 @@ def test_experiment_runs_both_stages_resumes_stage2_and_refits_it_when_stage1_mo
     _, _, state, _, _ = evaluate.load_run(str(tmp_path))  # the run directory alone rebuilds the whole model
     _, _, stage1_state, _, _ = evaluate.load_run(str(tmp_path / "vae"))
     chex.assert_trees_all_equal(state["stage1"], stage1_state["ema_params"])
+
+
+def test_stage2_without_a_stage1_checkpoint_is_refused_in_one_line(tmp_path):
+    train = data.load("mnist", "train", source="embedded")
+    config = vae2stage.stage_config(tiny_config(), str(tmp_path / "vae"), 0)
+    with pytest.raises(
+        UserError, match=r"^no VAE checkpoints in .*; train stage 1 first \(python -m experiments.vae2stage_mnist does both\)$"
+    ):
+        vae2stage.load_stage1(config, train)
+    (tmp_path / "vae" / "checkpoints").mkdir(parents=True)
+    with pytest.raises(UserError, match=r"^no VAE checkpoint at step latest in .*; train stage 1 first$"):
+        vae2stage.load_stage1(config, train)
 
 
 def test_stage2_fitted_to_another_stage1_step_is_fitted_again(tmp_path):

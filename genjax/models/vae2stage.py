@@ -40,7 +40,6 @@ so count_params counts stage 2 only.
 """
 
 import math
-import os
 
 import jax
 import jax.numpy as jnp
@@ -48,10 +47,9 @@ import numpy as np
 import optax
 
 from genjax import losses
-from genjax.checkpoint import Checkpoints
+from genjax.checkpoint import restore_earlier_stage
 from genjax.config import check, check_choice, check_positive
 from genjax.data import TOY_DATASETS, to_model_batch
-from genjax.errors import UserError
 from genjax.models import vae
 from genjax.nn.precision import compute_dtype
 from genjax.search import LogUniform
@@ -113,21 +111,12 @@ def build_stage2(config) -> vae.VAE:
 
 def load_stage1(config, dataset):
     """The trained VAE's parameter average at step config.stage1_step (latest if 0) of config.stage1_workdir."""
-    directory = os.path.join(config.stage1_workdir, "checkpoints")
-    if not os.path.isdir(directory):
-        raise UserError(f"no VAE checkpoints in {directory}; train stage 1 first (python -m experiments.vae2stage_mnist does both)")
-    checkpoints = Checkpoints(directory)
-    try:
-        step = config.stage1_step or checkpoints.latest_step()
-        if step is None or step not in checkpoints.manager.all_steps():
-            raise UserError(f"no VAE checkpoint at step {config.stage1_step or 'latest'} in {checkpoints.directory}; train stage 1 first")
-        meta = checkpoints.read_meta(step)
-        family = vae.make_family(config, dataset)
-        example = to_model_batch(dataset.take(np.arange(min(config.batch_size, dataset.num_examples))))
-        like = jax.eval_shape(family.init, jax.random.PRNGKey(0), example)
-        return checkpoints.restore(step, like, {"experiment": meta.get("experiment"), "model": "vae"})["ema_params"]
-    finally:
-        checkpoints.close()
+    example = to_model_batch(dataset.take(np.arange(min(config.batch_size, dataset.num_examples))))
+    family = vae.make_family(config, dataset)
+    state = restore_earlier_stage(
+        config.stage1_workdir, config.stage1_step, family, example, "vae", "VAE", "train stage 1 first", "vae2stage_mnist"
+    )
+    return state["ema_params"]
 
 
 def stage1_codes(model: vae.VAE, params, images, key, stage2_input: str):

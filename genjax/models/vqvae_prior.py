@@ -16,17 +16,14 @@ decodes them; eval reports code_nll next to the frozen VQ-VAE's metrics (recon_m
 that the summary describes the whole generative model.
 """
 
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from genjax.checkpoint import Checkpoints
+from genjax.checkpoint import restore_earlier_stage
 from genjax.config import check
 from genjax.data import to_model_batch
-from genjax.errors import UserError
 from genjax.models import vqvae
 from genjax.nn.precision import compute_dtype
 from genjax.nn.transformer import CausalTransformer, sample_tokens
@@ -61,23 +58,12 @@ def validate(config) -> None:
 
 def load_vqvae(config, dataset):
     """The trained VQ-VAE's params at step config.vqvae_step (latest if 0) of config.vqvae_workdir."""
-    directory = os.path.join(config.vqvae_workdir, "checkpoints")
-    if not os.path.isdir(directory):
-        raise UserError(f"no VQ-VAE checkpoints in {directory}; train the VQ-VAE first (python -m experiments.vqvae_mnist does both)")
-    checkpoints = Checkpoints(directory)
-    try:
-        step = config.vqvae_step or checkpoints.latest_step()
-        if step is None or step not in checkpoints.manager.all_steps():
-            raise UserError(
-                f"no VQ-VAE checkpoint at step {config.vqvae_step or 'latest'} in {checkpoints.directory}; train the VQ-VAE first"
-            )
-        meta = checkpoints.read_meta(step)
-        family = vqvae.make_family(config, dataset)
-        example = to_model_batch(dataset.take(np.arange(min(config.batch_size, dataset.num_examples))))
-        like = jax.eval_shape(family.init, jax.random.PRNGKey(0), example)
-        return checkpoints.restore(step, like, {"experiment": meta.get("experiment"), "model": "vqvae"})["params"]
-    finally:
-        checkpoints.close()
+    example = to_model_batch(dataset.take(np.arange(min(config.batch_size, dataset.num_examples))))
+    family = vqvae.make_family(config, dataset)
+    state = restore_earlier_stage(
+        config.vqvae_workdir, config.vqvae_step, family, example, "vqvae", "VQ-VAE", "train the VQ-VAE first", "vqvae_mnist"
+    )
+    return state["params"]
 
 
 def make_family(config, dataset) -> Family:
