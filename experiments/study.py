@@ -22,7 +22,7 @@ import sys
 from experiments.compare import IMAGE_CONTENDERS
 from genjax.errors import UserError
 from genjax.study import Protocol, merge, study
-from genjax.study.plan import UNITS, parse_shard, units_of
+from genjax.study.plan import UNITS, VECTORIZE, parse_shard, units_of
 
 
 def study_contenders() -> dict:
@@ -103,6 +103,13 @@ def parse_args(argv):
     parser.add_argument("--reseeds", type=int, default=None, help=f"extra seeds of each best setting (default {d.reseeds})")
     parser.add_argument("--search_seed", type=int, default=d.search_seed, help="the seed of the search and of the settings drawn")
     parser.add_argument("--num_samples", type=int, default=None, help=f"samples per evaluation (default {d.num_samples})")
+    parser.add_argument(
+        "--vectorize",
+        choices=VECTORIZE,
+        default=None,
+        help="search settings as vectorized groups: vmap or unroll (one program per group), off (one at a time); "
+        "default auto: off on CPU, where groups were measured slower, vmap on accelerators",
+    )
     parser.add_argument("--quick", action="store_true", help="the whole pipeline at a tiny size (tests)")
     parser.add_argument("--full", action="store_true", help="the large protocol: K = 32, 3 data sizes, budgets to 16,000 steps")
     parser.add_argument("--shard", default=None, help="i/n: run units i, i+n, ... only (merge the slices with --merge)")
@@ -121,6 +128,7 @@ def parse_args(argv):
         reseeds=args.reseeds,
         search_seed=args.search_seed,
         num_samples=args.num_samples,
+        vectorize=args.vectorize,
     )
     values.update({k: v for k, v in given.items() if v is not None})
     return args, dataclasses.replace(DEFAULT, **values)

@@ -20,6 +20,7 @@ from genjax.errors import UserError
 from genjax.search import draw_settings, space_of
 
 UNITS = ("seconds", "steps")
+VECTORIZE = ("auto", "off", "vmap", "unroll")  # genjax.study.groups
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Protocol:
     budgets         budget points, ascending, in `unit`: each family trains up to the last and is measured at each
     data_sizes      training-set sizes (the first N images of the training split)
     reseeds         seeds, after the search seed, that the best setting of each budget point retrains with
+    vectorize       how the search settings train: auto, off (one at a time), vmap or unroll (genjax.study.groups)
     """
 
     families: tuple
@@ -46,6 +48,7 @@ class Protocol:
     iwae_samples: int = 100
     likelihood_examples: int = 20
     classifier_steps: int = 1500
+    vectorize: str = "auto"
 
     @property
     def seeds(self) -> tuple:
@@ -91,6 +94,8 @@ def check(protocol: Protocol, contenders: dict, train_examples: int) -> None:
         raise UserError(f"a family is named twice in {','.join(protocol.families)}")
     if protocol.num_settings < 1:
         raise UserError(f"the number of settings K must be >= 1, got {protocol.num_settings}")
+    if protocol.vectorize not in VECTORIZE:
+        raise UserError(f"unknown vectorize '{protocol.vectorize}'; choose {', '.join(VECTORIZE)}")
     if protocol.unit not in UNITS:
         raise UserError(f"unknown budget unit '{protocol.unit}'; choose seconds or steps")
     budgets = list(protocol.budgets)

@@ -3,8 +3,9 @@
 For each unit (a family on one training-set size): the K settings train with the search seed; the best
 setting at each budget point (lowest KID, the study's criterion) then trains with the re-seeding seeds, up to
 the last budget point it is best at.
-Settings train one at a time through the engine: on CPU, trials grouped in one program (genjax.train.trials)
-were measured slower than one at a time (benchmarks/trials.py), so grouping is left to accelerators.
+The search settings train one at a time through the engine, or as vectorized groups (genjax.study.groups,
+the protocol's `vectorize`: by default one at a time on CPU, where groups were measured slower, and vmapped
+groups on accelerators); re-seeded trials train one at a time (each has its own seed's batches and keys).
 
 Everything lands in the workdir: study_plan.json (the protocol), one run directory and trial.json per trial,
 and units/<family>_n<size>.json when a unit is complete. Rerunning resumes; finished trials are reused.
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 from genjax import data
 from genjax.errors import UserError
 from genjax.metrics.classifier import load_classifier
+from genjax.study import groups
 from genjax.study.plan import Protocol, Unit, check, settings_of, units_of
 from genjax.study.trials import Trial, run_trial
 from genjax.train.rundir import write_json_atomically
@@ -81,7 +83,15 @@ def run_unit(protocol: Protocol, contender, unit: Unit, root: str, classifier, t
         bar.update(1)
         return record
 
-    search = [trial(k, protocol.search_seed) for k in range(len(settings))]
+    search = [None] * len(settings)
+    mode = groups.resolve(protocol.vectorize, contender)
+    for indices in groups.groups_of(settings, groups.traced_fields(contender)) if mode != "off" else []:
+        if len(indices) > 1:
+            trials = [Trial(unit.family, unit.data_size, k, settings[k], protocol.search_seed) for k in indices]
+            for k, record in zip(indices, groups.run_group(protocol, contender, trials, root, classifier, test, mode), strict=True):
+                search[k] = record
+                bar.update(1)
+    search = [record or trial(k, protocol.search_seed) for k, record in enumerate(search)]
     best = best_settings(protocol, search)
     chosen = sorted(set(best))
     bar.total += len(chosen) * protocol.reseeds - protocol.reseeds  # the estimate counted one chosen setting per unit

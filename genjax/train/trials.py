@@ -14,15 +14,21 @@ its state stops changing and the step is recorded as `diverged_at` (0: never). T
 computed exactly as before, element by element of the batched arithmetic, so they are bitwise unaffected.
 
 On CPU a chunk of steps runs in one lax.scan for families without convolutions (the execution policy,
-genjax.train.policy); convolutional families run one jitted call per step.
+genjax.train.policy); convolutional families run one jitted call per step. Programs are compiled ahead of
+their first call, so `compile_seconds` is apart from the time `train` takes. With several local devices and
+T a multiple of their number, the trial axis of the state and of the hyperparameters is sharded over them
+(a 1-D mesh 'trials'; the batches are replicated): 8 devices train 8 groups' worth of trials at once.
 """
 
 import dataclasses
+import time
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from genjax import experiment
 from genjax.data import Dataset, batch_indices, to_model_batch
@@ -69,13 +75,21 @@ class TrialGroup:
             concrete = self.config.copy_and_resolve_references()
             concrete.update(setting)
             self.model = experiment.validate(concrete)
-        self.hyper = {name: jnp.asarray([s[name] for s in self.settings], jnp.float32) for name in self.traced}
+        devices = jax.local_devices()
+        mesh = Mesh(
+            np.array(devices if len(devices) > 1 and self.size % len(devices) == 0 and self.vectorize == "vmap" else devices[:1]),
+            ("trials",),
+        )
+        self.trial_sharding, replicated = NamedSharding(mesh, P("trials")), NamedSharding(mesh, P())
+        hyper = {name: np.asarray([s[name] for s in self.settings], np.float32) for name in self.traced}
+        self.hyper = jax.device_put(hyper, self.trial_sharding)
         self.keys = Keys.from_seed(self.config.seed)
         self.family = self.model.make_family(self.config, self.dataset)  # for its flags; the traced copies compute
-        self.scan = policy.scan_chunks(jax.devices()[0].platform, self.family.convolutional)
-        self.data = jax.device_put(self.dataset.arrays)
+        self.scan = policy.scan_chunks(devices[0].platform, self.family.convolutional)
+        self.data = jax.device_put(self.dataset.arrays, replicated)
         self._chunk = jax.jit(self._train_chunk, donate_argnums=0)
         self._step = jax.jit(self._one_step, donate_argnums=0)
+        self._executables, self.compile_seconds = {}, 0.0
 
     @property
     def size(self) -> int:
@@ -86,10 +100,12 @@ class TrialGroup:
         return self.model.make_family(with_values(self.config, hyper), self.dataset)
 
     def init(self) -> dict:
-        """{'state': the trials' states stacked on axis 0, 'diverged_at': int32 [T] (0: not diverged)}."""
+        """{'state': the trials' states stacked on axis 0, 'diverged_at': int32 [T] (0: not diverged), 'hyper':
+        {field: float32 [T]}, the traced values (an argument of the programs, not a constant: it is sharded)}."""
         example = to_model_batch(self.dataset.take(np.arange(self.config.batch_size)))
         state = jax.jit(jax.vmap(lambda hyper: self.family_for(hyper).init(self.keys.init, example)))(self.hyper)
-        return {"state": state, "diverged_at": jnp.zeros(self.size, jnp.int32)}
+        group = {"state": state, "diverged_at": np.zeros(self.size, np.int32), "hyper": self.hyper}
+        return jax.device_put(group, self.trial_sharding)
 
     def _one_step(self, group, step, indices):
         batch = to_model_batch({k: jnp.take(v, indices, axis=0) for k, v in self.data.items()})
@@ -103,13 +119,13 @@ class TrialGroup:
             diverged_at = jnp.where((diverged_at == 0) & ~healthy, step + 1, diverged_at)
             return policy.select_tree(healthy, new_state, state), diverged_at, metrics
 
-        inputs = (group["state"], self.hyper, group["diverged_at"])
+        inputs = (group["state"], group["hyper"], group["diverged_at"])
         if self.vectorize == "vmap" and self.size > 1:
             state, diverged_at, metrics = jax.vmap(trial)(*inputs)
         else:  # each trial's step unbatched (one trial: as `fit` runs it), all in one program
             outputs = [trial(*jax.tree.map(lambda leaf: leaf[i], inputs)) for i in range(self.size)]
             state, diverged_at, metrics = jax.tree.map(lambda *leaves: jnp.stack(leaves), *outputs)
-        return {"state": state, "diverged_at": diverged_at}, metrics
+        return {"state": state, "diverged_at": diverged_at, "hyper": group["hyper"]}, metrics
 
     def _train_chunk(self, group, steps, indices):
         return jax.lax.scan(lambda g, xs: self._one_step(g, *xs), group, (steps, indices))
@@ -119,12 +135,31 @@ class TrialGroup:
         indices = batch_indices(self.config.seed, self.dataset.num_examples, self.config.batch_size, first_step, num_steps)
         steps = np.arange(first_step, first_step + num_steps, dtype=np.int32)
         if self.scan:
-            return self._chunk(group, jnp.asarray(steps), jnp.asarray(indices))
+            args = (group, jnp.asarray(steps), jnp.asarray(indices))
+            return self._compiled(self._chunk, num_steps, *args)(*args)
         per_step = []
         for step, row in zip(steps, indices):
-            group, metrics = self._step(group, jnp.int32(step), jnp.asarray(row))
+            args = (group, jnp.int32(step), jnp.asarray(row))
+            group, metrics = self._compiled(self._step, 1, *args)(*args)
             per_step.append(metrics)
         return group, jax.tree.map(lambda *values: jnp.stack(values), *per_step)
+
+    def _compiled(self, function, num_steps: int, *args):
+        """`function` compiled for these arguments, once per chunk length (its time: compile_seconds)."""
+        key = (function is self._chunk, num_steps)
+        if key not in self._executables:
+            started = time.perf_counter()
+            self._executables[key] = function.lower(*args).compile()
+            self.compile_seconds += time.perf_counter() - started
+        return self._executables[key]
+
+    def flops_per_trial_step(self, group: dict) -> float:
+        """XLA's count of the floating-point operations of one step of one trial: the group's one-step program
+        (lowered, not compiled) divided by T. Comparable with the engine's flops_per_step of one run."""
+        row = jnp.zeros(self.config.batch_size, jnp.int32)
+        cost = self._step.lower(group, jnp.int32(0), row).cost_analysis()
+        cost = cost[0] if isinstance(cost, list) else cost
+        return float((cost or {}).get("flops", 0.0)) / self.size
 
     def trial_state(self, group: dict, index: int):
         """Trial `index`'s state, as one run's state."""

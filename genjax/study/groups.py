@@ -1,0 +1,214 @@
+"""A unit's search settings trained as vectorized groups (genjax.train.trials.TrialGroup) instead of one
+trial at a time.
+
+The continuous fields of a family's search space (Uniform and LogUniform: learning rate, Adam's beta1, loss
+weights) are traced; settings equal in every other field (a Choice such as the latent size or n_critic) form
+one group, and a group trains its settings in one compiled program. Each trial of a group sees the batches
+and keys of the search seed, as it would alone, so its record (trial.json in its own run directory, the same
+format as a trial trained alone) holds the same numbers to float tolerance under a budget in steps. Under a
+budget in seconds a trial is charged its share of the group's training time (the group's seconds / T):
+equal compute, so a group that trains T trials faster than T runs gives each trial more steps.
+
+One Orbax checkpoint per group (runs/<family>/n<size>/group<i>-<j>-.../checkpoints, the last one kept), at
+every budget point and every `checkpoint_every` steps of the experiment's config, with the step, the
+group's training seconds and its budget points done; kill -9 during a group resumes it from there exactly
+(a budget in steps), and a group whose trials are finished is never retrained. A trial whose loss turns
+non-finite is frozen and recorded as diverged at the first budget point after that step, as a trial
+trained alone is at the point its run raised. Multi-stage families (a VQ-VAE and its prior) train one
+trial at a time: their later stages fit each trial's own first stage.
+
+`resolve(mode, contender)`: 'auto' is 'off' on CPU, where grouping was measured slower than one trial at a
+time (benchmarks/trials.py: the README's vectorized-trials table), and 'vmap' on accelerators.
+"""
+
+import logging
+import os
+import time
+
+import jax
+import numpy as np
+
+from genjax import models
+from genjax.checkpoint import Checkpoints
+from genjax.comparison import UNLIMITED_STEPS
+from genjax.evaluate import evaluate_state
+from genjax.experiment import load_data, stage_configs
+from genjax.search import LogUniform, Uniform, space_of
+from genjax.study.plan import Protocol
+from genjax.study.trials import SECONDS_STEPS_PER_CALL, Trial, budget_adjust, is_finished, read_record, trial_config
+from genjax.train import artifacts
+from genjax.train.loop import Keys, refit_ex_post
+from genjax.train.rundir import write_json_atomically
+from genjax.train.trials import TrialGroup, group_key
+
+log = logging.getLogger("genjax")
+
+
+def resolve(mode: str, contender) -> str:
+    """The way `contender`'s settings train here: 'off' (one at a time), 'vmap' or 'unroll'."""
+    if len(contender.stages) > 1:
+        return "off"
+    if mode == "auto":
+        return "off" if jax.default_backend() == "cpu" else "vmap"
+    return mode
+
+
+def traced_fields(contender) -> tuple:
+    """The continuous fields of the contender's search space: a group's trials differ only in these."""
+    config = contender.config()
+    space = space_of(models.get(config.model), config)
+    return tuple(sorted(field for field, distribution in space.items() if isinstance(distribution, (Uniform, LogUniform))))
+
+
+def groups_of(settings: list[dict], traced: tuple) -> list[list[int]]:
+    """Setting indices grouped by their untraced fields, in order of each group's first setting."""
+    groups = {}
+    for index, setting in enumerate(settings):
+        groups.setdefault(group_key(setting, traced), []).append(index)
+    return list(groups.values())
+
+
+def group_directory(root: str, trials: list[Trial]) -> str:
+    first = trials[0]
+    name = "group" + "-".join(str(t.setting_index) for t in trials)
+    return os.path.join(root, "runs", first.family, f"n{first.data_size}", f"seed{first.seed}", name)
+
+
+def run_group(protocol: Protocol, contender, trials: list[Trial], root: str, classifier, test, mode: str) -> list[dict]:
+    """Train and measure the search trials `trials` (one group: equal untraced fields) at every budget point
+    they have not reached; returns their records."""
+    num_points = len(protocol.budgets)
+    records = [read_record(root, t, protocol) or {"identity": t.identity(protocol), "points": [], "diverged": None} for t in trials]
+    if all(is_finished(r, num_points) for r in records):
+        return records
+    traced = traced_fields(contender)
+    # the config each trial trains with alone, up to the first budget point (the budget itself is counted here)
+    config = stage_configs(
+        trial_config(protocol, contender, trials[0]),
+        trials[0].directory(root),
+        contender.stages,
+        budget_adjust(protocol, protocol.budgets[0], contender.stages),
+    )[0]
+    train, _ = load_data(config)
+    group = TrialGroup(config, [{f: t.setting[f] for f in traced} for t in trials], train, mode)
+    directory = group_directory(root, trials)
+    checkpoints = Checkpoints(os.path.join(directory, "checkpoints"), keep=1)
+    meta = {"experiment": contender.experiment, "model": config.model, "step": 0, "train_seconds": 0.0, "points": 0}
+    fresh = {"experiment": contender.experiment, "model": config.model, "step": 0, "train_seconds": 0.0, "points": 0}
+    need = min(len(r["points"]) for r in records if not is_finished(r, num_points))  # the first point a trial lacks
+    try:
+        state, meta = group.init(), fresh
+        saved = checkpoints.latest_step()
+        if saved is not None:
+            meta = checkpoints.read_meta(saved)
+            if meta["points"] > need + 1:  # a record older than the group's state: only training again recovers it
+                log.warning("group %s is past budget point %d that a trial lacks; training the group again", directory, need + 1)
+                meta = fresh
+            else:
+                state = checkpoints.restore(saved, state, fresh)
+                log.info("group %s resuming from checkpoint step %d", directory, saved)
+        families = [_concrete_family(config, t, traced, train) for t in trials]
+        flops = group.flops_per_trial_step(state)
+        chunk = config.steps_per_call if protocol.unit == "steps" else min(config.steps_per_call, SECONDS_STEPS_PER_CALL)
+        for point in range(need, num_points):
+            budget = protocol.budgets[point]
+            # a no-op when the restored state is at this point already (killed while measuring it)
+            state, meta = _train_to(group, state, meta, budget, protocol.unit, chunk, config.checkpoint_every, checkpoints)
+            meta = {**meta, "points": max(meta["points"], point + 1)}
+            if checkpoints.latest_step() != meta["step"]:  # else restored from this very checkpoint
+                checkpoints.save(meta["step"], state, meta)
+            diverged_at = np.asarray(jax.device_get(state["diverged_at"]))
+            for index, (trial, record) in enumerate(zip(trials, records, strict=True)):
+                if len(record["points"]) > point or record["diverged"] is not None:
+                    continue  # measured before an interruption, or frozen
+                if diverged_at[index]:
+                    record["diverged"] = {"budget": budget, "error": f"the loss became non-finite at step {diverged_at[index]}"}
+                else:
+                    trial_state = group.trial_state(state, index)
+                    _measure(
+                        protocol,
+                        trial,
+                        record,
+                        families[index],
+                        trial_state,
+                        config,
+                        train,
+                        test,
+                        classifier,
+                        meta,
+                        flops,
+                        group.size,
+                        root,
+                    )
+                os.makedirs(trial.directory(root), exist_ok=True)
+                write_json_atomically(os.path.join(trial.directory(root), "trial.json"), record)
+        checkpoints.wait()
+    finally:
+        checkpoints.close()
+    return records
+
+
+def _concrete_family(config, trial: Trial, traced: tuple, train):
+    concrete = config.copy_and_resolve_references()
+    concrete.update({f: trial.setting[f] for f in traced})
+    return models.get(concrete.model).make_family(concrete, train)
+
+
+def _train_to(group: TrialGroup, state, meta: dict, budget: float, unit: str, chunk: int, checkpoint_every: int, checkpoints):
+    """Train the group up to `budget` (steps, or each trial's share of the group's seconds), checkpointing
+    every `checkpoint_every` steps; returns (state, meta)."""
+    step, seconds = meta["step"], meta["train_seconds"]
+    while (step < budget) if unit == "steps" else (seconds / group.size < budget):
+        length = min(chunk, int(budget) - step) if unit == "steps" else chunk
+        if checkpoint_every and checkpoint_every < UNLIMITED_STEPS:
+            length = min(length, checkpoint_every - step % checkpoint_every)
+        compiled = group.compile_seconds
+        started = time.perf_counter()
+        state, _ = group.train(state, step, length)
+        jax.block_until_ready(state)
+        seconds += time.perf_counter() - started - (group.compile_seconds - compiled)  # training time only
+        step += length
+        meta = {**meta, "step": step, "train_seconds": seconds}
+        if checkpoint_every and step % checkpoint_every == 0:
+            checkpoints.save(step, state, meta)
+    return state, meta
+
+
+def _measure(protocol, trial, record, family, state, config, train, test, classifier, meta, flops, group_size, root) -> None:
+    """Evaluate one trial of the group at the budget point it is at and append the point to its record."""
+    directory, budget = trial.directory(root), protocol.budgets[len(record["points"])]
+    os.makedirs(directory, exist_ok=True)
+    started = time.perf_counter()
+    state = refit_ex_post(family, state, train)  # as the engine does before it evaluates
+    key = jax.random.PRNGKey(trial.seed)  # the evaluation keys of every trial, as in run_trial
+    p = protocol
+    try:
+        metrics = evaluate_state(
+            family,
+            state,
+            config,
+            train,
+            test,
+            key,
+            p.num_samples,
+            p.iwae_samples,
+            classifier=classifier,
+            likelihood_examples=p.likelihood_examples,
+        )
+    except ValueError as error:
+        log.warning("%s could not be evaluated at budget %g: %s", trial, budget, error)
+        record["diverged"] = {"budget": budget, "error": f"evaluation failed: {error}"}
+        return
+    sample_key = jax.random.fold_in(Keys.from_seed(trial.seed).sample, meta["step"])  # the run's own sample grid
+    artifacts.write_step_images(family, state, test, sample_key, meta["step"], directory, 16)
+    record["points"].append(
+        {
+            "budget": budget,
+            "steps": meta["step"],
+            "train_seconds": meta["train_seconds"] / group_size,  # its share of the group's time
+            "flops": flops * meta["step"],
+            "eval_seconds": time.perf_counter() - started,
+            "metrics": metrics,
+            "group_size": group_size,
+        }
+    )

@@ -1,0 +1,154 @@
+"""The study's vectorized groups: which settings share a group, a grouped search equal to the same search one
+trial at a time, a frozen trial recorded as diverged, kill -9 during a group resumed exactly, and the trial
+axis sharded over 8 devices."""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from experiments import study as study_cli
+from genjax import data
+from genjax.metrics.classifier import load_classifier
+from genjax.study import groups
+from genjax.study.trials import Trial, run_trial
+from tests.conftest import REPO
+from tests.test_sharding import run_on_eight_devices
+
+pytestmark = pytest.mark.xdist_group("study_groups")  # its module fixture once
+# settings 1 and 2 of the MLP GAN (search seed 0) share n_critic 5: one group; setting 0 (n_critic 1) is alone
+PROTOCOL = dataclasses.replace(
+    study_cli.DEFAULT,
+    families=("gan",),
+    num_settings=3,
+    budgets=(10.0, 300.0),
+    unit="steps",
+    data_sizes=(200,),
+    reseeds=0,
+    num_samples=100,
+    classifier_steps=100,
+    vectorize="vmap",
+)
+# the study in a process of its own (PROTOCOL: the CLI has no option for the classifier's steps)
+STUDY = "import sys; from experiments.study import CONTENDERS; from genjax.study import study; "
+STUDY += "from genjax.cli import configure_logging; configure_logging(); "
+STUDY += "from tests.test_study_groups import PROTOCOL; study(PROTOCOL, CONTENDERS, sys.argv[1])"
+
+
+def _search_trials(settings, indices):
+    return [Trial("gan", 200, k, settings[k], PROTOCOL.search_seed) for k in indices]
+
+
+def test_settings_group_by_their_untraced_fields_and_auto_is_one_at_a_time_on_cpu():
+    gan, vae, ae = (study_cli.CONTENDERS[name] for name in ("gan", "vae", "ae"))
+    assert groups.traced_fields(gan) == ("adam_b1", "learning_rate")
+    assert groups.traced_fields(vae) == ("beta", "learning_rate")
+    assert groups.traced_fields(ae) == ("learning_rate", "noise_std")
+    settings = [{"learning_rate": 1e-3, "adam_b1": 0.5, "n_critic": 1}, {"learning_rate": 1e-4, "adam_b1": 0.1, "n_critic": 5}]
+    settings.append({"learning_rate": 3e-4, "adam_b1": 0.9, "n_critic": 5})
+    assert groups.groups_of(settings, groups.traced_fields(gan)) == [[0], [1, 2]]
+    assert groups.resolve("auto", gan) == "off"  # the measured CPU choice (this suite runs on CPU)
+    assert groups.resolve("vmap", gan) == "vmap"
+    assert groups.resolve("vmap", study_cli.CONTENDERS["vqvae"]) == "off"  # its prior fits each trial's own VQ-VAE
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """Settings 1 and 2 searched as one group (with a third, poisoned trial) and one at a time."""
+    from genjax.study.plan import settings_of
+
+    root = tmp_path_factory.mktemp("groups")
+    contender = study_cli.CONTENDERS["gan"]
+    settings = settings_of(PROTOCOL, contender)
+    train, test = data.load("mnist", "train"), data.load("mnist", "test")
+    classifier = load_classifier(train, test, PROTOCOL.classifier_steps)
+    poisoned = Trial("gan", 200, 9, {**settings[1], "learning_rate": 1e30}, PROTOCOL.search_seed)
+    grouped = groups.run_group(
+        PROTOCOL, contender, [*_search_trials(settings, (1, 2)), poisoned], str(root / "grouped"), classifier, test, "vmap"
+    )
+    alone = [run_trial(PROTOCOL, contender, t, str(root / "alone"), classifier, test) for t in _search_trials(settings, (1, 2))]
+    return root, grouped, alone
+
+
+def test_a_grouped_search_equals_the_same_settings_trained_one_at_a_time(reference):
+    root, grouped, alone = reference
+    for mine, theirs in zip(grouped[:2], alone, strict=True):
+        assert mine["identity"] == theirs["identity"] and mine["diverged"] is None
+        assert [p["steps"] for p in mine["points"]] == [p["steps"] for p in theirs["points"]] == [10, 300]
+        for got, want in zip(mine["points"], theirs["points"], strict=True):
+            assert got["group_size"] == 3 and got["train_seconds"] > 0 and got["eval_seconds"] > 0
+            assert got["flops"] == pytest.approx(want["flops"], rel=0.02)  # the group's count / T
+            for name in ("kid", "frechet_distance", "recall", "classes_covered"):
+                assert got["metrics"][name] == pytest.approx(want["metrics"][name], rel=1e-3, abs=1e-6), name
+    trial = root / "grouped" / "runs" / "gan" / "n200" / "setting1" / "seed0"
+    assert (trial / "samples_300.png").exists()  # the report's samples figure reads these
+    group = root / "grouped" / "runs" / "gan" / "n200" / "seed0" / "group1-2-9" / "checkpoints"
+    assert [d for d in os.listdir(group) if d.isdigit()] == ["300"]  # one checkpoint per group, the last kept
+
+
+def test_a_trial_that_diverges_in_a_group_is_recorded_and_the_others_are_not_disturbed(reference):
+    _, grouped, _ = reference
+    diverged = grouped[2]["diverged"]
+    assert diverged["budget"] == 10.0 and "non-finite at step" in diverged["error"] and grouped[2]["points"] == []
+
+
+def test_kill_9_during_a_group_resumes_it_exactly(reference, tmp_path):
+    _, grouped, _ = reference
+    workdir = tmp_path / "study"
+    command = [sys.executable, "-c", STUDY, str(workdir)]
+    checkpoints = workdir / "runs" / "gan" / "n200" / "seed0" / "group1-2" / "checkpoints"
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while (
+        time.time() < deadline
+        and process.poll() is None
+        and not (checkpoints.exists() and any(d.isdigit() for d in os.listdir(checkpoints)))
+    ):
+        time.sleep(0.05)
+    assert process.poll() is None, process.communicate()[1][-2000:]
+    process.send_signal(signal.SIGKILL)  # after the first budget point's checkpoint: measuring it or training on
+    process.communicate(timeout=60)
+    finish = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert finish.returncode == 0, finish.stderr[-2000:]
+    assert "resuming from checkpoint step 10" in finish.stderr
+    for k, want in zip((1, 2), grouped[:2], strict=True):
+        got = json.loads((workdir / "runs" / "gan" / "n200" / f"setting{k}" / "seed0" / "trial.json").read_text())
+        assert [p["steps"] for p in got["points"]] == [10, 300]
+        for a, b in zip(got["points"], want["points"], strict=True):
+            for name in ("kid", "frechet_distance"):  # the group of 2 and of 3 (the poisoned trial): the same numbers
+                assert a["metrics"][name] == pytest.approx(b["metrics"][name], rel=1e-3), name
+
+
+SHARDED = """
+import json, sys
+import jax, numpy as np
+from genjax import data
+from genjax.train.trials import TrialGroup
+from tests.conftest import tiny_vae_config
+from tests.test_trials import _alone
+
+train = data.load("mnist", "train", "embedded").first(256)
+config = tiny_vae_config(batch_size=16)
+settings = [{"learning_rate": float(lr)} for lr in np.geomspace(3e-4, 3e-3, 8)]
+group = TrialGroup(config, settings, train)
+trained, _ = group.train(group.init(), 0, 6)
+devices = sorted({d.id for leaf in jax.tree.leaves(trained["state"]) for d in leaf.sharding.device_set})
+errors = []
+for index in (0, 5):
+    got, want = jax.tree.leaves(group.trial_state(trained, index)), jax.tree.leaves(_alone(config, settings[index], train, 6))
+    errors.append(max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(got, want)))
+odd = TrialGroup(config, settings[:3], train)  # 3 trials do not split over 8 devices: one device holds them
+odd_devices = len({d.id for leaf in jax.tree.leaves(odd.init()["state"]) for d in leaf.sharding.device_set})
+print("RESULT" + json.dumps({"devices": devices, "errors": errors, "odd_devices": odd_devices}))
+"""
+
+
+def test_the_trial_axis_is_sharded_over_eight_devices_and_each_trial_equals_it_alone(tmp_path):
+    result = run_on_eight_devices(SHARDED, tmp_path)
+    assert result["devices"] == list(range(8)) and result["odd_devices"] == 1
+    assert max(result["errors"]) < 2e-5, result["errors"]
