@@ -10,7 +10,7 @@ budget in seconds a trial is charged its share of the group's training time (the
 equal compute, so a group that trains T trials faster than T runs gives each trial more steps.
 
 One Orbax checkpoint per group (runs/<family>/n<size>/group<i>-<j>-.../checkpoints, the last one kept), at
-every budget point and every `checkpoint_every` steps of the experiment's config, with the step, the
+every budget point (and every `checkpoint_every` steps where the study's config keeps one), with the step, the
 group's training seconds and its budget points done; kill -9 during a group resumes it from there exactly
 (a budget in steps), and a group whose trials are finished is never retrained. A trial whose loss turns
 non-finite is frozen and recorded as diverged at the first budget point after that step, as a trial
@@ -31,11 +31,10 @@ import numpy as np
 from genjax import models
 from genjax.checkpoint import Checkpoints
 from genjax.comparison import UNLIMITED_STEPS
-from genjax.evaluate import evaluate_state
 from genjax.experiment import load_data, stage_configs
 from genjax.search import LogUniform, Uniform, space_of
 from genjax.study.plan import Protocol
-from genjax.study.trials import SECONDS_STEPS_PER_CALL, Trial, budget_adjust, is_finished, read_record, trial_config
+from genjax.study.trials import SECONDS_STEPS_PER_CALL, Trial, budget_adjust, evaluate_trial, is_finished, read_record, trial_config
 from genjax.train import artifacts
 from genjax.train.loop import Keys, refit_ex_post
 from genjax.train.rundir import write_json_atomically
@@ -180,21 +179,8 @@ def _measure(protocol, trial, record, family, state, config, train, test, classi
     os.makedirs(directory, exist_ok=True)
     started = time.perf_counter()
     state = refit_ex_post(family, state, train)  # as the engine does before it evaluates
-    key = jax.random.PRNGKey(trial.seed)  # the evaluation keys of every trial, as in run_trial
-    p = protocol
     try:
-        metrics = evaluate_state(
-            family,
-            state,
-            config,
-            train,
-            test,
-            key,
-            p.num_samples,
-            p.iwae_samples,
-            classifier=classifier,
-            likelihood_examples=p.likelihood_examples,
-        )
+        metrics = evaluate_trial(protocol, trial, family, state, config, train, test, classifier)
     except ValueError as error:
         log.warning("%s could not be evaluated at budget %g: %s", trial, budget, error)
         record["diverged"] = {"budget": budget, "error": f"evaluation failed: {error}"}

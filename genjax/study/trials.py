@@ -17,7 +17,7 @@ import jax
 
 from genjax import experiment
 from genjax.comparison import UNLIMITED_STEPS, contender_config, split_budget
-from genjax.evaluate import evaluate_result
+from genjax.evaluate import evaluate_state
 from genjax.study.plan import Protocol
 from genjax.train import TrainingDiverged
 from genjax.train.rundir import write_json_atomically
@@ -93,6 +93,24 @@ def is_finished(record: dict | None, num_points: int) -> bool:
     return bool(record) and (record.get("diverged") is not None or len(record["points"]) >= num_points)
 
 
+def evaluate_trial(protocol: Protocol, trial: Trial, family, state, config, train, test, classifier) -> dict:
+    """The metrics of a trial's state at a budget point; every point and every family: the same evaluation keys."""
+    p = protocol
+    key = jax.random.PRNGKey(trial.seed)
+    return evaluate_state(
+        family,
+        state,
+        config,
+        train,
+        test,
+        key,
+        p.num_samples,
+        p.iwae_samples,
+        classifier=classifier,
+        likelihood_examples=p.likelihood_examples,
+    )
+
+
 def run_trial(protocol: Protocol, contender, trial: Trial, root: str, classifier, test, num_points: int | None = None) -> dict:
     """Train and measure `trial` at each of the first `num_points` budget points (default all) it has not
     reached yet; returns its record."""
@@ -115,10 +133,8 @@ def run_trial(protocol: Protocol, contender, trial: Trial, root: str, classifier
             break
         started = time.perf_counter()
         last = results[-1]
-        key = jax.random.PRNGKey(trial.seed)  # every point and every family: the same evaluation keys
         try:
-            p = protocol
-            metrics = evaluate_result(last, train, test, key, p.num_samples, p.iwae_samples, classifier, p.likelihood_examples)
+            metrics = evaluate_trial(protocol, trial, last.family, last.state, last.config, train, test, classifier)
         except ValueError as error:  # e.g. non-finite samples from finite parameters: scikit-learn refuses NaN
             log.warning("%s could not be evaluated at budget %g: %s", trial, budget, error)
             record["diverged"] = {"budget": budget, "error": f"evaluation failed: {error}"}
