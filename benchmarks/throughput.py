@@ -121,7 +121,7 @@ def run_genjax(entry: Entry, windows: int, steps_per_window: int, compute_dtype:
 
     from genjax.data import batch_indices, to_model_batch
     from genjax.train import policy
-    from genjax.train.chunks import TrainChunks
+    from genjax.train.chunks import TrainChunks, program_flops
     from genjax.train.loop import Keys
     from genjax.train.parallel import global_array, make_mesh, put_data_shards, replicated
 
@@ -161,8 +161,7 @@ def run_genjax(entry: Entry, windows: int, steps_per_window: int, compute_dtype:
     seconds, cpu_seconds = _windows(window, windows)
     steps = max(1, steps_per_window // length) * length
     batch = to_model_batch(train.take(np.arange(config.batch_size)))
-    step_cost = jax.jit(family.train_step).lower(state, batch, keys.train).compile().cost_analysis()
-    step_cost = step_cost[0] if isinstance(step_cost, list) else step_cost
+    step_flops = program_flops(jax.jit(family.train_step).lower(state, batch, keys.train).compile())
     images_per_s = [steps * config.batch_size / s for s in seconds]
     return {
         "images_per_s": float(np.median(images_per_s)),
@@ -172,7 +171,7 @@ def run_genjax(entry: Entry, windows: int, steps_per_window: int, compute_dtype:
         # the first chunk less the steady-state time of all its steps but one
         "first_step_s": first_chunk_seconds - (length - 1) * config.batch_size / float(np.median(images_per_s)),
         "compile_s": chunks.compile_seconds,
-        "flops_per_step": float(step_cost["flops"]),
+        "flops_per_step": step_flops,
         "peak_rss_mib": _peak_rss_mib(),
         "added_rss_mib": _peak_rss_mib() - baseline_rss,
         "batch_size": config.batch_size,

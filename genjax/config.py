@@ -25,6 +25,8 @@ BASE_FIELDS = {
     "train_examples": "train on the first N examples of the training split (0: all of them); for data-size studies",
     "time_budget": "stop after this many seconds of training (compilation excluded; 0: no limit), within one chunk of steps",
     "learning_rate": "optimizer step size",
+    "adam_b1": "Adam beta1, the decay of the gradient's moving mean (in two-stage families the first stage's)",
+    "adam_b2": "Adam beta2, the decay of the squared gradient's moving mean (the first stage's, as adam_b1)",
     "eval_every": "steps between test-set evaluations (and sample images)",
     "checkpoint_every": "steps between checkpoints",
     "keep_checkpoints": "how many recent checkpoints to keep",
@@ -54,6 +56,8 @@ def base_config() -> ml_collections.ConfigDict:
             "train_examples": 0,
             "time_budget": 0.0,
             "learning_rate": 1e-3,
+            "adam_b1": 0.9,  # Adam's own (Kingma & Ba 2015); the GANs default to 0.5 (Radford et al. 2016)
+            "adam_b2": 0.999,
             "eval_every": 1000,
             "checkpoint_every": 1000,
             "keep_checkpoints": 3,
@@ -149,6 +153,8 @@ def validate_base(config) -> None:
     check_choice(config, "source", SOURCES)
     check_positive(config, "batch_size", "learning_rate", "eval_every", "checkpoint_every")
     check_positive(config, "keep_checkpoints", "steps_per_call", "num_samples")
+    for field in ("adam_b1", "adam_b2"):
+        check(0 <= config[field] < 1, f"{field} must be in [0, 1), got {config[field]}")
     check(config.num_steps >= 0, f"num_steps must be >= 0, got {config.num_steps}")
     check(
         config.time_budget >= 0 and math.isfinite(config.time_budget),

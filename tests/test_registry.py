@@ -13,6 +13,7 @@ import pytest
 from experiments import vqvae_mnist
 from genjax import data, evaluate, experiment, models
 from genjax.config import apply_overrides, config_from_dict
+from genjax.data import to_model_batch
 from genjax.errors import UserError
 from genjax.metrics import registry
 from genjax.train import Family
@@ -137,3 +138,26 @@ def test_a_run_directory_is_evaluated_without_its_experiment_module(tmp_path):
 
 def _python(code: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def test_adam_betas_are_engine_fields_that_reach_the_optimizer(mnist):
+    """adam_b1/adam_b2 are declared once (genjax.config); Adam's first step is the same for any beta1 (its
+    bias correction makes m_hat = g), its second is not, and a bad beta is one line."""
+    batch = to_model_batch(mnist[0].take(np.arange(32)))
+
+    def two_steps(b1):
+        family = models.get("vae").make_family(tiny_vae_config(adam_b1=b1), mnist[0])
+        state = family.init(jax.random.key(0), batch)
+        steps = []
+        for i in range(2):
+            state, _ = family.train_step(state, batch, jax.random.key(i + 1))
+            steps.append(state["params"])
+        return steps
+
+    one, other = two_steps(0.9), two_steps(0.0)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), one[0], other[0])
+    assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(one[1]), jax.tree.leaves(other[1]), strict=True))
+    for bad in ({"adam_b1": 1.0}, {"adam_b2": -0.1}):
+        with pytest.raises(UserError, match=f"{next(iter(bad))} must be in \\[0, 1\\)"):
+            experiment.validate(tiny_vae_config(**bad))
+    assert config_from_dict({"model": "vae"}).adam_b1 == 0.9  # a config saved before the betas were fields

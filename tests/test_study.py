@@ -47,7 +47,7 @@ def test_every_study_family_declares_a_space_of_its_own_config_fields():
     for name, contender in study_cli.CONTENDERS.items():
         config = contender.config()
         space = space_of(models.get(config.model), config)
-        assert "learning_rate" in space, name
+        assert "learning_rate" in space and "adam_b1" in space, name  # every family trains with Adam
         assert all(field in config for field in space), name
 
 

@@ -41,7 +41,6 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
 from genjax import losses
 from genjax.config import check, check_choice
@@ -50,7 +49,7 @@ from genjax.nn import MLP, ConvDecoder, ConvEncoder
 from genjax.nn.precision import compute_dtype
 from genjax.search import Choice, LogUniform, Uniform
 from genjax.train.family import Family
-from genjax.train.optim import apply_gradients
+from genjax.train.optim import adam, apply_gradients
 
 ARCHITECTURES = ("mlp", "conv")
 NOISES = ("none", "gaussian", "mask")
@@ -151,7 +150,7 @@ def build_model(config, image_shape) -> Autoencoder:
 
 def make_family(config, dataset) -> Family:
     model = build_model(config, dataset.example_shape)
-    tx = optax.adam(config.learning_rate)
+    tx = adam(config)
     loss_kind, decay = config.reconstruction_loss, config.code_stats_decay
 
     def init(key, batch):
@@ -220,10 +219,13 @@ RENAMED = {"loss": "reconstruction_loss"}  # one meaning per field: `loss` was a
 
 
 def search_space(config) -> dict:
-    """The study's ranges: Lucic et al. (2018)'s learning rate, the code size, and the input noise that makes
-    it a denoising AE (Vincent et al. 2008)."""
+    """The study's ranges: Lucic et al. (2018)'s learning rate and Adam beta1, the code size, the input noise
+    that makes it a denoising AE (Vincent et al. 2008) and the sampler (the codes' Gaussian, or the mixture
+    fitted to them after training, Ghosh et al. 2020)."""
     return {
         "learning_rate": LogUniform(1e-5, 1e-2),
+        "adam_b1": Uniform(0.0, 1.0),
+        "sampler": Choice(SAMPLERS),
         "latent_dim": Choice((8, 16, 32)),
         "noise": Choice(("none", "gaussian")),
         "noise_std": Uniform(0.1, 0.5),

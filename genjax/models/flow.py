@@ -54,9 +54,9 @@ from genjax.models.gan import mixture_scores, summarize_mixture
 from genjax.nn import MLP
 from genjax.nn.conv import Conv, Upsample2x, downsample2x
 from genjax.nn.precision import compute_dtype, to_float32
-from genjax.search import Choice, LogUniform
+from genjax.search import Choice, LogUniform, Uniform
 from genjax.train.family import Family, check_batch
-from genjax.train.optim import apply_gradients
+from genjax.train.optim import adam, apply_gradients
 
 ARCHITECTURES = ("unet", "mlp")
 SOLVERS = ("euler", "heun")
@@ -244,7 +244,7 @@ def make_family(config, dataset) -> Family:
     else:
         net = VelocityMLP(tuple(config.hidden_sizes), dtype=compute_dtype(config))
     warmup = config.warmup_steps
-    tx = optax.adam(optax.linear_schedule(0.0, config.learning_rate, warmup) if warmup else config.learning_rate)
+    tx = adam(config, optax.linear_schedule(0.0, config.learning_rate, warmup) if warmup else None)
     solver, ema_decay, num_dims = config.solver, config.ema_decay, math.prod(shape)
     mixture = mixture_modes(dataset.name) if dataset.name in ("ring8", "grid25") else None
 
@@ -306,9 +306,9 @@ def make_family(config, dataset) -> Family:
 
 
 def search_space(config) -> dict:
-    """The study's ranges: Lucic et al. (2018)'s learning rate and the decay of the parameter average that
-    samples (0: the raw parameters)."""
-    return {"learning_rate": LogUniform(1e-5, 1e-2), "ema_decay": Choice((0.0, 0.99, 0.999))}
+    """The study's ranges: Lucic et al. (2018)'s learning rate and Adam beta1, and the decay of the parameter
+    average that samples (0: the raw parameters)."""
+    return {"learning_rate": LogUniform(1e-5, 1e-2), "adam_b1": Uniform(0.0, 1.0), "ema_decay": Choice((0.0, 0.99, 0.999))}
 
 
 FIELDS = {

@@ -46,7 +46,6 @@ at least one high-quality sample, the rule of the VEEGAN/PacGAN tables).
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from genjax import losses
 from genjax.config import check, check_choice
@@ -66,7 +65,7 @@ from genjax.nn.precision import compute_dtype
 from genjax.search import Choice, LogUniform, Uniform
 from genjax.train import policy
 from genjax.train.family import Family
-from genjax.train.optim import apply_gradients
+from genjax.train.optim import adam, apply_gradients
 
 LOSSES = {
     "non_saturating": (losses.non_saturating_discriminator_loss, losses.non_saturating_generator_loss),
@@ -131,8 +130,6 @@ def validate(config) -> None:
     )
     check(config.n_critic >= 1, f"n_critic must be a positive integer, got {config.n_critic}")
     check(config.gp_weight >= 0, f"gp_weight must be >= 0, got {config.gp_weight}")
-    for field in ("adam_b1", "adam_b2"):
-        check(0 <= config[field] < 1, f"{field} must be in [0, 1), got {config[field]}")
     check(
         not (config.adversarial_loss == "wasserstein_gp" and config.discriminator_norm == "batch"),
         "the gradient penalty needs a critic that scores examples independently; use discriminator_norm 'none' or 'spectral' with adversarial_loss 'wasserstein_gp'",
@@ -190,8 +187,7 @@ def summarize_mixture(means: dict) -> dict:
 def make_family(config, dataset) -> Family:
     generator, discriminator = build_networks(config, dataset)
     discriminator_loss_terms, generator_loss = LOSSES[config.adversarial_loss]
-    g_tx = optax.adam(config.learning_rate, b1=config.adam_b1, b2=config.adam_b2)
-    d_tx = optax.adam(config.learning_rate, b1=config.adam_b1, b2=config.adam_b2)
+    g_tx, d_tx = adam(config), adam(config)
     is_image = dataset.data_key == "image"
     num_classes = dataset.num_classes if config.conditional else 0
     gradient_penalty = config.adversarial_loss == "wasserstein_gp"
@@ -341,6 +337,4 @@ FIELDS = {
     "conditional": "condition G and D on the class label; sample grids get one row per class",
     "n_critic": "discriminator steps per generator step (WGAN-GP: 5); num_steps counts discriminator steps",
     "gp_weight": "gradient penalty weight lambda (adversarial_loss wasserstein_gp only)",
-    "adam_b1": "Adam beta1 of both optimizers",
-    "adam_b2": "Adam beta2 of both optimizers",
 }

@@ -49,7 +49,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from genjax import data, viz
 from genjax.config import check, check_choice, check_positive
@@ -60,7 +59,7 @@ from genjax.models.gan_nets import BATCH_NORM_MOMENTUM, NORMS, ConvGenerator, co
 from genjax.nn.precision import compute_dtype, to_float32
 from genjax.search import LogUniform, Uniform
 from genjax.train.family import Family
-from genjax.train.optim import apply_gradients
+from genjax.train.optim import adam, apply_gradients
 
 # WGAN-GP's loss needs its gradient penalty and 5 critic steps per G step, which this family's step does not take
 LOSSES = {name: terms for name, terms in gan.LOSSES.items() if name != "wasserstein_gp"}
@@ -117,8 +116,6 @@ def validate(config) -> None:
     for field in ("info_weight_categorical", "info_weight_continuous"):
         check(np.isfinite(config[field]) and config[field] >= 0, f"{field} must be a number >= 0, got {config[field]}")
     check_positive(config, "g_learning_rate_scale")
-    for field in ("adam_b1", "adam_b2"):
-        check(0 <= config[field] < 1, f"{field} must be in [0, 1), got {config[field]}")
 
 
 class InfoDiscriminator(nn.Module):
@@ -191,8 +188,7 @@ def make_family(config, dataset) -> Family:
         tuple(config.conv_channels), config.discriminator_norm, num_categories, num_continuous, config.q_hidden, dtype
     )
     discriminator_loss_terms, generator_loss = LOSSES[config.adversarial_loss]
-    g_tx = optax.adam(config.learning_rate * config.g_learning_rate_scale, b1=config.adam_b1, b2=config.adam_b2)
-    d_tx = optax.adam(config.learning_rate, b1=config.adam_b1, b2=config.adam_b2)
+    g_tx, d_tx = adam(config, config.learning_rate * config.g_learning_rate_scale), adam(config)
     weight_categorical, weight_continuous = config.info_weight_categorical, config.info_weight_continuous
     classifier, num_classes = code_classifier(config), dataset.num_classes
 
@@ -356,6 +352,4 @@ FIELDS = {
     "discriminator_norm": "D's body: none, batch (DCGAN) or spectral (SN-GAN); Q's head always has BatchNorm, as in the paper",
     "q_hidden": "width of Q's hidden layer on top of D's body (paper: 128)",
     "g_learning_rate_scale": "G's learning rate as a multiple of learning_rate, D's and Q's (paper: 1e-3 / 2e-4 = 5)",
-    "adam_b1": "Adam beta1 of both optimizers",
-    "adam_b2": "Adam beta2 of both optimizers",
 }

@@ -43,9 +43,9 @@ from genjax.errors import UserError
 from genjax.models.ex_post import check_sampler, with_sampler
 from genjax.nn import MLP, ConvDecoder, ConvEncoder
 from genjax.nn.precision import compute_dtype
-from genjax.search import Choice, LogUniform
+from genjax.search import Choice, LogUniform, Uniform
 from genjax.train.family import Family, check_batch
-from genjax.train.optim import apply_gradients
+from genjax.train.optim import adam, apply_gradients
 
 ARCHITECTURES = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -171,7 +171,7 @@ def elbo_family(name, model: VAE, config, condition, sample_images, figures=None
     parameter average used for eval, samples and reconstructions. data_key: the batch entry it models
     ('image', or 'point' for the 2-D datasets).
     """
-    tx = optax.adam(config.learning_rate)
+    tx = adam(config)
     beta, ema_decay = config.beta, config.ema_decay
     warmup = config.get("kl_warmup_steps", 0)  # then the state counts steps
 
@@ -281,9 +281,16 @@ def write_latent_figures(model: VAE, params, test, workdir: str, grid: int = 20)
 
 
 def search_space(config) -> dict:
-    """The study's ranges: Lucic et al. (2018)'s learning rate, the KL weight beta (1: the VAE, > 1: beta-VAE,
-    Higgins et al. 2017) and the code size."""
-    return {"learning_rate": LogUniform(1e-5, 1e-2), "beta": LogUniform(0.25, 4.0), "latent_dim": Choice((8, 16, 32))}
+    """The study's ranges: Lucic et al. (2018)'s learning rate and Adam beta1, the KL weight beta (1: the VAE,
+    > 1: beta-VAE, Higgins et al. 2017), the code size and the sampler (the prior, or the mixture fitted to
+    the codes after training, Ghosh et al. 2020)."""
+    return {
+        "learning_rate": LogUniform(1e-5, 1e-2),
+        "adam_b1": Uniform(0.0, 1.0),
+        "beta": LogUniform(0.25, 4.0),
+        "latent_dim": Choice((8, 16, 32)),
+        "sampler": Choice(SAMPLERS),
+    }
 
 
 FIELDS = {

@@ -229,8 +229,10 @@ def make_family(config, dataset) -> Family:
 
 
 def search_space(config) -> dict:
-    """The VAE's ranges for stage 1 (learning rate, beta, code size, which stage 2 shares) and stage 2's learning rate."""
-    return {**vae.search_space(config), "stage2_learning_rate": LogUniform(1e-5, 1e-2)}
+    """The VAE's ranges for stage 1 (learning rate, Adam beta1, beta, code size, which stage 2 shares; not its
+    sampler: stage 2 is this family's sampler) and stage 2's learning rate."""
+    stage1 = {field: distribution for field, distribution in vae.search_space(config).items() if field != "sampler"}
+    return {**stage1, "stage2_learning_rate": LogUniform(1e-5, 1e-2)}
 
 
 FIELDS = {

@@ -26,7 +26,6 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
 from genjax import losses
 from genjax.config import check, check_choice
@@ -36,7 +35,7 @@ from genjax.nn.precision import compute_dtype
 from genjax.nn.residual_conv import MapDecoder, MapEncoder
 from genjax.search import LogUniform, Uniform
 from genjax.train.family import Family
-from genjax.train.optim import apply_gradients
+from genjax.train.optim import adam, apply_gradients
 
 CODEBOOK_UPDATES = ("ema", "loss")
 CODEBOOK_INITS = ("uniform", "kmeans")
@@ -125,7 +124,7 @@ def summarize_eval(means: dict) -> dict:
 
 def make_family(config, dataset) -> Family:
     model = build_model(config, dataset.example_shape)
-    tx = optax.adam(config.learning_rate)
+    tx = adam(config)
     num_codes, commitment_weight, loss_kind = config.num_codes, config.commitment_weight, config.reconstruction_loss
     use_ema = config.codebook_update == "ema"
     decay, eps, threshold = config.codebook_decay, config.codebook_eps, config.restart_threshold
@@ -238,10 +237,12 @@ RENAMED = {"beta": "commitment_weight", "loss": "reconstruction_loss"}
 
 
 def search_space(config) -> dict:
-    """The study's ranges: Lucic et al. (2018)'s learning rate, the commitment weight beta (0.25 in van den
-    Oord et al. 2017) and the decay of the EMA codebook."""
+    """The study's ranges: Lucic et al. (2018)'s learning rate and Adam beta1 (the VQ-VAE's; its prior trains
+    with Adam's defaults), the commitment weight beta (0.25 in van den Oord et al. 2017) and the decay of the
+    EMA codebook."""
     return {
         "learning_rate": LogUniform(1e-5, 1e-2),
+        "adam_b1": Uniform(0.0, 1.0),
         "commitment_weight": LogUniform(0.05, 2.0),
         "codebook_decay": Uniform(0.9, 0.999),
     }

@@ -73,6 +73,21 @@ def group_directory(root: str, trials: list[Trial]) -> str:
     return os.path.join(root, "runs", first.family, f"n{first.data_size}", f"seed{first.seed}", name)
 
 
+def run_groups(protocol: Protocol, contender, unit, settings: list[dict], root: str, classifier, test, done) -> dict:
+    """The search trials of `unit` that train in groups of two or more here, trained and measured (`done()`
+    after each); returns {setting index: record}. The other settings (all of them with mode 'off') are the
+    caller's to train one at a time."""
+    mode = resolve(protocol.vectorize, contender)
+    records = {}
+    for indices in groups_of(settings, traced_fields(contender)) if mode != "off" else []:
+        if len(indices) > 1:
+            trials = [Trial(unit.family, unit.data_size, k, settings[k], protocol.search_seed) for k in indices]
+            for k, record in zip(indices, run_group(protocol, contender, trials, root, classifier, test, mode), strict=True):
+                records[k] = record
+                done()
+    return records
+
+
 def run_group(protocol: Protocol, contender, trials: list[Trial], root: str, classifier, test, mode: str) -> list[dict]:
     """Train and measure the search trials `trials` (one group: equal untraced fields) at every budget point
     they have not reached; returns their records."""
@@ -92,7 +107,6 @@ def run_group(protocol: Protocol, contender, trials: list[Trial], root: str, cla
     group = TrialGroup(config, [{f: t.setting[f] for f in traced} for t in trials], train, mode)
     directory = group_directory(root, trials)
     checkpoints = Checkpoints(os.path.join(directory, "checkpoints"), keep=1)
-    meta = {"experiment": contender.experiment, "model": config.model, "step": 0, "train_seconds": 0.0, "points": 0}
     fresh = {"experiment": contender.experiment, "model": config.model, "step": 0, "train_seconds": 0.0, "points": 0}
     need = min(len(r["points"]) for r in records if not is_finished(r, num_points))  # the first point a trial lacks
     try:

@@ -83,15 +83,8 @@ def run_unit(protocol: Protocol, contender, unit: Unit, root: str, classifier, t
         bar.update(1)
         return record
 
-    search = [None] * len(settings)
-    mode = groups.resolve(protocol.vectorize, contender)
-    for indices in groups.groups_of(settings, groups.traced_fields(contender)) if mode != "off" else []:
-        if len(indices) > 1:
-            trials = [Trial(unit.family, unit.data_size, k, settings[k], protocol.search_seed) for k in indices]
-            for k, record in zip(indices, groups.run_group(protocol, contender, trials, root, classifier, test, mode), strict=True):
-                search[k] = record
-                bar.update(1)
-    search = [record or trial(k, protocol.search_seed) for k, record in enumerate(search)]
+    grouped = groups.run_groups(protocol, contender, unit, settings, root, classifier, test, lambda: bar.update(1))
+    search = [grouped[k] if k in grouped else trial(k, protocol.search_seed) for k in range(len(settings))]
     best = best_settings(protocol, search)
     chosen = sorted(set(best))
     bar.total += len(chosen) * protocol.reseeds - protocol.reseeds  # the estimate counted one chosen setting per unit

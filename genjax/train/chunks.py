@@ -18,6 +18,14 @@ def tree_all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
+def program_flops(program) -> float:
+    """XLA's count of the floating-point operations of a lowered or compiled program; 0 where the backend
+    gives none. cost_analysis() is a dict, or a list of one dict per program in older jax."""
+    cost = program.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float((cost or {}).get("flops", 0.0))
+
+
 class TrainChunks:
     """Runs a chunk of train steps per host call; the state buffers are donated.
 
@@ -77,9 +85,7 @@ class TrainChunks:
         row = global_array(np.asarray(indices[:1]), batch_sharded(self.mesh, axis=1))
         zero = global_array(np.zeros(1, np.int32), replicated(self.mesh))
         offset = global_array(np.int32(0), replicated(self.mesh))
-        cost = self.step.lower(state, data, row, zero, offset, train_key).cost_analysis()
-        cost = cost[0] if isinstance(cost, list) else cost
-        return float((cost or {}).get("flops", 0.0))
+        return program_flops(self.step.lower(state, data, row, zero, offset, train_key))
 
     def __call__(self, state, data, indices, first_step: int, train_key, rows: int | None = None):
         """(new state, metrics stacked over steps) for steps first_step, ..., first_step + len(indices) - 1.

@@ -33,7 +33,7 @@ from jax.sharding import PartitionSpec as P
 from genjax import experiment
 from genjax.data import Dataset, batch_indices, to_model_batch
 from genjax.train import policy
-from genjax.train.chunks import tree_all_finite
+from genjax.train.chunks import program_flops, tree_all_finite
 from genjax.train.loop import Keys
 
 
@@ -81,8 +81,6 @@ class TrialGroup:
             ("trials",),
         )
         self.trial_sharding, replicated = NamedSharding(mesh, P("trials")), NamedSharding(mesh, P())
-        hyper = {name: np.asarray([s[name] for s in self.settings], np.float32) for name in self.traced}
-        self.hyper = jax.device_put(hyper, self.trial_sharding)
         self.keys = Keys.from_seed(self.config.seed)
         self.family = self.model.make_family(self.config, self.dataset)  # for its flags; the traced copies compute
         self.scan = policy.scan_chunks(devices[0].platform, self.family.convolutional)
@@ -103,8 +101,10 @@ class TrialGroup:
         """{'state': the trials' states stacked on axis 0, 'diverged_at': int32 [T] (0: not diverged), 'hyper':
         {field: float32 [T]}, the traced values (an argument of the programs, not a constant: it is sharded)}."""
         example = to_model_batch(self.dataset.take(np.arange(self.config.batch_size)))
-        state = jax.jit(jax.vmap(lambda hyper: self.family_for(hyper).init(self.keys.init, example)))(self.hyper)
-        group = {"state": state, "diverged_at": np.zeros(self.size, np.int32), "hyper": self.hyper}
+        hyper = {name: np.asarray([s[name] for s in self.settings], np.float32) for name in self.traced}
+        hyper = jax.device_put(hyper, self.trial_sharding)
+        state = jax.jit(jax.vmap(lambda hyper: self.family_for(hyper).init(self.keys.init, example)))(hyper)
+        group = {"state": state, "diverged_at": np.zeros(self.size, np.int32), "hyper": hyper}
         return jax.device_put(group, self.trial_sharding)
 
     def _one_step(self, group, step, indices):
@@ -157,9 +157,7 @@ class TrialGroup:
         """XLA's count of the floating-point operations of one step of one trial: the group's one-step program
         (lowered, not compiled) divided by T. Comparable with the engine's flops_per_step of one run."""
         row = jnp.zeros(self.config.batch_size, jnp.int32)
-        cost = self._step.lower(group, jnp.int32(0), row).cost_analysis()
-        cost = cost[0] if isinstance(cost, list) else cost
-        return float((cost or {}).get("flops", 0.0)) / self.size
+        return program_flops(self._step.lower(group, jnp.int32(0), row)) / self.size
 
     def trial_state(self, group: dict, index: int):
         """Trial `index`'s state, as one run's state."""
