@@ -19,10 +19,10 @@ import jax
 import numpy as np
 
 from experiments import pacgan_toy2d
-from genjax import data, experiment
+from genjax import experiment
 from genjax.errors import UserError
-from genjax.evaluate import draw_samples
-from genjax.metrics.modes import NUM_SAMPLES, mode_coverage
+from genjax.evaluate import mode_scores
+from genjax.metrics.modes import NUM_SAMPLES
 from genjax.train.rundir import write_json_atomically
 
 MIXTURES = ("ring8", "grid25")
@@ -62,8 +62,8 @@ def measure(dataset: str, pack: int, seed: int, steps: int, root: str) -> dict:
         if done.get("steps") == steps:
             return done
     result = experiment.run(run_config(dataset, pack, seed, steps), directory, "pacgan_toy2d")
-    samples = draw_samples(result.family, result.state, jax.random.PRNGKey(seed), NUM_SAMPLES)
-    record = {"steps": steps, "train_seconds": result.summary["train_seconds"], **mode_coverage(samples, *data.mixture_modes(dataset))}
+    scores = mode_scores(result.family, result.state, dataset, jax.random.PRNGKey(seed), NUM_SAMPLES)
+    record = {"steps": steps, "train_seconds": result.summary["train_seconds"], **scores}
     write_json_atomically(path, record)
     return record
 

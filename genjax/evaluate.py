@@ -80,9 +80,14 @@ def _sample_quality(ctx: Context) -> dict:
     return {**sample_quality(classifier, images_of(ctx.test), fakes, ctx.test.num_classes), "classifier_accuracy": classifier.test_accuracy}
 
 
+def mode_scores(family, state, dataset_name: str, key, num_samples: int = MODE_SAMPLES) -> dict:
+    """Mode coverage (genjax.metrics.modes) of `num_samples` samples of a family on a 2-D mixture."""
+    modes, std = data.mixture_modes(dataset_name)
+    return mode_coverage(draw_samples(family, state, key, num_samples), modes, std)
+
+
 def _modes(ctx: Context) -> dict:
-    modes, std = data.mixture_modes(ctx.test.name)
-    return mode_coverage(draw_samples(ctx.family, ctx.state, ctx.key, MODE_SAMPLES), modes, std)
+    return mode_scores(ctx.family, ctx.state, ctx.test.name, ctx.key)
 
 
 def _reconstruction(ctx: Context) -> dict:

@@ -1,5 +1,5 @@
 """The study's vectorized groups: which settings share a group, a grouped search equal to the same search one
-trial at a time, a frozen trial recorded as diverged, kill -9 during a group resumed exactly, and the trial
+trial at a time, a diverging trial recorded as diverged, kill -9 during a group resumed exactly, and the trial
 axis sharded over 8 devices."""
 
 import dataclasses
@@ -47,8 +47,8 @@ def _search_trials(settings, indices):
 def test_settings_group_by_their_untraced_fields_and_auto_is_one_at_a_time_on_cpu():
     gan, vae, ae = (study_cli.CONTENDERS[name] for name in ("gan", "vae", "ae"))
     assert groups.traced_fields(gan) == ("adam_b1", "learning_rate")
-    assert groups.traced_fields(vae) == ("beta", "learning_rate")
-    assert groups.traced_fields(ae) == ("learning_rate", "noise_std")
+    assert groups.traced_fields(vae) == ("adam_b1", "beta", "learning_rate")
+    assert groups.traced_fields(ae) == ("adam_b1", "learning_rate", "noise_std")
     settings = [{"learning_rate": 1e-3, "adam_b1": 0.5, "n_critic": 1}, {"learning_rate": 1e-4, "adam_b1": 0.1, "n_critic": 5}]
     settings.append({"learning_rate": 3e-4, "adam_b1": 0.9, "n_critic": 5})
     assert groups.groups_of(settings, groups.traced_fields(gan)) == [[0], [1, 2]]
