@@ -86,15 +86,17 @@ def test_each_trial_equals_its_setting_trained_alone(mnist, make_config, setting
     assert any(not np.allclose(a, b, atol=1e-3) for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(second)))  # settings differ
 
 
-def test_a_diverging_trial_is_recorded_at_its_first_non_finite_loss_and_the_others_are_bitwise_unaffected(mnist):
+@pytest.mark.parametrize("scan", [True, False], ids=["scanned_chunks", "one_call_per_step"])
+def test_a_diverging_trial_is_recorded_at_its_first_non_finite_loss_frozen_and_the_others_are_bitwise_unaffected(mnist, scan):
     config, train = tiny_vae_config(batch_size=16), mnist[0]
     sane = [{"learning_rate": 1e-3}, {"learning_rate": 2e-3}, {"learning_rate": 5e-4}]
     poisoned = [sane[0], {"learning_rate": 1e30}, sane[2]]  # the middle trial blows up within a few steps
     runs = {}
     for name, settings in (("sane", sane), ("poisoned", poisoned)):
         group = TrialGroup(config, settings, train)
+        group.scan = scan  # both execution paths (convolutional families take the second on CPU)
         state = group.init()
-        history, losses = [], []
+        history, losses = [jax.device_get(state)], []  # history[c]: the state before chunk c
         for first in range(0, 12, 4):
             state, metrics = group.train(state, first, 4)
             history.append(jax.device_get(state))
@@ -105,6 +107,11 @@ def test_a_diverging_trial_is_recorded_at_its_first_non_finite_loss_and_the_othe
     assert history[-1]["diverged_at"][[0, 2]].tolist() == [0, 0] and np.isfinite(losses[:, [0, 2]]).all()
     assert diverged_at == 1 + int(np.argmax(~np.isfinite(losses[:, 1])))  # the first step whose loss is not finite
     assert all(h["diverged_at"][1] in (0, diverged_at) for h in history)  # recorded once, never moved
+    chunk = (diverged_at - 1) // 4  # the call of `train` in which it diverged
+    frozen = group.trial_state(history[chunk], 1)  # its state at that call's start
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(frozen))
+    for later in history[chunk + 1 :]:  # put back at the end of that call, unchanged by every later one
+        chex.assert_trees_all_equal(group.trial_state(later, 1), frozen)
     sane_group, sane_history, _ = runs["sane"]
     for index in (0, 2):
         chex.assert_trees_all_equal(group.trial_state(history[-1], index), sane_group.trial_state(sane_history[-1], index))
