@@ -18,7 +18,9 @@ trained alone is at the point its run raised. Multi-stage families (a VQ-VAE and
 trial at a time: their later stages fit each trial's own first stage.
 
 `resolve(mode, contender)`: 'auto' is 'off' on CPU, where grouping was measured slower than one trial at a
-time (benchmarks/trials.py: the README's vectorized-trials table), and 'vmap' on accelerators.
+time for the MLP VAE and the conv families (benchmarks/trials.py: the README's vectorized-trials table; the
+MLP GAN measured 1.2-1.3x faster grouped on the quiet machine, 0.95x under load: not yet chosen per family),
+and 'vmap' on accelerators.
 """
 
 import logging
