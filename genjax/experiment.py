@@ -73,6 +73,9 @@ class Contender:
     name            the entry's name in `--models` and the report ('vae', 'beta_vae')
     description     one line with the paper
     overrides       config fields that make this entry out of the experiment's defaults
+    cpu_vectorize   how the study's `--vectorize auto` trains this entry's search settings on CPU: 'off' (one
+                    at a time, the default: measured faster for most families) or 'vmap' (vectorized groups,
+                    where benchmarks/trials.py measured them faster on CPU); accelerators always vmap
     experiment, get_config, stages
                     the experiment it comes from; filled in by `contenders_of`
     """
@@ -80,6 +83,7 @@ class Contender:
     name: str
     description: str
     overrides: dict = dataclasses.field(default_factory=dict)
+    cpu_vectorize: str = "off"
     experiment: str = ""
     get_config: Callable | None = None
     stages: tuple = ONE_STAGE

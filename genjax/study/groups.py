@@ -17,10 +17,10 @@ non-finite is recorded as diverged at the first budget point after that step, as
 trained alone is at the point its run raised. Multi-stage families (a VQ-VAE and its prior) train one
 trial at a time: their later stages fit each trial's own first stage.
 
-`resolve(mode, contender)`: 'auto' is 'off' on CPU, where grouping was measured slower than one trial at a
-time for the MLP VAE and the conv families (benchmarks/trials.py: the README's vectorized-trials table; the
-MLP GAN measured 1.2-1.3x faster grouped on the quiet machine, 0.95x under load: not yet chosen per family),
-and 'vmap' on accelerators.
+`resolve(mode, contender)`: 'auto' is 'vmap' on accelerators and, on CPU, the contender's declared
+`cpu_vectorize`: 'off' (one trial at a time) unless its experiment measured groups faster there
+(benchmarks/trials.py, the README's vectorized-trials section: the MLP GAN 1.25x; the MLP VAE 0.84x and the
+conv families slower).
 """
 
 import logging
@@ -50,7 +50,7 @@ def resolve(mode: str, contender) -> str:
     if len(contender.stages) > 1:
         return "off"
     if mode == "auto":
-        return "off" if jax.default_backend() == "cpu" else "vmap"
+        return contender.cpu_vectorize if jax.default_backend() == "cpu" else "vmap"
     return mode
 
 

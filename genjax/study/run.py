@@ -4,8 +4,9 @@ For each unit (a family on one training-set size): the K settings train with the
 setting at each budget point (lowest KID, the study's criterion) then trains with the re-seeding seeds, up to
 the last budget point it is best at.
 The search settings train one at a time through the engine, or as vectorized groups (genjax.study.groups,
-the protocol's `vectorize`: by default one at a time on CPU, where groups were measured slower for most families, and vmapped
-groups on accelerators); re-seeded trials train one at a time (each has its own seed's batches and keys).
+the protocol's `vectorize`: by default vmapped groups on accelerators and, on CPU, each experiment's declared
+`Contender.cpu_vectorize`: groups for the MLP GAN, one at a time for the families measured slower grouped);
+re-seeded trials train one at a time (each has its own seed's batches and keys).
 
 Everything lands in the workdir: study_plan.json (the protocol), one run directory and trial.json per trial,
 and units/<family>_n<size>.json when a unit is complete. Rerunning resumes; finished trials are reused.
