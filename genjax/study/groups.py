@@ -13,7 +13,7 @@ One Orbax checkpoint per group (runs/<family>/n<size>/group<i>-<j>-.../checkpoin
 every budget point (and every `checkpoint_every` steps where the study's config keeps one), with the step, the
 group's training seconds and its budget points done; kill -9 during a group resumes it from there exactly
 (a budget in steps), and a group whose trials are finished is never retrained. A trial whose loss turns
-non-finite is recorded as diverged at the first budget point after that step, as a trial
+non-finite is frozen and recorded as diverged at the first budget point after that step, as a trial
 trained alone is at the point its run raised. Multi-stage families (a VQ-VAE and its prior) train one
 trial at a time: their later stages fit each trial's own first stage.
 

@@ -138,12 +138,8 @@ class TrialGroup:
     @staticmethod
     def _freeze(start_state, group):
         """`group` with every diverged trial's state put back to `start_state` (the chunk's start)."""
-        frozen = group["diverged_at"] > 0
-
-        def keep(start, now):
-            return jnp.where(frozen.reshape(frozen.shape + (1,) * (now.ndim - 1)), start, now)
-
-        return {**group, "state": jax.tree.map(keep, start_state, group["state"])}
+        trained_on = group["diverged_at"] == 0
+        return {**group, "state": jax.vmap(policy.select_tree)(trained_on, group["state"], start_state)}
 
     def train(self, group: dict, first_step: int, num_steps: int) -> tuple[dict, dict]:
         """Steps first_step .. first_step + num_steps - 1 of every trial; returns (group, metrics [steps, T])."""
