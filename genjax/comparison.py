@@ -238,7 +238,8 @@ def _header(settings: Settings, train, test, classifier, floor: dict) -> dict:
         "seeds": ", ".join(map(str, settings.seeds)),
         "sample metrics": f"{settings.num_samples} samples against the {test.num_examples} test images, in the features of "
         f"genjax's classifier (test accuracy {classifier.test_accuracy:.3f}, {settings.classifier_steps} steps)",
-        "floor (real training images vs test)": f"Frechet distance {floor['frechet_distance']:.2f}, precision "
+        "floor (real training images vs test)": f"Frechet distance {floor['frechet_distance']:.2f} (FD-infinity "
+        f"{floor['frechet_distance_infinity']:.2f}), precision "
         f"{floor['precision']:.2f}, recall {floor['recall']:.2f}, classes covered {floor['classes_covered']:.0f}",
         "NLL bound": f"IWAE with K = {settings.iwae_samples}" if settings.iwae_samples else "not computed",
         "exact NLL": f"over the first {settings.likelihood_examples or test.num_examples} test images",

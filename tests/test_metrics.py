@@ -32,6 +32,35 @@ def test_frechet_distance_of_a_set_with_itself_is_zero_and_grows_with_noise():
     assert all(a < b for a, b in zip(distances, distances[1:])), distances
 
 
+@pytest.mark.parametrize("shift", [0.0, 0.5])
+def test_fd_infinity_removes_most_of_the_small_sample_bias(shift):
+    # N(0, I) against N(shift, I) in 32-D: the true distance is 32 shift^2; over 20 draws of 500 samples FD
+    # overshoots it by about 0.5 on average (the 1/N bias of Chong & Forsyth 2020), FD-infinity does not. One
+    # draw is noisier than that (its sample mean), so the test is about the means: bias, not variance.
+    rng = np.random.default_rng(4)
+    real, truth = rng.normal(size=(20000, 32)), 32 * shift**2
+    fakes = [rng.normal(size=(500, 32)) + shift for _ in range(20)]
+    bias_at_n = np.mean([frechet.frechet_distance_between(real, fake) for fake in fakes]) - truth
+    bias_infinity = np.mean([frechet.frechet_distance_infinity(real, fake, seed=i) for i, fake in enumerate(fakes)]) - truth
+    assert bias_at_n > 0.3, bias_at_n  # the bias is there to remove
+    assert abs(bias_infinity) < bias_at_n / 4, (bias_infinity, bias_at_n)
+
+
+def test_fd_infinity_is_the_intercept_of_the_least_squares_line_through_its_sizes():
+    rng = np.random.default_rng(5)
+    real, fake = rng.normal(size=(1000, 8)), rng.normal(size=(300, 8)) * 1.5
+    sizes = frechet.fd_infinity_sizes(300, 8)
+    assert sizes[0] == 30 and sizes[-1] == 300 and len(sizes) == frechet.FD_INFINITY_SIZES  # N / 10 .. N
+    assert frechet.fd_infinity_sizes(500, 128)[0] == 250 and frechet.fd_infinity_sizes(50000, 128)[0] == 5000  # 2 D; the paper's
+    picks = np.random.default_rng(0)
+    distances = [frechet.frechet_distance_between(real, fake[picks.choice(300, n, replace=False)]) for n in sizes]
+    x, y = 1.0 / sizes, np.asarray(distances)  # the normal equations of y = a + b x, by hand
+    slope = np.sum((x - x.mean()) * (y - y.mean())) / np.sum((x - x.mean()) ** 2)
+    assert frechet.frechet_distance_infinity(real, fake) == pytest.approx(y.mean() - slope * x.mean(), rel=1e-9)
+    with pytest.raises(ValueError, match="at least 3 generated samples"):
+        frechet.frechet_distance_infinity(real, fake[:2])
+
+
 def _brute_force_mmd2(x, y):
     """MMD^2_u with the cubic kernel (x.y / d + 1)^3, written as the double sums of its definition, in float64."""
     d = x.shape[1]
@@ -112,7 +141,7 @@ def test_sample_quality_reports_kid_on_the_classifier_features():
     rng = np.random.default_rng(10)
     real, fake = rng.uniform(size=(200, 4, 4, 1)), rng.uniform(size=(150, 4, 4, 1)) ** 2
     result = sample_quality(Features(), real, fake, num_classes=10)
-    assert {"frechet_distance", "kid", "kid_std", "precision", "recall", "classes_covered"} <= set(result)
+    assert {"frechet_distance", "frechet_distance_infinity", "kid", "kid_std", "precision", "recall", "classes_covered"} <= set(result)
     assert result["kid"] == kid.kernel_inception_distance(real.reshape(200, -1), fake.reshape(150, -1))["kid"] > 0
 
 
@@ -198,6 +227,7 @@ def test_evaluate_a_run_directory(trained_vae, tmp_path):
     for name in [
         "neg_elbo",
         "frechet_distance",
+        "frechet_distance_infinity",
         "kid",
         "kid_std",
         "precision",

@@ -34,7 +34,8 @@ def header(protocol: Protocol, contenders: dict) -> dict:
         f"setting per point re-trained with {protocol.reseeds} more seeds; selection by KID on the search seed",
         "sample metrics": f"{protocol.num_samples} samples against the {test.num_examples} test images in genjax's classifier "
         f"features (test accuracy {classifier.test_accuracy:.3f}); floor at this N (real training images): Frechet distance "
-        f"{floor['frechet_distance']:.1f}, KID {floor['kid']:.4f}, recall {floor['recall']:.2f}",
+        f"{floor['frechet_distance']:.1f} (FD-infinity {floor['frechet_distance_infinity']:.1f}), KID {floor['kid']:.4f}, recall "
+        f"{floor['recall']:.2f}",
         "likelihood": f"IWAE K = {protocol.iwae_samples}; exact NLL over the first {protocol.likelihood_examples} test images",
         "protocol id": protocol.fingerprint(),
     }

@@ -129,7 +129,7 @@ def quality_bars(protocol, units: list[dict]) -> list[dict]:
         k = unit["best"][last]
         runs = unit["reseeded"].get(str(k)) or [unit["search"][k]]
         values = {}
-        for name in ("recall", "classes_covered", "kid"):
+        for name in ("recall", "classes_covered", "kid", "frechet_distance", "frechet_distance_infinity"):
             found = [point_at(r, last)["metrics"].get(name) for r in runs if point_at(r, last)]
             values[name] = float(np.mean(found)) if found and None not in found else math.nan
         diverged = sum(r.get("diverged") is not None for r in unit["search"])

@@ -118,10 +118,12 @@ def settings_table(protocol, units: list[dict]) -> list:
 
 
 def bars_section(protocol, units: list[dict]) -> tuple[list, str]:
-    rows = [["family", "best setting", "steps", "recall", "classes covered", "KID", "diverged settings", "recall >= 0.3 and >= 9 classes"]]
+    names = ("recall", "classes_covered", "kid", "frechet_distance", "frechet_distance_infinity")
+    titles = [METRICS[name].title for name in names]
+    rows = [["family", "best setting", "steps", *titles, "diverged settings", "recall >= 0.3 and >= 9 classes"]]
     for bar in analysis.quality_bars(protocol, units):
         verdict = "met" if bar["passed"] else f"NOT met: {bar['why']}"
-        values = [_fmt("recall", bar["recall"]), _fmt("classes_covered", bar["classes_covered"]), _fmt("kid", bar["kid"])]
+        values = [_fmt(name, bar[name]) for name in names]
         rows.append([bar["family"], str(bar["setting"]), f"{bar['steps']:,}", *values, str(bar["diverged_settings"]), verdict])
     gan = analysis.default_vs_best(protocol, units, "gan")
     note = ""
