@@ -1,4 +1,5 @@
-"""Two processes on 127.0.0.1 (gloo collectives on CPU) train like one process with the same data layout."""
+"""Two processes on 127.0.0.1 (gloo collectives on CPU) train like one process with the same data layout, and
+share a group of trials."""
 
 import json
 import os
@@ -48,8 +49,9 @@ def _start(script, out, layouts, **env) -> subprocess.Popen:
     )
 
 
-def _finish(processes, timeout=240):
-    """Wait for all processes; kill every one of them if any fails or hangs (a lone process would wait forever)."""
+def _finish(processes, timeout=240) -> list:
+    """Wait for all processes; kill every one of them if any fails or hangs (a lone process would wait forever).
+    Returns their (stdout, stderr)."""
     try:
         outputs = [process.communicate(timeout=timeout) for process in processes]
     except subprocess.TimeoutExpired:
@@ -58,6 +60,7 @@ def _finish(processes, timeout=240):
         raise AssertionError("multi-process run timed out: " + processes[0].communicate()[1][-2000:]) from None
     for process, (_, stderr) in zip(processes, outputs):
         assert process.returncode == 0, stderr[-3000:]
+    return outputs
 
 
 def _params(path):
@@ -96,3 +99,60 @@ def test_two_processes_agree_and_match_one_process(tmp_path):
     assert [(r["step"], r["split"]) for r in records] == [(5, "train"), (10, "train"), (10, "test")]  # process 0 only
     assert sorted(os.listdir(run / "checkpoints")) == ["10"]
     assert (run / "samples_10.png").is_file()
+
+
+TRIALS = textwrap.dedent(
+    """
+    import json, sys
+    from genjax.train.parallel import initialize_distributed
+    initialize_distributed(False)  # joins: JAX_COORDINATOR_ADDRESS is set
+    import jax, numpy as np
+    from genjax import data
+    from genjax.errors import UserError
+    from genjax.train.trials import TrialGroup
+    from tests.conftest import tiny_vae_config
+    from tests.test_trials import _alone
+    train = data.load("mnist", "train", "embedded").first(256)
+    config = tiny_vae_config(batch_size=16)
+    settings = [{"learning_rate": float(lr)} for lr in np.geomspace(3e-4, 3e-3, 4)]
+    group = TrialGroup(config, settings, train)
+    trained, _ = group.train(group.init(), 0, 6)
+    leaf = jax.tree.leaves(trained["state"]["params"])[0]
+    errors, leaves = [], []
+    for index, setting in enumerate(settings):
+        got, want = jax.tree.leaves(group.trial_state(trained, index)), jax.tree.leaves(_alone(config, setting, train, 6))
+        errors.append(max(float(np.max(np.abs(a - np.asarray(b)))) for a, b in zip(got, want)))
+        leaves += got
+    try:
+        TrialGroup(config, settings[:3], train)
+        refused = ""
+    except UserError as error:
+        refused = str(error)
+    np.savez(f"{sys.argv[1]}/trials{jax.process_index()}.npz", *leaves)
+    result = {
+        "devices": len(leaf.sharding.device_set),
+        "local_rows": [shard.data.shape[0] for shard in leaf.addressable_shards],
+        "errors": errors,
+        "diverged": group.diverged(trained).tolist(),
+        "refused": refused,
+    }
+    print("RESULT" + json.dumps(result))
+    """
+)
+
+
+def test_a_trial_group_spans_two_processes_and_each_trial_equals_it_alone(tmp_path):
+    (tmp_path / "trials.py").write_text(TRIALS)
+    address = f"127.0.0.1:{_free_port()}"
+    processes = [
+        _start(tmp_path / "trials.py", tmp_path, [], JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(rank))
+        for rank in range(2)
+    ]
+    results = [json.loads(stdout.split("RESULT")[1]) for stdout, _ in _finish(processes)]
+    for result in results:
+        assert result["devices"] == 2 and result["local_rows"] == [2]  # 4 trials: 2 on each process's device
+        assert max(result["errors"]) < 2e-5, result["errors"]  # every trial, gathered to each process, equals it alone
+        assert result["diverged"] == [0, 0, 0, 0]
+        assert "multiple of 2 settings (got 3)" in result["refused"]
+    for a, b in zip(_params(tmp_path / "trials0.npz"), _params(tmp_path / "trials1.npz"), strict=True):
+        np.testing.assert_array_equal(a, b)  # both processes hold the same gathered states

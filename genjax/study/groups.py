@@ -28,7 +28,6 @@ import os
 import time
 
 import jax
-import numpy as np
 
 from genjax import models
 from genjax.checkpoint import Checkpoints
@@ -132,7 +131,7 @@ def run_group(protocol: Protocol, contender, trials: list[Trial], root: str, cla
             meta = {**meta, "points": max(meta["points"], point + 1)}
             if checkpoints.latest_step() != meta["step"]:  # else restored from this very checkpoint
                 checkpoints.save(meta["step"], state, meta)
-            diverged_at = np.asarray(jax.device_get(state["diverged_at"]))
+            diverged_at = group.diverged(state)
             for index, (trial, record) in enumerate(zip(trials, records, strict=True)):
                 if len(record["points"]) > point or record["diverged"] is not None:
                     continue  # measured before an interruption, or diverged

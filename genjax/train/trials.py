@@ -20,9 +20,14 @@ in-place update of the parameters; once per call it is one copy and one select o
 
 On CPU a chunk of steps runs in one lax.scan for families without convolutions (the execution policy,
 genjax.train.policy); convolutional families run one jitted call per step. Programs are compiled ahead of
-their first call, so `compile_seconds` is apart from the time `train` takes. With several local devices and
-T a multiple of their number, the trial axis of the state and of the hyperparameters is sharded over them
-(a 1-D mesh 'trials'; the batches are replicated): 8 devices train 8 groups' worth of trials at once.
+their first call, so `compile_seconds` is apart from the time `train` takes. With several devices and T a
+multiple of their number, the trial axis of the state and of the hyperparameters is sharded over them (a 1-D
+mesh 'trials'; the batches are replicated): 8 devices train 8 groups' worth of trials at once. The devices
+are those of every process (`jax.devices()`): in a multi-process run (genjax.train.parallel, the engine's
+jax.distributed path) every process builds the same group and calls `train` with the same arguments, host
+values enter through `global_array`, each process's devices train their share of the trials, and
+`trial_state` and `diverged` gather a trial's state and the divergence steps to every process. Trials never
+communicate during training, so the trial axis needs no collective but that gather.
 """
 
 import dataclasses
@@ -37,9 +42,11 @@ from jax.sharding import PartitionSpec as P
 
 from genjax import experiment
 from genjax.data import Dataset, batch_indices, to_model_batch
+from genjax.errors import UserError
 from genjax.train import policy
 from genjax.train.chunks import program_flops, tree_all_finite
 from genjax.train.loop import Keys
+from genjax.train.parallel import global_array
 
 
 def group_key(setting: dict, traced: tuple) -> tuple:
@@ -80,16 +87,22 @@ class TrialGroup:
             concrete = self.config.copy_and_resolve_references()
             concrete.update(setting)
             self.model = experiment.validate(concrete)
-        devices = jax.local_devices()
-        mesh = Mesh(
-            np.array(devices if len(devices) > 1 and self.size % len(devices) == 0 and self.vectorize == "vmap" else devices[:1]),
-            ("trials",),
-        )
-        self.trial_sharding, replicated = NamedSharding(mesh, P("trials")), NamedSharding(mesh, P())
+        devices = jax.devices()  # of every process
+        spread = len(devices) > 1 and self.size % len(devices) == 0 and self.vectorize == "vmap"
+        if jax.process_count() > 1 and not spread:
+            raise UserError(
+                f"a multi-process run spreads a group's trials over all {len(devices)} devices: give a multiple of "
+                f"{len(devices)} settings (got {self.size}) and vectorize 'vmap' (got '{self.vectorize}')"
+            )
+        mesh = Mesh(np.array(devices if spread else devices[:1]), ("trials",))
+        self.trial_sharding, self.replicated = NamedSharding(mesh, P("trials")), NamedSharding(mesh, P())
         self.keys = Keys.from_seed(self.config.seed)
         self.family = self.model.make_family(self.config, self.dataset)  # for its flags; the traced copies compute
         self.scan = policy.scan_chunks(devices[0].platform, self.family.convolutional)
-        self.data = jax.device_put(self.dataset.arrays, replicated)
+        self.data = {key: global_array(value, self.replicated) for key, value in self.dataset.arrays.items()}
+        # a trial's state, and the divergence steps, gathered to every device of every process
+        self._take = jax.jit(lambda tree, index: jax.tree.map(lambda leaf: leaf[index], tree), out_shardings=self.replicated)
+        self._gather = jax.jit(lambda tree: tree, out_shardings=self.replicated)
         self._chunk = jax.jit(self._train_chunk, donate_argnums=0)
         self._step = jax.jit(self._one_step, donate_argnums=0)
         self._freeze_jit = jax.jit(self._freeze, donate_argnums=1)
@@ -107,11 +120,10 @@ class TrialGroup:
         """{'state': the trials' states stacked on axis 0, 'diverged_at': int32 [T] (0: not diverged), 'hyper':
         {field: float32 [T]}, the traced values (an argument of the programs, not a constant: it is sharded)}."""
         example = to_model_batch(self.dataset.take(np.arange(self.config.batch_size)))
-        hyper = {name: np.asarray([s[name] for s in self.settings], np.float32) for name in self.traced}
-        hyper = jax.device_put(hyper, self.trial_sharding)
-        state = jax.jit(jax.vmap(lambda hyper: self.family_for(hyper).init(self.keys.init, example)))(hyper)
-        group = {"state": state, "diverged_at": np.zeros(self.size, np.int32), "hyper": hyper}
-        return jax.device_put(group, self.trial_sharding)
+        hyper = {name: global_array(np.float32([s[name] for s in self.settings]), self.trial_sharding) for name in self.traced}
+        init = jax.vmap(lambda hyper: self.family_for(hyper).init(self.keys.init, example))
+        state = jax.jit(init, out_shardings=self.trial_sharding)(hyper)
+        return {"state": state, "diverged_at": global_array(np.zeros(self.size, np.int32), self.trial_sharding), "hyper": hyper}
 
     def _one_step(self, group, step, indices):
         batch = to_model_batch({k: jnp.take(v, indices, axis=0) for k, v in self.data.items()})
@@ -146,11 +158,11 @@ class TrialGroup:
         indices = batch_indices(self.config.seed, self.dataset.num_examples, self.config.batch_size, first_step, num_steps)
         steps = np.arange(first_step, first_step + num_steps, dtype=np.int32)
         if self.scan:
-            args = (group, jnp.asarray(steps), jnp.asarray(indices))
+            args = (group, global_array(steps, self.replicated), global_array(indices, self.replicated))
             return self._compiled(self._chunk, num_steps, *args)(*args)
-        start, per_step = jax.tree.map(lambda leaf: jnp.array(leaf, copy=True), group["state"]), []  # steps donate
+        start, per_step = jax.tree.map(jnp.copy, group["state"]), []  # the steps donate theirs
         for step, row in zip(steps, indices):
-            args = (group, jnp.int32(step), jnp.asarray(row))
+            args = (group, global_array(step, self.replicated), global_array(row, self.replicated))
             group, metrics = self._compiled(self._step, 1, *args)(*args)
             per_step.append(metrics)
         return self._freeze_jit(start, group), jax.tree.map(lambda *values: jnp.stack(values), *per_step)
@@ -167,9 +179,13 @@ class TrialGroup:
     def flops_per_trial_step(self, group: dict) -> float:
         """XLA's count of the floating-point operations of one step of one trial: the group's one-step program
         (lowered, not compiled) divided by T. Comparable with the engine's flops_per_step of one run."""
-        row = jnp.zeros(self.config.batch_size, jnp.int32)
-        return program_flops(self._step.lower(group, jnp.int32(0), row)) / self.size
+        row = global_array(np.zeros(self.config.batch_size, np.int32), self.replicated)
+        return program_flops(self._step.lower(group, global_array(np.int32(0), self.replicated), row)) / self.size
 
     def trial_state(self, group: dict, index: int):
-        """Trial `index`'s state, as one run's state."""
-        return jax.tree.map(lambda leaf: leaf[index], group["state"])
+        """Trial `index`'s state, as one run's state, on the host of every process (numpy arrays)."""
+        return jax.device_get(self._take(group["state"], global_array(np.int32(index), self.replicated)))
+
+    def diverged(self, group: dict) -> np.ndarray:
+        """The step at which each trial's loss became non-finite (0: never), int [T], on every process."""
+        return np.asarray(jax.device_get(self._gather(group["diverged_at"])))
