@@ -295,3 +295,30 @@ def test_a_few_hundred_steps_bring_ring8_samples_to_the_modes():
 
     before, after = train_and_measure(jax.random.PRNGKey(0))
     assert float(after) < float(before) / 2, (float(before), float(after))
+
+
+def test_the_generator_average_follows_its_recursion_and_makes_the_samples():
+    """ema_decay d: after each step avg <- d avg + (1 - d) theta (Yazici et al. 2019), from avg = theta at
+    init; samples come from the average, and ema_decay 0 keeps no average in the state."""
+    config = tiny_gan_config("gan_toy2d", ema_decay=0.9)
+    train = dataset("ring8")
+    family = gan.make_family(config, train)
+    batch = to_model_batch(train.take(np.arange(config.batch_size)))
+    state = jax.jit(family.init)(jax.random.PRNGKey(0), batch)
+    expected = state["generator"]["params"]
+    step = jax.jit(family.train_step)
+    for i in range(3):
+        state, _ = step(state, batch, jax.random.PRNGKey(i))
+        expected = jax.tree.map(lambda avg, theta: 0.9 * avg + 0.1 * theta, expected, state["generator"]["params"])
+    chex.assert_trees_all_close(state["g_average"], expected, rtol=1e-5, atol=1e-7)
+    assert changed(state["g_average"], state["generator"]["params"])
+    samples = family.sample(state, jax.random.PRNGKey(5), 16)
+    raw = gan.make_family(tiny_gan_config("gan_toy2d"), train).sample(state, jax.random.PRNGKey(5), 16)  # the same G, its own parameters
+    averaged = gan.make_family(tiny_gan_config("gan_toy2d"), train).sample(
+        {**state, "generator": {"params": state["g_average"]}}, jax.random.PRNGKey(5), 16
+    )
+    np.testing.assert_allclose(samples, averaged, rtol=1e-6)
+    assert not np.allclose(samples, raw)
+    assert "g_average" not in jax.eval_shape(gan.make_family(tiny_gan_config("gan_toy2d"), train).init, jax.random.PRNGKey(0), batch)
+    with pytest.raises(UserError, match=r"ema_decay must be in \[0, 1\)"):
+        gan.validate(tiny_gan_config("gan_toy2d", ema_decay=1.0))

@@ -11,11 +11,19 @@ A generator G maps z ~ N(0, I) to data; a discriminator (critic) D scores data. 
                         reals and fakes with fakes (gan_nets.pack_examples); 1 is the unpacked GAN
     g_norm, d_activation: BatchNorm in the MLP generator, maxout units in the MLP discriminator (PacGAN's
                         2-D networks)
+    ema_decay:          > 0: samples and evaluation use an exponential moving average of G's parameters
+                        (Yazici et al. 2019, "The Unusual Effectiveness of Averaging in GAN Training"),
+                        theta_avg <- decay theta_avg + (1 - decay) theta after every step; D is not averaged, and
+                        a BatchNorm generator keeps the running statistics of the trained G
+    sampler:            'generator' (G's draws) or 'drs', discriminator rejection sampling (Azadi et al.
+                        2019, genjax.models.rejection): G's draws kept with probability exp(logit D - log M);
+                        non-saturating loss, pack 1, unconditional
 (see genjax.losses for the losses' maths). The state is one pytree:
 
     {"generator":     {"params", ["batch_stats"]},        flax variables of G
      "discriminator": {"params", ["batch_stats" | "spectral"]},
      "g_opt_state", "d_opt_state",                        two Adam optimizers (betas adam_b1, adam_b2)
+     ["g_average"],                                       G's parameter average (ema_decay > 0)
      "step"}                                              train steps taken (int32)
 
 One train_step updates D, then G, on one batch:
@@ -46,6 +54,7 @@ at least one high-quality sample, the rule of the VEEGAN/PacGAN tables).
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from genjax import losses
 from genjax.config import check, check_choice
@@ -60,6 +69,7 @@ from genjax.models.gan_nets import (
     MLPGenerator,
     pack_examples,
 )
+from genjax.models.rejection import rejection_sample
 from genjax.nn.conditioning import class_rows
 from genjax.nn.precision import compute_dtype
 from genjax.search import Choice, LogUniform, Uniform
@@ -74,6 +84,7 @@ LOSSES = {
     "wasserstein_gp": (losses.wasserstein_critic_loss, losses.wasserstein_generator_loss),
 }
 ARCHITECTURES = ("mlp", "conv")
+SAMPLERS = ("generator", "drs")
 UPSAMPLES = ("subpixel", "transpose")
 MIN_MODE_SHARE = 20 / 2500  # a mode is populated when it gets at least this share of the samples (Lin et al. 2018)
 
@@ -94,6 +105,8 @@ def defaults() -> dict:
         "d_activation": "leaky_relu",
         "maxout_pieces": 5,
         "pack": 1,
+        "sampler": "generator",
+        "ema_decay": 0.0,
         "conditional": False,
         "n_critic": 1,
         "gp_weight": 10.0,
@@ -128,6 +141,15 @@ def validate(config) -> None:
         not (config.d_activation == "maxout" and config.discriminator_norm != "none"),
         "maxout units are not normalized; use discriminator_norm 'none' with d_activation 'maxout'",
     )
+    sampler = config.get("sampler", SAMPLERS[0])  # runs saved before samplers existed have none
+    check(sampler in SAMPLERS, f"unknown sampler '{sampler}'; choose one of: {', '.join(SAMPLERS)}")
+    check(
+        sampler != "drs" or (config.adversarial_loss == "non_saturating" and config.pack == 1 and not config.conditional),
+        "sampler 'drs' reads D's logit as a log density ratio: it needs adversarial_loss 'non_saturating', pack 1 and "
+        "conditional False; use sampler 'generator' otherwise",
+    )
+    ema_decay = config.get("ema_decay", 0.0)
+    check(0 <= ema_decay < 1, f"ema_decay must be in [0, 1), got {ema_decay}")
     check(config.n_critic >= 1, f"n_critic must be a positive integer, got {config.n_critic}")
     check(config.gp_weight >= 0, f"gp_weight must be >= 0, got {config.gp_weight}")
     check(
@@ -194,6 +216,8 @@ def make_family(config, dataset) -> Family:
     conv_networks = config.architecture == "conv"
     n_critic, gp_weight, latent_dim, pack = config.n_critic, config.gp_weight, config.latent_dim, config.pack
     mixture = mixture_modes(dataset.name) if dataset.name in ("ring8", "grid25") else None
+    sampler = config.get("sampler", SAMPLERS[0])
+    ema_decay = config.get("ema_decay", 0.0)
 
     def to_model_space(x):
         return 2.0 * x - 1.0 if is_image else x  # images: [0, 1] -> [-1, 1], the range of G's tanh
@@ -209,13 +233,14 @@ def make_family(config, dataset) -> Family:
         real, labels = inputs(batch)
         g_variables = generator.init(g_key, jnp.zeros((len(real), latent_dim)), labels)
         d_variables = discriminator.init(d_key, pack_examples(real, pack), labels)
-        return {
+        state = {
             "generator": g_variables,
             "discriminator": d_variables,
             "g_opt_state": g_tx.init(g_variables["params"]),
             "d_opt_state": d_tx.init(d_variables["params"]),
             "step": jnp.zeros((), jnp.int32),
         }
+        return {**state, "g_average": g_variables["params"]} if ema_decay else state
 
     def discriminator_objective(d_params, d_variables, real, fake, labels, key):
         variables = {**d_variables, "params": d_params}
@@ -273,11 +298,14 @@ def make_family(config, dataset) -> Family:
             "d_opt_state": d_opt_state,
             "step": state["step"] + 1,
         }
+        if ema_decay:
+            new_state["g_average"] = optax.incremental_update(g_params, state["g_average"], 1 - ema_decay)
         return new_state, metrics
 
     def generate_for_eval(state, key, labels, n):
         z = jax.random.normal(key, (n, latent_dim))
-        return run(generator, state["generator"], z, labels, train=False)[0]
+        variables = {**state["generator"], "params": state["g_average"]} if ema_decay else state["generator"]
+        return run(generator, variables, z, labels, train=False)[0]
 
     def eval_step(state, batch, key):
         real, labels = inputs(batch)
@@ -293,6 +321,13 @@ def make_family(config, dataset) -> Family:
 
     def sample(state, key, n):
         labels = class_rows(num_classes, n) if num_classes else None
+        if sampler == "drs":  # unconditional and unpacked (validate)
+
+            def logit(x):
+                return run(discriminator, state["discriminator"], x, None, train=False)[0].reshape(-1)
+
+            draws, _ = rejection_sample(lambda key, m: generate_for_eval(state, key, None, m), logit, key, n)
+            return to_data_space(draws)
         return to_data_space(generate_for_eval(state, key, labels, n if labels is None else len(labels)))
 
     return Family(
@@ -334,6 +369,8 @@ FIELDS = {
     "d_activation": "MLP discriminator units: leaky_relu, or maxout (Goodfellow et al. 2013)",
     "maxout_pieces": "linear pieces of each maxout unit (d_activation maxout)",
     "pack": "PacGAN (Lin et al. 2018): examples D scores together; batch_size must be a multiple",
+    "ema_decay": "decay of G's parameter average used for samples and evaluation (0: G's own parameters; Yazici et al. 2019)",
+    "sampler": "generator (G's draws) or drs (discriminator rejection sampling, Azadi et al. 2019; non_saturating, pack 1)",
     "conditional": "condition G and D on the class label; sample grids get one row per class",
     "n_critic": "discriminator steps per generator step (WGAN-GP: 5); num_steps counts discriminator steps",
     "gp_weight": "gradient penalty weight lambda (adversarial_loss wasserstein_gp only)",
