@@ -1,10 +1,14 @@
 """The PacGAN table (Lin et al. 2018, Table 1), measured: for each 2-D mixture and pack size m, `--runs`
 runs of pacgan_toy2d (seeds 0, 1, ...), each scored on 2,500 samples by modes captured, % high-quality
 samples and reverse KL (genjax.metrics.modes), reported as mean and standard error over the runs beside
-the paper's numbers. The discriminator's batch is the paper's 100 packs (batch_size 100 m).
+the paper's numbers. The discriminator's batch is the experiment's batch_size in packs: for pacgan_toy2d
+the paper's 100 packs (batch_size 100 m). `--experiment gan_toy2d` measures the smaller 2-128-128 networks
+instead, and --config.FIELD=VALUE sets any field of the experiment's config for every run (a generator
+average, a sampler): each configuration keeps its runs in a directory of its own.
 
     python -m experiments.pacgan_table --steps 20000 --runs 10            # the measured table (README)
     python -m experiments.pacgan_table --packs 1,4 --runs 3 --steps 2000  # a quick look
+    python -m experiments.pacgan_table --experiment gan_toy2d --packs 2 --steps 50000 --config.ema_decay=0.999
 
 Writes pacgan_table.md and pacgan_table.json in --workdir (default runs/pacgan_table). Each run keeps its
 own run directory and result.json: a rerun reuses finished runs and resumes an interrupted one.
@@ -18,8 +22,9 @@ import sys
 import jax
 import numpy as np
 
-from experiments import pacgan_toy2d
-from genjax import experiment
+from experiments import gan_toy2d, pacgan_toy2d
+from genjax import cli, experiment
+from genjax.config import apply_overrides
 from genjax.errors import UserError
 from genjax.evaluate import mode_scores
 from genjax.metrics.modes import NUM_SAMPLES
@@ -44,24 +49,34 @@ PAPER = {
 }
 
 
-def run_config(dataset: str, pack: int, seed: int, steps: int):
-    config = pacgan_toy2d.get_config()
-    config.update(dataset=dataset, pack=pack, batch_size=pacgan_toy2d.PAPER_BATCH_PACKS * pack, seed=seed, num_steps=steps)
+EXPERIMENTS = {"pacgan_toy2d": pacgan_toy2d, "gan_toy2d": gan_toy2d}
+
+
+def run_config(dataset: str, pack: int, seed: int, steps: int, name: str = "pacgan_toy2d", overrides: dict | None = None):
+    config = EXPERIMENTS[name].get_config()
+    apply_overrides(config, overrides or {})
+    config.update(dataset=dataset, pack=pack, batch_size=config.batch_size * pack, seed=seed, num_steps=steps)
     config.eval_every = config.checkpoint_every = steps
     config.figures = False
     return config
 
 
-def measure(dataset: str, pack: int, seed: int, steps: int, root: str) -> dict:
+def label(name: str, overrides: dict) -> str:
+    """The configuration's directory name: the experiment and its overrides, e.g. gan_toy2d,ema_decay=0.999."""
+    return ",".join([name, *(f"{field}={value}" for field, value in sorted(overrides.items()))])
+
+
+def measure(dataset: str, pack: int, seed: int, steps: int, root: str, name: str = "pacgan_toy2d", overrides=None) -> dict:
     """One run's mode coverage (reused when its result.json says it finished these steps)."""
-    directory = os.path.join(root, dataset, f"pack{pack}", f"seed{seed}")
+    overrides = overrides or {}
+    directory = os.path.join(root, label(name, overrides), dataset, f"pack{pack}", f"seed{seed}")
     path = os.path.join(directory, "result.json")
     if os.path.exists(path):
         with open(path) as f:
             done = json.load(f)
         if done.get("steps") == steps:
             return done
-    result = experiment.run(run_config(dataset, pack, seed, steps), directory, "pacgan_toy2d")
+    result = experiment.run(run_config(dataset, pack, seed, steps, name, overrides), directory, name)
     scores = mode_scores(result.family, result.state, dataset, jax.random.PRNGKey(seed), NUM_SAMPLES)
     record = {"steps": steps, "train_seconds": result.summary["train_seconds"], **scores}
     write_json_atomically(path, record)
@@ -77,9 +92,10 @@ def summarize(runs: list[dict]) -> dict:
     return out
 
 
-def markdown(table: dict, runs: int, steps: int) -> str:
+def markdown(table: dict, runs: int, steps: int, configuration: str = "pacgan_toy2d") -> str:
     lines = [
-        f"PacGAN table: mean +- standard error over {runs} runs of {steps:,} steps each; paper: Lin et al. (2018), Table 1 (10 runs, 400 epochs).",
+        f"PacGAN table ({configuration}): mean +- standard error over {runs} runs of {steps:,} steps each; paper: Lin et al. "
+        "(2018), Table 1 (10 runs, 400 epochs).",
         "",
         "| mixture | pack | modes | high quality % | reverse KL | paper modes | paper high quality % | paper reverse KL |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -106,11 +122,14 @@ def parse_args(argv):
         prog="python -m experiments.pacgan_table", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--workdir", default="runs/pacgan_table")
+    parser.add_argument("--experiment", default="pacgan_toy2d", choices=tuple(EXPERIMENTS), help="the networks and optimizer")
     parser.add_argument("--datasets", default=",".join(MIXTURES), help="comma-separated mixtures (ring8, grid25)")
     parser.add_argument("--packs", type=_ints, default=(1, 2, 3, 4), help="pack sizes m (1: the plain GAN)")
     parser.add_argument("--runs", type=int, default=10, help="runs (seeds) per mixture and pack size")
     parser.add_argument("--steps", type=int, default=20000, help="training steps of each run")
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    _, args.overrides, _ = cli.parse_args(rest)  # --config.FIELD=VALUE; anything else is refused there
+    run_config("ring8", 1, 0, 1, args.experiment, args.overrides)  # unknown fields and bad values: refused before training
     datasets = tuple(d for d in args.datasets.split(",") if d)
     for name in datasets:
         if name not in MIXTURES:
@@ -130,15 +149,19 @@ def main(argv=None) -> int:
         args, datasets = parse_args(sys.argv[1:] if argv is None else argv)
         table = {
             dataset: {
-                pack: summarize([measure(dataset, pack, seed, args.steps, args.workdir) for seed in range(args.runs)])
+                pack: summarize(
+                    [measure(dataset, pack, seed, args.steps, args.workdir, args.experiment, args.overrides) for seed in range(args.runs)]
+                )
                 for pack in args.packs
             }
             for dataset in datasets
         }
     except (Exception, KeyboardInterrupt) as error:  # one line and an exit code; finished runs are kept
         return exit_code_for(error)
-    text = markdown(table, args.runs, args.steps)
-    write_json_atomically(os.path.join(args.workdir, "pacgan_table.json"), {"runs": args.runs, "steps": args.steps, "table": table})
+    configuration = label(args.experiment, args.overrides)
+    text = markdown(table, args.runs, args.steps, configuration)
+    record = {"configuration": configuration, "runs": args.runs, "steps": args.steps, "table": table}
+    write_json_atomically(os.path.join(args.workdir, "pacgan_table.json"), record)
     with open(os.path.join(args.workdir, "pacgan_table.md"), "w") as f:
         f.write(text)
     print(text)

@@ -85,10 +85,24 @@ def test_the_table_command_writes_the_papers_form_and_reuses_finished_runs(tmp_p
         assert summary["modes_captured"][1] >= 0  # the standard error over 2 runs
     text = (tmp_path / "pacgan_table.md").read_text()
     assert "| ring8 | PacGAN2 |" in text and "7.9 +- 0.1" in text  # the paper's PacGAN2 beside ours
-    result = tmp_path / "ring8" / "pack2" / "seed1" / "result.json"
+    result = tmp_path / "pacgan_toy2d" / "ring8" / "pack2" / "seed1" / "result.json"
     before = result.stat().st_mtime
     assert pacgan_table.main(argv) == 0
     assert result.stat().st_mtime == before  # reused, not retrained
     capsys.readouterr()
     assert pacgan_table.main(["--workdir", str(tmp_path), "--datasets", "moons"]) == EXIT_BAD_INPUT
     assert "unknown mixture 'moons'" in capsys.readouterr().err
+
+
+def test_the_table_measures_another_experiment_with_overrides_in_a_directory_of_its_own(tmp_path, capsys):
+    argv = ["--workdir", str(tmp_path), "--experiment", "gan_toy2d", "--datasets", "ring8", "--packs", "2", "--runs", "1"]
+    assert pacgan_table.main([*argv, "--steps", "20", "--config.ema_decay=0.9"]) == 0
+    run = tmp_path / "gan_toy2d,ema_decay=0.9" / "ring8" / "pack2" / "seed0"
+    config = json.loads((run / "config.json").read_text())
+    assert (config["ema_decay"], config["pack"], config["batch_size"], config["g_hidden_sizes"]) == (0.9, 2, 512, [128, 128])
+    assert json.loads((tmp_path / "pacgan_table.json").read_text())["configuration"] == "gan_toy2d,ema_decay=0.9"
+    assert "PacGAN table (gan_toy2d,ema_decay=0.9)" in (tmp_path / "pacgan_table.md").read_text()
+    capsys.readouterr()
+    assert pacgan_table.main([*argv, "--config.emma_decay=0.9"]) == EXIT_BAD_INPUT
+    assert "unknown config field 'emma_decay'" in capsys.readouterr().err
+    assert not (tmp_path / "gan_toy2d,emma_decay=0.9").exists()  # refused before any run
