@@ -1,5 +1,7 @@
 """Vectorized trials against sequential ones: T settings of a family trained in one vmapped program
-(genjax.train.trials.TrialGroup) against the same T settings trained one group of one after another.
+(genjax.train.trials.TrialGroup) against the same T settings trained one after another, both as groups of
+one and through the engine's own run (`experiment.run`, what the study's one-at-a-time trials use: its
+training images/s from the run summary, compilation excluded).
 
     python benchmarks/trials.py                      # vae (MLP), gan (MLP), dcgan (conv), T = 8
     python benchmarks/trials.py vae --trials 4 16 --steps 300
@@ -7,7 +9,8 @@
 Both sides run the same code (a group of one setting is the sequential case), the same steps and data; the
 first chunk of each (compilation) is not timed. Reported: training images/s summed over the trials, for the
 vmapped group, the unrolled group (the trials' unbatched steps side by side in one program) and the
-sequential groups, and the ratios to sequential. Speeds on a
+sequential groups, the engine's runs, and the ratios to the engine's runs (the decision a family's
+`cpu_vectorize` records). Speeds on a
 shared machine vary: compare the ratio, measured side by side in one run, and read the CPU pressure printed.
 """
 
@@ -54,34 +57,56 @@ def images_per_s(config, settings, train, steps: int, chunk: int, vectorize: str
     return len(settings) * steps * config.batch_size / (time.perf_counter() - start)
 
 
+def engine_images_per_s(experiment_name: str, config, setting: dict, steps: int, chunk: int) -> float:
+    """Training images/s of one run of `setting` through experiment.run, `chunk` steps per device call."""
+    import tempfile
+
+    from genjax import experiment
+    from genjax.comparison import UNLIMITED_STEPS
+
+    config = config.copy_and_resolve_references()
+    config.update(setting)
+    config.update(dict(num_steps=chunk + steps, steps_per_call=chunk, num_samples=16, figures=False))
+    config.eval_every = config.checkpoint_every = UNLIMITED_STEPS
+    with tempfile.TemporaryDirectory() as workdir:
+        return float(experiment.run(config, workdir, experiment_name).summary["examples_per_s"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="*", choices=[*MODELS, []], help=f"default: all of {', '.join(MODELS)}")
     parser.add_argument("--trials", type=int, nargs="+", default=[8])
     parser.add_argument("--steps", type=int, default=200, help="timed steps per trial (conv models: a tenth)")
+    parser.add_argument(
+        "--chunk", type=int, default=0, help="steps per device call (0: 50, conv models 10; a study under a seconds budget: 10)"
+    )
     args = parser.parse_args()
     import importlib
 
     train = data.load("mnist", "train", "embedded")
     print(f"CPU pressure before (PSI some avg10): {cpu_pressure()}%")
-    print("| model | trials | vmapped images/s | unrolled images/s | sequential images/s | vmapped / sequential | unrolled / sequential |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(
+        "| model | trials | vmapped images/s | unrolled images/s | groups of one images/s | engine runs images/s "
+        "| vmapped / engine | unrolled / engine |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in args.models or list(MODELS):
         experiment, batch_size, names = MODELS[name]
         config = importlib.import_module(f"experiments.{experiment}").get_config()
         config.update(dict(batch_size=batch_size, source="embedded"))
         conv = config.get("architecture") == "conv"
         steps = max(args.steps // 10, 10) if conv else args.steps
-        chunk = 10 if conv else 50
+        chunk = args.chunk or (10 if conv else 50)
         steps = steps // chunk * chunk or chunk
         for count in args.trials:
             settings = settings_for(names, count)
             vmapped = images_per_s(config, settings, train, steps, chunk, "vmap")
             unrolled = images_per_s(config, settings, train, steps, chunk, "unroll")
             sequential = count / sum(1 / images_per_s(config, [s], train, steps, chunk) for s in settings)
+            engine = count / sum(1 / engine_images_per_s(experiment, config, s, steps, chunk) for s in settings)
             print(
-                f"| {name} | {count} | {vmapped:,.0f} | {unrolled:,.0f} | {sequential:,.0f} | "
-                f"{vmapped / sequential:.2f}x | {unrolled / sequential:.2f}x |"
+                f"| {name} | {count} | {vmapped:,.0f} | {unrolled:,.0f} | {sequential:,.0f} | {engine:,.0f} | "
+                f"{vmapped / engine:.2f}x | {unrolled / engine:.2f}x |"
             )
 
 

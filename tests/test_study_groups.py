@@ -52,7 +52,8 @@ def test_settings_group_by_their_untraced_fields_and_auto_is_one_at_a_time_on_cp
     settings = [{"learning_rate": 1e-3, "adam_b1": 0.5, "n_critic": 1}, {"learning_rate": 1e-4, "adam_b1": 0.1, "n_critic": 5}]
     settings.append({"learning_rate": 3e-4, "adam_b1": 0.9, "n_critic": 5})
     assert groups.groups_of(settings, groups.traced_fields(gan)) == [[0], [1, 2]]
-    assert groups.resolve("auto", gan) == "vmap" and groups.resolve("auto", vae) == "off"  # measured CPU choices
+    assert groups.resolve("auto", gan) == "off" and groups.resolve("auto", vae) == "off"  # measured CPU choices
+    assert groups.resolve("auto", dataclasses.replace(gan, cpu_vectorize="vmap")) == "vmap"  # an entry's declared choice
     assert groups.resolve("vmap", gan) == "vmap"
     assert groups.resolve("vmap", study_cli.CONTENDERS["vqvae"]) == "off"  # its prior fits each trial's own VQ-VAE
 

@@ -5,7 +5,7 @@ setting at each budget point (lowest KID, the study's criterion) then trains wit
 the last budget point it is best at.
 The search settings train one at a time through the engine, or as vectorized groups (genjax.study.groups,
 the protocol's `vectorize`: by default vmapped groups on accelerators and, on CPU, each experiment's declared
-`Contender.cpu_vectorize`: groups for the MLP GAN, one at a time for the families measured slower grouped);
+`Contender.cpu_vectorize`, today one at a time for every family: groups measured slower on CPU);
 re-seeded trials train one at a time (each has its own seed's batches and keys).
 
 Everything lands in the workdir: study_plan.json (the protocol), one run directory and trial.json per trial,
