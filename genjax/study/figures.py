@@ -58,11 +58,12 @@ def expected_best_figure(path: str, protocol, units: list[dict]) -> bool:
             curve = expected_best(search_scores(unit, last))
             ks = [k + 1 for k, v in enumerate(curve) if math.isfinite(v)]
             ax.plot(ks, [curve[k - 1] for k in ks], marker="o", label=unit["unit"]["family"])
-        ax.set_yscale("log")
+        # KID is unbiased, so a best of several settings can be <= 0: logarithmic beyond +-10, linear within
+        ax.set_yscale("symlog", linthresh=10.0)
         ax.set_xlabel("settings tried k")
         ax.set_ylabel("expected best KID")
         ax.set_title(f"{size} training images")
-        ax.legend(fontsize=7)
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))  # beside the curves, not over them
     _save(fig, path)
     return True
 
