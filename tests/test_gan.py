@@ -313,12 +313,11 @@ def test_the_generator_average_follows_its_recursion_and_makes_the_samples():
     chex.assert_trees_all_close(state["g_average"], expected, rtol=1e-5, atol=1e-7)
     assert changed(state["g_average"], state["generator"]["params"])
     samples = family.sample(state, jax.random.PRNGKey(5), 16)
-    raw = gan.make_family(tiny_gan_config("gan_toy2d"), train).sample(state, jax.random.PRNGKey(5), 16)  # the same G, its own parameters
-    averaged = gan.make_family(tiny_gan_config("gan_toy2d"), train).sample(
-        {**state, "generator": {"params": state["g_average"]}}, jax.random.PRNGKey(5), 16
-    )
+    plain = gan.make_family(tiny_gan_config("gan_toy2d"), train)  # the same G without an average
+    raw = plain.sample(state, jax.random.PRNGKey(5), 16)  # its own parameters
+    averaged = plain.sample({**state, "generator": {"params": state["g_average"]}}, jax.random.PRNGKey(5), 16)
     np.testing.assert_allclose(samples, averaged, rtol=1e-6)
     assert not np.allclose(samples, raw)
-    assert "g_average" not in jax.eval_shape(gan.make_family(tiny_gan_config("gan_toy2d"), train).init, jax.random.PRNGKey(0), batch)
+    assert "g_average" not in jax.eval_shape(plain.init, jax.random.PRNGKey(0), batch)
     with pytest.raises(UserError, match=r"ema_decay must be in \[0, 1\)"):
         gan.validate(tiny_gan_config("gan_toy2d", ema_decay=1.0))

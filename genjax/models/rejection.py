@@ -35,22 +35,21 @@ def rejection_sample(generate, log_ratio, key: jax.Array, n: int, burn_in: int =
     empty = jnp.zeros(example.shape, example.dtype)
 
     def round_of(carry):
-        out, count, accepted, log_bound, key, rounds, _ = carry
+        out, accepted, log_bound, key, rounds, _ = carry
         key, proposal_key, uniform_key = jax.random.split(key, 3)
         x = generate(proposal_key, n)
         scores = log_ratio(x)
         log_bound = jnp.maximum(log_bound, jnp.max(scores))
         accept = jnp.log(jax.random.uniform(uniform_key, (n,))) < scores - log_bound
-        slot = count + jnp.cumsum(accept) - 1  # where each accepted draw goes: after those accepted before
+        slot = accepted + jnp.cumsum(accept) - 1  # where each accepted draw goes: after those accepted before
         out = out.at[jnp.where(accept, slot, n)].set(x, mode="drop")  # slot n and beyond: dropped
-        accepted = accepted + jnp.sum(accept)
-        return out, jnp.minimum(count + jnp.sum(accept), n), accepted, log_bound, key, rounds + 1, x
+        return out, accepted + jnp.sum(accept), log_bound, key, rounds + 1, x
 
     def unfilled(carry):
-        _, count, _, _, _, rounds, _ = carry
-        return (count < n) & (rounds < max_rounds)
+        _, accepted, _, _, rounds, _ = carry
+        return (accepted < n) & (rounds < max_rounds)
 
-    start = (empty, jnp.int32(0), jnp.int32(0), log_bound, loop_key, jnp.int32(0), empty)
-    out, count, accepted, _, _, rounds, last = jax.lax.while_loop(unfilled, round_of, start)
-    filled = (jnp.arange(n) < count).reshape((n,) + (1,) * (len(example.shape) - 1))
+    start = (empty, jnp.int32(0), log_bound, loop_key, jnp.int32(0), empty)
+    out, accepted, _, _, rounds, last = jax.lax.while_loop(unfilled, round_of, start)
+    filled = (jnp.arange(n) < accepted).reshape((n,) + (1,) * (len(example.shape) - 1))
     return jnp.where(filled, out, last), accepted / (rounds * n)
