@@ -1,5 +1,5 @@
-"""The study's vectorized groups: which settings share a group, a grouped search equal to the same search one
-trial at a time, a diverging trial recorded as diverged, kill -9 during a group resumed exactly, and the trial
+"""The study's vectorized groups: which settings share a group, a grouped search (and a group of re-seeds) equal
+to the same trials one at a time, a diverging trial recorded as diverged, kill -9 during a group resumed exactly, and the trial
 axis sharded over 8 devices."""
 
 import dataclasses
@@ -90,6 +90,36 @@ def test_a_grouped_search_equals_the_same_settings_trained_one_at_a_time(referen
     assert (trial / "samples_300.png").exists()  # the report's samples figure reads these
     group = root / "grouped" / "runs" / "gan" / "n200" / "seed0" / "group1-2-9" / "checkpoints"
     assert [d for d in os.listdir(group) if d.isdigit()] == ["300"]  # one checkpoint per group, the last kept
+
+
+def test_the_re_seeds_of_a_setting_trained_as_one_group_equal_them_trained_one_at_a_time(tmp_path):
+    from genjax.study.plan import Unit, settings_of
+
+    protocol = dataclasses.replace(PROTOCOL, reseeds=2)
+    contender = study_cli.CONTENDERS["gan"]
+    settings = settings_of(protocol, contender)
+    train, test = data.load("mnist", "train"), data.load("mnist", "test")
+    classifier = load_classifier(train, test, protocol.classifier_steps)
+    done = []
+    grouped = groups.run_reseed_groups(
+        protocol, contender, Unit("gan", 200), settings, {1: 2}, str(tmp_path / "grouped"), classifier, test, lambda: done.append(1)
+    )
+    assert list(grouped) == [1] and len(grouped[1]) == 2 and len(done) == 2
+    alone = [
+        run_trial(protocol, contender, Trial("gan", 200, 1, settings[1], seed), str(tmp_path / "alone"), classifier, test)
+        for seed in (1, 2)
+    ]
+    for mine, theirs in zip(grouped[1], alone, strict=True):
+        assert mine["identity"] == theirs["identity"] and mine["diverged"] is None
+        assert [p["steps"] for p in mine["points"]] == [p["steps"] for p in theirs["points"]] == [10, 300]
+        for got, want in zip(mine["points"], theirs["points"], strict=True):
+            for name in ("kid", "frechet_distance", "recall"):
+                assert got["metrics"][name] == pytest.approx(want["metrics"][name], rel=1e-3, abs=1e-6), name
+    assert grouped[1][0]["points"][-1]["metrics"]["kid"] != grouped[1][1]["points"][-1]["metrics"]["kid"]  # two seeds
+    group = tmp_path / "grouped" / "runs" / "gan" / "n200" / "setting1" / "seeds1-2" / "checkpoints"
+    assert [d for d in os.listdir(group) if d.isdigit()] == ["300"]
+    off = dataclasses.replace(protocol, vectorize="off")
+    assert groups.run_reseed_groups(off, contender, Unit("gan", 200), settings, {1: 2}, str(tmp_path / "off"), classifier, test, list) == {}
 
 
 def test_a_trial_that_diverges_in_a_group_is_recorded_and_the_others_are_not_disturbed(reference):

@@ -86,6 +86,33 @@ def test_each_trial_equals_its_setting_trained_alone(mnist, make_config, setting
     assert any(not np.allclose(a, b, atol=1e-3) for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(second)))  # settings differ
 
 
+@pytest.mark.parametrize("make_config, steps", [(lambda: tiny_vae_config(batch_size=16), 12), (_gan_config, 5)], ids=["mlp_vae", "dcgan"])
+@pytest.mark.parametrize("vectorize", ["vmap", "unroll"])
+def test_each_trial_of_a_group_of_seeds_equals_that_seed_trained_alone(mnist, make_config, steps, vectorize):
+    config, train = make_config(), mnist[0]
+    setting, seeds = {"learning_rate": 1e-3}, [3, 0, 7]
+    group = TrialGroup(config, [setting] * 3, train, vectorize, seeds=seeds)
+    trained, _ = group.train(group.init(), 0, steps)
+    states = [group.trial_state(trained, index) for index in range(3)]
+    for seed, state in zip(seeds, states, strict=True):
+        alone = _alone(config, {**setting, "seed": seed}, train, steps)
+        for (path, got), want in zip(_leaves(state), jax.tree.leaves(alone), strict=True):
+            loose = ("generator" in path or "discriminator" in path) and any(name in path for name in PRE_NORM_BIASES)  # as above
+            np.testing.assert_allclose(got, want, rtol=2e-4, atol=2 * steps * 1e-3 if loose else 2e-5, err_msg=path)
+    assert any(not np.allclose(a, b, atol=1e-3) for a, b in zip(jax.tree.leaves(states[0]), jax.tree.leaves(states[1])))  # seeds differ
+
+
+def test_a_group_of_seeds_is_refused_for_a_toy_mixture_and_needs_one_seed_per_trial(mnist):
+    from experiments import gan_toy2d
+    from genjax.experiment import load_data
+
+    config = gan_toy2d.get_config()
+    with pytest.raises(ValueError, match="drawn from the seed"):
+        TrialGroup(config, [{"learning_rate": 1e-3}] * 2, load_data(config)[0], seeds=[0, 1])
+    with pytest.raises(ValueError, match="one seed per trial"):
+        TrialGroup(tiny_vae_config(), [{"learning_rate": 1e-3}] * 2, mnist[0], seeds=[0])
+
+
 @pytest.mark.parametrize("scan", [True, False], ids=["scanned_chunks", "one_call_per_step"])
 def test_a_diverging_trial_is_recorded_at_its_first_non_finite_loss_frozen_and_the_others_are_bitwise_unaffected(mnist, scan):
     config, train = tiny_vae_config(batch_size=16), mnist[0]

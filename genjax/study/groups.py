@@ -1,15 +1,16 @@
-"""A unit's search settings trained as vectorized groups (genjax.train.trials.TrialGroup) instead of one
-trial at a time.
+"""A unit's search settings, and the re-seeds of each chosen setting, trained as vectorized groups
+(genjax.train.trials.TrialGroup) instead of one trial at a time.
 
 The continuous fields of a family's search space (Uniform and LogUniform: learning rate, Adam's beta1, loss
 weights) are traced; settings equal in every other field (a Choice such as the latent size or n_critic) form
-one group, and a group trains its settings in one compiled program. Each trial of a group sees the batches
-and keys of the search seed, as it would alone, so its record (trial.json in its own run directory, the same
+one group, and a group trains its settings in one compiled program; the re-seeds of a chosen setting form one
+group of seeds. Each trial of a group sees the initial state, batches and keys of its own seed (the search
+seed, or its re-seed), as it would alone, so its record (trial.json in its own run directory, the same
 format as a trial trained alone) holds the same numbers to float tolerance under a budget in steps. Under a
 budget in seconds a trial is charged its share of the group's training time (the group's seconds / T):
 equal compute, so a group that trains T trials faster than T runs gives each trial more steps.
 
-One Orbax checkpoint per group (runs/<family>/n<size>/group<i>-<j>-.../checkpoints, the last one kept), at
+One Orbax checkpoint per group (`group_directory`/checkpoints, the last one kept), at
 every budget point (and every `checkpoint_every` steps where the study's config keeps one), with the step, the
 group's training seconds and its budget points done; kill -9 during a group resumes it from there exactly
 (a budget in steps), and a group whose trials are finished is never retrained. A trial whose loss turns
@@ -32,6 +33,7 @@ import jax
 from genjax import models
 from genjax.checkpoint import Checkpoints
 from genjax.comparison import UNLIMITED_STEPS
+from genjax.data.toy2d import TOY_DATASETS
 from genjax.experiment import load_data, stage_configs
 from genjax.search import LogUniform, Uniform, space_of
 from genjax.study.plan import Protocol
@@ -69,9 +71,13 @@ def groups_of(settings: list[dict], traced: tuple) -> list[list[int]]:
 
 
 def group_directory(root: str, trials: list[Trial]) -> str:
+    """Search settings of one seed: runs/<family>/n<size>/seed<s>/group<i>-<j>-...; seeds of one setting (its
+    re-seeds): runs/<family>/n<size>/setting<k>/seeds<a>-<b>-..."""
     first = trials[0]
-    name = "group" + "-".join(str(t.setting_index) for t in trials)
-    return os.path.join(root, "runs", first.family, f"n{first.data_size}", f"seed{first.seed}", name)
+    unit = os.path.join(root, "runs", first.family, f"n{first.data_size}")
+    if len({t.seed for t in trials}) > 1:
+        return os.path.join(unit, f"setting{first.setting_index}", "seeds" + "-".join(str(t.seed) for t in trials))
+    return os.path.join(unit, f"seed{first.seed}", "group" + "-".join(str(t.setting_index) for t in trials))
 
 
 def run_groups(protocol: Protocol, contender, unit, settings: list[dict], root: str, classifier, test, done) -> dict:
@@ -89,10 +95,26 @@ def run_groups(protocol: Protocol, contender, unit, settings: list[dict], root: 
     return records
 
 
-def run_group(protocol: Protocol, contender, trials: list[Trial], root: str, classifier, test, mode: str) -> list[dict]:
-    """Train and measure the search trials `trials` (one group: equal untraced fields) at every budget point
-    they have not reached; returns their records."""
-    num_points = len(protocol.budgets)
+def run_reseed_groups(protocol: Protocol, contender, unit, settings: list[dict], until: dict, root: str, classifier, test, done) -> dict:
+    """The re-seeds (protocol.seeds[1:]) of each chosen setting k, trained as one group of seeds up to budget
+    point until[k] where this contender trains in groups here and there are two or more seeds (`done()` after
+    each trial); returns {k: [record per seed]}, empty otherwise (the caller trains them one at a time)."""
+    seeds = protocol.seeds[1:]
+    if resolve(protocol.vectorize, contender) == "off" or len(seeds) < 2 or protocol.dataset in TOY_DATASETS:  # toys: data per seed
+        return {}
+    mode, records = resolve(protocol.vectorize, contender), {}
+    for k, num_points in until.items():
+        trials = [Trial(unit.family, unit.data_size, k, settings[k], seed) for seed in seeds]
+        records[k] = run_group(protocol, contender, trials, root, classifier, test, mode, num_points)
+        for _ in trials:
+            done()
+    return records
+
+
+def run_group(protocol: Protocol, contender, trials: list[Trial], root: str, classifier, test, mode: str, num_points=None) -> list[dict]:
+    """Train and measure `trials` (one group: settings with equal untraced fields, or seeds of one setting)
+    at each of the first `num_points` budget points (default all) they have not reached; returns their records."""
+    num_points = len(protocol.budgets) if num_points is None else num_points
     records = [read_record(root, t, protocol) or {"identity": t.identity(protocol), "points": [], "diverged": None} for t in trials]
     if all(is_finished(r, num_points) for r in records):
         return records
@@ -105,7 +127,7 @@ def run_group(protocol: Protocol, contender, trials: list[Trial], root: str, cla
         budget_adjust(protocol, protocol.budgets[0], contender.stages),
     )[0]
     train, _ = load_data(config)
-    group = TrialGroup(config, [{f: t.setting[f] for f in traced} for t in trials], train, mode)
+    group = TrialGroup(config, [{f: t.setting[f] for f in traced} for t in trials], train, mode, [t.seed for t in trials])
     directory = group_directory(root, trials)
     checkpoints = Checkpoints(os.path.join(directory, "checkpoints"), keep=1)
     fresh = {"experiment": contender.experiment, "model": config.model, "step": 0, "train_seconds": 0.0, "points": 0}

@@ -92,7 +92,8 @@ def run_unit(protocol: Protocol, contender, unit: Unit, root: str, classifier, t
     bar.refresh()
     # a re-seeded setting trains up to the last budget point it is best at: the report reads it there only
     until = {k: 1 + max(i for i, b in enumerate(best) if b == k) for k in chosen}
-    reseeded = {str(k): [trial(k, seed, until[k]) for seed in protocol.seeds[1:]] for k in chosen}
+    grouped = groups.run_reseed_groups(protocol, contender, unit, settings, until, root, classifier, test, lambda: bar.update(1))
+    reseeded = {str(k): grouped[k] if k in grouped else [trial(k, seed, until[k]) for seed in protocol.seeds[1:]] for k in chosen}
     record = {
         "unit": dataclasses.asdict(unit),
         "root": os.path.abspath(root),

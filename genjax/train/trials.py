@@ -9,6 +9,11 @@ that setting trained alone (`fit` with the same seed) and ends equal to it to fl
 decide shapes or Python control flow (latent size, widths, n_critic) cannot be traced: settings that differ
 in them form separate groups (`group_key`).
 
+A group may also give each trial a seed of its own (`seeds`, e.g. the study's re-seeds of one setting): trial i
+then draws its initial state, its batches and its step keys from seed i, exactly as `fit` with that seed, so it
+ends equal to that run; the batches become one per trial (gathered inside the vmapped step). The dataset stays
+the one given: a 2-D toy mixture, whose training sample is drawn from the seed, cannot be re-seeded this way.
+
 A trial whose loss (any of its step's metrics) turns non-finite is recorded as diverged at that step
 (`diverged_at`, 0: never), is frozen and is not evaluated again. The check is per step but the freeze is per
 call of `train`: at its end every diverged trial gets back its state from the call's start (its last finite
@@ -42,6 +47,7 @@ from jax.sharding import PartitionSpec as P
 
 from genjax import experiment
 from genjax.data import Dataset, batch_indices, to_model_batch
+from genjax.data.toy2d import TOY_DATASETS
 from genjax.errors import UserError
 from genjax.train import policy
 from genjax.train.chunks import program_flops, tree_all_finite
@@ -76,6 +82,7 @@ class TrialGroup:
     settings: list
     dataset: Dataset
     vectorize: str = "vmap"
+    seeds: list | None = None  # one per trial (default: config.seed for every trial)
 
     def __post_init__(self):
         self.traced = tuple(sorted(self.settings[0]))
@@ -83,6 +90,12 @@ class TrialGroup:
             raise ValueError(f"unknown vectorize '{self.vectorize}'; choose 'vmap' or 'unroll'")
         if any(tuple(sorted(s)) != self.traced for s in self.settings):
             raise ValueError(f"every setting of a group must give the same fields {list(self.traced)}")
+        self.seeds = [int(self.config.seed)] * self.size if self.seeds is None else [int(seed) for seed in self.seeds]
+        if len(self.seeds) != self.size:
+            raise ValueError(f"give one seed per trial: {len(self.seeds)} seeds for {self.size} settings")
+        self.per_trial_seeds = len(set(self.seeds)) > 1
+        if self.per_trial_seeds and self.dataset.name in TOY_DATASETS:
+            raise ValueError(f"{self.dataset.name}'s training sample is drawn from the seed: train its seeds apart")
         for setting in self.settings:  # concrete values, checked like any run's
             concrete = self.config.copy_and_resolve_references()
             concrete.update(setting)
@@ -97,6 +110,11 @@ class TrialGroup:
         mesh = Mesh(np.array(devices if spread else devices[:1]), ("trials",))
         self.trial_sharding, self.replicated = NamedSharding(mesh, P("trials")), NamedSharding(mesh, P())
         self.keys = Keys.from_seed(self.config.seed)
+        trial_keys = [Keys.from_seed(seed) for seed in self.seeds]
+        # each trial's init and train keys [T, 2], sharded like the state (used when the seeds differ)
+        self.init_keys, self.train_keys = (
+            global_array(np.stack([np.asarray(getattr(k, name)) for k in trial_keys]), self.trial_sharding) for name in ("init", "train")
+        )
         self.family = self.model.make_family(self.config, self.dataset)  # for its flags; the traced copies compute
         self.scan = policy.scan_chunks(devices[0].platform, self.family.convolutional)
         self.data = {key: global_array(value, self.replicated) for key, value in self.dataset.arrays.items()}
@@ -121,21 +139,27 @@ class TrialGroup:
         {field: float32 [T]}, the traced values (an argument of the programs, not a constant: it is sharded)}."""
         example = to_model_batch(self.dataset.take(np.arange(self.config.batch_size)))
         hyper = {name: global_array(np.float32([s[name] for s in self.settings]), self.trial_sharding) for name in self.traced}
-        init = jax.vmap(lambda hyper: self.family_for(hyper).init(self.keys.init, example))
-        state = jax.jit(init, out_shardings=self.trial_sharding)(hyper)
+        init = jax.vmap(lambda hyper, key: self.family_for(hyper).init(key, example))
+        state = jax.jit(init, out_shardings=self.trial_sharding)(hyper, self.init_keys)
         return {"state": state, "diverged_at": global_array(np.zeros(self.size, np.int32), self.trial_sharding), "hyper": hyper}
 
-    def _one_step(self, group, step, indices):
-        batch = to_model_batch({k: jnp.take(v, indices, axis=0) for k, v in self.data.items()})
-        key = jax.random.fold_in(self.keys.train, step)
+    def _batch(self, indices):
+        return to_model_batch({k: jnp.take(v, indices, axis=0) for k, v in self.data.items()})
 
-        def trial(state, hyper, diverged_at):
+    def _one_step(self, group, step, indices, train_keys):
+        """indices: int32 [B], the shared batch, or [T, B], one batch per trial when the seeds differ."""
+        shared_batch = None if self.per_trial_seeds else self._batch(indices)
+        shared_key = jax.random.fold_in(self.keys.train, step)
+
+        def trial(state, hyper, diverged_at, rows, train_key):
+            batch, key = (self._batch(rows), jax.random.fold_in(train_key, step)) if self.per_trial_seeds else (shared_batch, shared_key)
             new_state, metrics = self.family_for(hyper).train_step(state, batch, key)
             # the metrics (the loss) decide: a scalar check, where checking every leaf of the state cost 30%
             diverged_at = jnp.where((diverged_at == 0) & ~tree_all_finite(metrics), step + 1, diverged_at)
             return new_state, diverged_at, metrics
 
-        inputs = (group["state"], group["hyper"], group["diverged_at"])
+        rows = indices if self.per_trial_seeds else jnp.broadcast_to(indices, (self.size, *indices.shape))  # unused when shared
+        inputs = (group["state"], group["hyper"], group["diverged_at"], rows, train_keys)
         if self.vectorize == "vmap" and self.size > 1:
             state, diverged_at, metrics = jax.vmap(trial)(*inputs)
         else:  # each trial's step unbatched (one trial: as `fit` runs it), all in one program
@@ -143,8 +167,8 @@ class TrialGroup:
             state, diverged_at, metrics = jax.tree.map(lambda *leaves: jnp.stack(leaves), *outputs)
         return {"state": state, "diverged_at": diverged_at, "hyper": group["hyper"]}, metrics
 
-    def _train_chunk(self, group, steps, indices):
-        trained, metrics = jax.lax.scan(lambda g, xs: self._one_step(g, *xs), group, (steps, indices))
+    def _train_chunk(self, group, steps, indices, train_keys):
+        trained, metrics = jax.lax.scan(lambda g, xs: self._one_step(g, *xs, train_keys), group, (steps, indices))
         return self._freeze(group["state"], trained), metrics
 
     @staticmethod
@@ -155,17 +179,23 @@ class TrialGroup:
 
     def train(self, group: dict, first_step: int, num_steps: int) -> tuple[dict, dict]:
         """Steps first_step .. first_step + num_steps - 1 of every trial; returns (group, metrics [steps, T])."""
-        indices = batch_indices(self.config.seed, self.dataset.num_examples, self.config.batch_size, first_step, num_steps)
+        indices = self._indices(first_step, num_steps)  # [steps, B] or, seeds differing, [steps, T, B]
         steps = np.arange(first_step, first_step + num_steps, dtype=np.int32)
         if self.scan:
-            args = (group, global_array(steps, self.replicated), global_array(indices, self.replicated))
+            args = (group, global_array(steps, self.replicated), global_array(indices, self.replicated), self.train_keys)
             return self._compiled(self._chunk, num_steps, *args)(*args)
         start, per_step = jax.tree.map(jnp.copy, group["state"]), []  # the steps donate theirs
         for step, row in zip(steps, indices):
-            args = (group, global_array(step, self.replicated), global_array(row, self.replicated))
+            args = (group, global_array(step, self.replicated), global_array(row, self.replicated), self.train_keys)
             group, metrics = self._compiled(self._step, 1, *args)(*args)
             per_step.append(metrics)
         return self._freeze_jit(start, group), jax.tree.map(lambda *values: jnp.stack(values), *per_step)
+
+    def _indices(self, first_step: int, num_steps: int) -> np.ndarray:
+        def of(seed):
+            return batch_indices(seed, self.dataset.num_examples, self.config.batch_size, first_step, num_steps)
+
+        return np.stack([of(seed) for seed in self.seeds], axis=1) if self.per_trial_seeds else of(self.config.seed)
 
     def _compiled(self, function, num_steps: int, *args):
         """`function` compiled for these arguments, once per chunk length (its time: compile_seconds)."""
@@ -179,8 +209,8 @@ class TrialGroup:
     def flops_per_trial_step(self, group: dict) -> float:
         """XLA's count of the floating-point operations of one step of one trial: the group's one-step program
         (lowered, not compiled) divided by T. Comparable with the engine's flops_per_step of one run."""
-        row = global_array(np.zeros(self.config.batch_size, np.int32), self.replicated)
-        return program_flops(self._step.lower(group, global_array(np.int32(0), self.replicated), row)) / self.size
+        row = global_array(self._indices(0, 1)[0], self.replicated)
+        return program_flops(self._step.lower(group, global_array(np.int32(0), self.replicated), row, self.train_keys)) / self.size
 
     def trial_state(self, group: dict, index: int):
         """Trial `index`'s state, as one run's state, on the host of every process (numpy arrays)."""
