@@ -173,6 +173,10 @@ errors = []
 for index in (0, 5):
     got, want = jax.tree.leaves(group.trial_state(trained, index)), jax.tree.leaves(_alone(config, settings[index], train, 6))
     errors.append(max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(got, want)))
+seeded = TrialGroup(config, [settings[0]] * 8, train, seeds=list(range(8)))  # a group of seeds, sharded the same way
+trained, _ = seeded.train(seeded.init(), 0, 6)
+got, want = jax.tree.leaves(seeded.trial_state(trained, 5)), jax.tree.leaves(_alone(config, {**settings[0], "seed": 5}, train, 6))
+errors.append(max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(got, want)))
 odd = TrialGroup(config, settings[:3], train)  # 3 trials do not split over 8 devices: one device holds them
 odd_devices = len({d.id for leaf in jax.tree.leaves(odd.init()["state"]) for d in leaf.sharding.device_set})
 print("RESULT" + json.dumps({"devices": devices, "errors": errors, "odd_devices": odd_devices}))
@@ -182,4 +186,4 @@ print("RESULT" + json.dumps({"devices": devices, "errors": errors, "odd_devices"
 def test_the_trial_axis_is_sharded_over_eight_devices_and_each_trial_equals_it_alone(tmp_path):
     result = run_on_eight_devices(SHARDED, tmp_path)
     assert result["devices"] == list(range(8)) and result["odd_devices"] == 1
-    assert max(result["errors"]) < 2e-5, result["errors"]
+    assert len(result["errors"]) == 3 and max(result["errors"]) < 2e-5, result["errors"]
