@@ -23,6 +23,7 @@ BASE_FIELDS = {
     "batch_size": "global batch size, split over all devices",
     "num_steps": "training steps; rerunning with more steps continues from the last checkpoint",
     "train_examples": "train on the first N examples of the training split (0: all of them); for data-size studies",
+    "toy_train_points": "points drawn for a 2-D toy dataset's training split (0: 50,000); image datasets ignore it",
     "time_budget": "stop after this many seconds of training (compilation excluded; 0: no limit), within one chunk of steps",
     "learning_rate": "optimizer step size",
     "adam_b1": "Adam beta1, the decay of the gradient's moving mean (in two-stage families the first stage's)",
@@ -54,6 +55,7 @@ def base_config() -> ml_collections.ConfigDict:
             "batch_size": 128,
             "num_steps": 5000,
             "train_examples": 0,
+            "toy_train_points": 0,
             "time_budget": 0.0,
             "learning_rate": 1e-3,
             "adam_b1": 0.9,  # Adam's own (Kingma & Ba 2015); the GANs default to 0.5 (Radford et al. 2016)
@@ -121,7 +123,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> None:
 def config_from_dict(values: dict) -> ml_collections.ConfigDict:
     """A config saved as JSON (config.json, checkpoint metadata) back as a ConfigDict: lists become tuples
     again, fields the model family renamed since (its RENAMED) get their new names, and engine fields added
-    since (train_examples) get their defaults."""
+    since (train_examples, toy_train_points) get their defaults."""
     renames = renamed_fields(values.get("model", ""))
     restored = {renames.get(k, k): tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     return ml_collections.ConfigDict({**base_config().to_dict(), **restored})
@@ -162,5 +164,6 @@ def validate_base(config) -> None:
     )
     check(config.seed >= 0, f"seed must be >= 0, got {config.seed}")
     check(config.train_examples >= 0, f"train_examples must be >= 0 (0 means the whole split), got {config.train_examples}")
+    check(config.toy_train_points >= 0, f"toy_train_points must be >= 0 (0 means 50,000), got {config.toy_train_points}")
     check(config.num_devices >= 0, f"num_devices must be >= 0 (0 means all), got {config.num_devices}")
     check(config.data_shards >= 0, f"data_shards must be >= 0 (0 means one per process), got {config.data_shards}")

@@ -198,7 +198,7 @@ def load_run(run_dir: str):
         if step is None:
             raise UserError(f"{run_dir} has no checkpoint yet; train it first")
         meta = checkpoints.read_meta(step)
-        train = data.load(config.dataset, "train", config.source, config.data_dir or None, config.seed)
+        train = data.load(config.dataset, "train", config.source, config.data_dir or None, config.seed, config.toy_train_points)
         test = data.load(config.dataset, "test", config.source, config.data_dir or None, config.seed)
         family = models.get(config.model).make_family(config, train)
         example = data.to_model_batch(train.take(np.arange(config.batch_size)))

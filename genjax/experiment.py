@@ -117,7 +117,10 @@ def validate(config):
 
 def load_data(config) -> tuple[data.Dataset, data.Dataset]:
     """The (train, test) splits the config names; the training split cut to its first config.train_examples."""
-    train, test = [data.load(config.dataset, split, config.source, config.data_dir or None, config.seed) for split in ("train", "test")]
+    train, test = [
+        data.load(config.dataset, split, config.source, config.data_dir or None, config.seed, config.toy_train_points)
+        for split in ("train", "test")
+    ]
     if config.train_examples:
         if config.train_examples > train.num_examples:
             raise UserError(

@@ -129,6 +129,30 @@ def test_toy_sample_is_a_function_of_the_seed():
     )
 
 
+def test_toy_train_points_sets_the_training_sample_size_and_pacgan_uses_the_papers_100000():
+    from experiments import gan_toy2d, pacgan_toy2d
+    from genjax import experiment
+
+    default = data.load("grid25", "train", seed=2)
+    larger = data.load("grid25", "train", seed=2, toy_train_points=100_000)
+    assert default.num_examples == 50_000 and larger.num_examples == 100_000
+    means, std = data.mixture_modes("grid25")
+    offsets = larger.arrays["point"] - means[larger.arrays["label"]]
+    assert abs(offsets.std() / std - 1) < 0.02  # the same mixture, twice the points
+    np.testing.assert_array_equal(
+        data.load("grid25", "test", seed=2, toy_train_points=100_000).arrays["point"], data.load("grid25", "test", seed=2).arrays["point"]
+    )
+    assert data.load("mnist", "train", toy_train_points=7).num_examples == 4500  # images ignore it
+
+    config = pacgan_toy2d.get_config()
+    train, test = experiment.load_data(config)
+    assert config.toy_train_points == 100_000 and train.num_examples == 100_000 and test.num_examples == 2500
+    assert experiment.load_data(gan_toy2d.get_config())[0].num_examples == 50_000
+    config.toy_train_points = -1
+    with pytest.raises(UserError, match=r"^toy_train_points must be >= 0 \(0 means 50,000\), got -1$"):
+        experiment.validate(config)
+
+
 def test_batch_indices_visit_each_example_once_per_epoch_and_drop_the_remainder():
     n, batch = 100, 32  # 3 full batches per epoch, 4 examples dropped
     epoch0 = data.batch_indices(seed=1, num_examples=n, batch_size=batch, first_step=0, num_steps=3)

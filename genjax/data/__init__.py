@@ -34,8 +34,9 @@ __all__ = [
 ]
 
 
-def load(name: str, split: str, source: str = "auto", data_dir: str | None = None, seed: int = 0) -> Dataset:
-    """One split of a dataset, in memory. `seed` only matters for the 2-D toys (their sample is drawn)."""
+def load(name: str, split: str, source: str = "auto", data_dir: str | None = None, seed: int = 0, toy_train_points: int = 0) -> Dataset:
+    """One split of a dataset, in memory. `seed` and `toy_train_points` (0: 50,000) only matter for the 2-D
+    toys, whose sample is drawn: the seed picks it, and the second sets the size of the training split."""
     if name not in DATASETS:
         raise UserError(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}")
     if source not in SOURCES:
@@ -45,7 +46,7 @@ def load(name: str, split: str, source: str = "auto", data_dir: str | None = Non
     if name in TOY_DATASETS:
         if source not in ("auto", "toy"):
             raise UserError(f"'{name}' is a generated 2-D dataset; use source 'auto' or 'toy', not '{source}'")
-        return load_toy(name, split, seed)
+        return load_toy(name, split, seed, toy_train_points if split == "train" and toy_train_points else None)
     if source == "toy":
         raise UserError(f"source 'toy' is for the 2-D datasets ({', '.join(TOY_DATASETS)}), not '{name}'")
     if source == "embedded":

@@ -51,7 +51,8 @@ def sample_toy(name: str, key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]
 
 
 def load_toy(name: str, split: str, seed: int, num_examples: int | None = None) -> Dataset:
-    """A fixed sample of `name` drawn from fold_in(PRNGKey(seed), split); train 50,000, test 2,500 points."""
+    """A fixed sample of `name` drawn from fold_in(PRNGKey(seed), split): `num_examples` points, by default
+    train 50,000 and test 2,500."""
     split_index = ("train", "test").index(split)
     key = jax.random.fold_in(jax.random.PRNGKey(seed), split_index)
     points, labels = sample_toy(name, key, num_examples or TOY_SIZES[split])
