@@ -46,7 +46,7 @@ def load(name: str, split: str, source: str = "auto", data_dir: str | None = Non
     if name in TOY_DATASETS:
         if source not in ("auto", "toy"):
             raise UserError(f"'{name}' is a generated 2-D dataset; use source 'auto' or 'toy', not '{source}'")
-        return load_toy(name, split, seed, toy_train_points if split == "train" and toy_train_points else None)
+        return load_toy(name, split, seed, toy_train_points if split == "train" else None)  # 0: load_toy's default
     if source == "toy":
         raise UserError(f"source 'toy' is for the 2-D datasets ({', '.join(TOY_DATASETS)}), not '{name}'")
     if source == "embedded":
