@@ -108,7 +108,8 @@ def parse_args(argv):
         choices=VECTORIZE,
         default=None,
         help="search settings as vectorized groups: vmap or unroll (one program per group), off (one at a time); "
-        "default auto: on CPU each family's measured choice (vmap for the MLP GAN, off for the others), vmap on accelerators",
+        "default auto: on CPU each family's declared choice (today off for every family: groups measured slower there), "
+        "vmap on accelerators",
     )
     parser.add_argument("--quick", action="store_true", help="the whole pipeline at a tiny size (tests)")
     parser.add_argument("--full", action="store_true", help="the large protocol: K = 32, 3 data sizes, budgets to 16,000 steps")
