@@ -20,9 +20,10 @@ import dataclasses
 import sys
 
 from experiments.compare import IMAGE_CONTENDERS
+from genjax import cli
 from genjax.errors import UserError
 from genjax.study import Protocol, merge, study
-from genjax.study.plan import UNITS, VECTORIZE, parse_shard, units_of
+from genjax.study.plan import UNITS, VECTORIZE, units_of
 
 
 def study_contenders() -> dict:
@@ -136,18 +137,16 @@ def parse_args(argv):
 
 
 def main(argv=None) -> int:
-    from genjax.cli import configure_logging, exit_code_for
-
-    configure_logging()
+    cli.configure_logging()
     try:
         args, protocol = parse_args(sys.argv[1:] if argv is None else argv)
         if args.merge:
             paths = merge(args.merge, args.workdir, CONTENDERS)
         else:
-            shard = parse_shard(args.shard, len(units_of(protocol))) if args.shard else (0, 1)
+            shard = cli.parse_shard(args.shard, len(units_of(protocol)), "the study's units") if args.shard else (0, 1)
             paths = study(protocol, CONTENDERS, args.workdir, shard)
     except (Exception, KeyboardInterrupt) as error:  # one line and an exit code; finished trials are kept
-        return exit_code_for(error)
+        return cli.exit_code_for(error)
     if paths is None:
         print(f"slice {args.shard} done in {args.workdir}; build the report with --merge")
     else:

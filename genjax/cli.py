@@ -38,6 +38,18 @@ def parse_args(argv: list[str]) -> tuple[str | None, dict, bool]:
     return workdir, overrides, wants_help
 
 
+def parse_shard(text: str, num_jobs: int, what: str = "units") -> tuple[int, int]:
+    """'i/n' -> (i, n): this process runs jobs i, i + n, i + 2n, ... (0 <= i < n <= num_jobs). `what` names the
+    jobs in the error (the study's units, the table's runs)."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard must be i/n (e.g. 0/4), got '{text}'") from None
+    if not 0 <= index < count or count > num_jobs:
+        raise UserError(f"--shard {text} is out of range: need 0 <= i < n <= {num_jobs} ({what})")
+    return index, count
+
+
 def help_text(experiment: str, description: str, config, field_help: dict) -> str:
     lines = [
         f"usage: python -m experiments.{experiment} [--workdir DIR] [--config.FIELD=VALUE ...]",

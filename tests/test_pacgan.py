@@ -106,3 +106,21 @@ def test_the_table_measures_another_experiment_with_overrides_in_a_directory_of_
     assert pacgan_table.main([*argv, "--config.emma_decay=0.9"]) == EXIT_BAD_INPUT
     assert "unknown config field 'emma_decay'" in capsys.readouterr().err
     assert not (tmp_path / "gan_toy2d,emma_decay=0.9").exists()  # refused before any run
+
+
+def test_table_shards_train_disjoint_runs_and_the_unsharded_command_writes_the_table_from_them(tmp_path, capsys):
+    argv = ["--workdir", str(tmp_path), "--datasets", "ring8", "--packs", "1,2", "--runs", "2", "--steps", "10"]
+    runs = tmp_path / "pacgan_toy2d" / "ring8"
+    assert pacgan_table.main([*argv, "--shard", "0/3"]) == 0  # jobs 0 and 3 of (pack1 seed0, pack1 seed1, pack2 seed0, pack2 seed1)
+    assert sorted(p.parent.relative_to(runs).as_posix() for p in runs.glob("*/*/result.json")) == ["pack1/seed0", "pack2/seed1"]
+    assert not (tmp_path / "pacgan_table.json").exists()  # a shard writes no table
+    assert "shard 0/3: 2 of 4 runs done" in capsys.readouterr().out
+    assert pacgan_table.main([*argv, "--shard", "1/3"]) == 0 and pacgan_table.main([*argv, "--shard", "2/3"]) == 0
+    assert len(list(runs.glob("*/*/result.json"))) == 4
+    mtimes = {p: p.stat().st_mtime for p in runs.glob("*/*/result.json")}
+    assert pacgan_table.main(argv) == 0
+    assert {p: p.stat().st_mtime for p in runs.glob("*/*/result.json")} == mtimes  # the table reuses every shard's run
+    assert set(json.loads((tmp_path / "pacgan_table.json").read_text())["table"]["ring8"]) == {"1", "2"}
+    capsys.readouterr()
+    assert pacgan_table.main([*argv, "--shard", "4/4"]) == EXIT_BAD_INPUT
+    assert "need 0 <= i < n <= 4 (the table's runs)" in capsys.readouterr().err

@@ -124,14 +124,3 @@ def check(protocol: Protocol, contenders: dict, train_examples: int) -> None:
             config.update(setting)
             for stage_config in experiment.stage_configs(config, "/nonexistent", contender.stages):
                 experiment.validate(stage_config)
-
-
-def parse_shard(text: str, num_units: int) -> tuple[int, int]:
-    """'i/n' -> (i, n): this process runs units i, i + n, i + 2n, ... (0 <= i < n <= the number of units)."""
-    try:
-        index, count = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise UserError(f"--shard must be i/n (e.g. 0/4), got '{text}'") from None
-    if not 0 <= index < count or count > num_units:
-        raise UserError(f"--shard {text} is out of range: need 0 <= i < n <= {num_units} (the study's units)")
-    return index, count
