@@ -12,9 +12,9 @@ average, a sampler): each configuration keeps its runs in a directory of its own
 
 Writes pacgan_table.md and pacgan_table.json in --workdir (default runs/pacgan_table). Each run keeps its
 own run directory and result.json: a rerun reuses finished runs and resumes an interrupted one. `--shard i/n`
-trains every n-th run only, from the i-th (a SLURM array, or two processes pinned to one core each, which on
-2 CPU cores train about 1.7x the runs per hour of one process on both); the same command without --shard then
-writes the table from the finished runs (copy the shards' run directories into one workdir first).
+trains every n-th run only, from the i-th (a SLURM array, or one process pinned to each CPU core: small
+networks leave a second core mostly idle); the same command without --shard then writes the table from the
+finished runs (copy the shards' run directories into one workdir first).
 """
 
 import argparse

@@ -6,8 +6,8 @@ a 2-D Gaussian z; a discriminator with 3 maxout layers of 200 units and 5 pieces
 non-saturating loss; Adam 1e-4 with beta1 0.8. --config.pack=m packs m samples per discriminator input
 (1: the plain GAN). The paper's batch is 100 *packs*, so give --config.batch_size=100*m to match it; its
 fixed training set of 100,000 points is drawn here too (toy_train_points; genjax's other 2-D experiments
-draw 50,000); its budget of 400 epochs is 400,000 steps, about 80 (pack 1) to 110 (pack 4) minutes a run on
-2 CPU cores here: the default is 20,000 steps, and `python -m experiments.pacgan_table` measures the table at the budget it is given.
+draw 50,000); its budget of 400 epochs is 400,000 steps, hours a run on a CPU (the README's PacGAN table gives
+the measured rates): the default is 20,000 steps, and `python -m experiments.pacgan_table` measures the table at the budget it is given.
 Metrics on 2,500 samples (genjax.metrics.modes): modes captured, % high-quality samples, reverse KL.
 """
 
