@@ -83,6 +83,17 @@ def _value(metric: registry.Metric, value: float) -> str:
     return f"{title} {metric.format(value)}{unit}"
 
 
+def _names(models: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return models[0] if len(models) == 1 else f"{', '.join(models[:-1])} and {models[-1]}"
+
+
+def _equals(metric: registry.Metric, ranked: list, value: float) -> tuple[list[str], list]:
+    """(the models of `ranked` that print as `value`, the others in their order)."""
+    same = [m for m, v in ranked if metric.format(v) == metric.format(value)]
+    return same, [(m, v) for m, v in ranked if m not in same]
+
+
 def findings(records: list[dict]) -> list[str]:
     """One sentence per question the registry's metrics answer, from these records' numbers."""
     if not records:
@@ -96,7 +107,7 @@ def findings(records: list[dict]) -> list[str]:
         collapsed.update(low)
         if low:
             sentences.append(
-                f"At this budget {', '.join(low)} fall below {metric.collapse_below:g} in {metric.title}: they cover almost none "
+                f"At this budget {_names(low)} fall below {metric.collapse_below:g} in {metric.title}: they cover almost none "
                 "of the data (mode collapse or unfinished training), so the rankings below leave them out where others remain."
             )
     # what the models are for first, what they cost (the run's own metrics) last
@@ -107,12 +118,17 @@ def findings(records: list[dict]) -> list[str]:
         ranked = ranked or reported  # every model collapsed: rank them all
         if not ranked:
             continue
-        model, value = ranked[0]
-        sentence = f"For {metric.question}, {model} is best ({_value(metric, value)})"
-        if len(ranked) > 1:
-            sentence += f", ahead of {ranked[1][0]} ({metric.format(ranked[1][1])})"
-            if len(ranked) > 2:
-                sentence += f"; {ranked[-1][0]} is last ({metric.format(ranked[-1][1])})"
+        # models equal at the printed precision share a place: no "ahead of" between equals
+        first, rest = _equals(metric, ranked, ranked[0][1])
+        verb = "is best" if len(first) == 1 else "tie for best"
+        sentence = f"For {metric.question}, {_names(first)} {verb} ({_value(metric, ranked[0][1])})"
+        if rest:
+            runner_up = rest[0][1]
+            second, rest = _equals(metric, rest, runner_up)
+            sentence += f", ahead of {_names(second)} ({metric.format(runner_up)})"
+            if rest:
+                last, _ = _equals(metric, rest, rest[-1][1])
+                sentence += f"; {_names(last)} {'is' if len(last) == 1 else 'are'} last ({metric.format(rest[-1][1])})"
         if len(reported) < len(models):
             sentence += f"; only {', '.join(m for m, _ in reported)} of the {len(models)} models report it"
         sentences.append(sentence + ".")
@@ -124,10 +140,16 @@ def findings(records: list[dict]) -> list[str]:
             return spreads[m][1] / max(abs(spreads[m][0]), 1e-9)
 
         steady, shaky = min(spreads, key=relative), max(spreads, key=relative)
-        sentences.append(
-            f"Across seeds, {steady} is the most stable ({stability.title} {spreads[steady][0]:.2f} ± {spreads[steady][1]:.2f}) "
-            f"and {shaky} the least ({spreads[shaky][0]:.2f} ± {spreads[shaky][1]:.2f})."
-        )
+        if f"{relative(steady):.1%}" == f"{relative(shaky):.1%}":  # e.g. every model found every mode on every seed
+            sentences.append(
+                f"Across seeds, no model is steadier than another: each one's {stability.title} varies by "
+                f"{relative(steady):.1%} of its mean."
+            )
+        else:
+            sentences.append(
+                f"Across seeds, {steady} is the most stable ({stability.title} {spreads[steady][0]:.2f} ± {spreads[steady][1]:.2f}) "
+                f"and {shaky} the least ({spreads[shaky][0]:.2f} ± {spreads[shaky][1]:.2f})."
+            )
     return sentences
 
 

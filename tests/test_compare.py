@@ -117,3 +117,23 @@ def test_when_to_use_which_is_computed_from_the_numbers():
     assert "At this budget gan fall below 0.1 in recall" in collapsed
     assert "For coverage of the data, vae is best (recall 0.20), ahead of gan (0.05)." in collapsed
     assert "For sample quality, vae is best (Frechet dist. 10.00)." in collapsed  # the collapsed gan is left out
+
+
+def test_the_paragraph_names_ties_as_ties_and_equal_seed_spreads_as_equal():
+    scores = (("ae", 5.0), ("flow", 5.0), ("gan", 9.0), ("vae", 5.0), ("sngan", 12.0), ("lsgan", 12.0))
+    same_every_seed = [_record(model, seed, fd, 0.5) for model, fd in scores for seed in (0, 1)]
+    text = report.when_to_use_which(same_every_seed, [])
+    assert (
+        "For sample quality, ae, flow and vae tie for best (Frechet dist. 5.00), ahead of gan (9.00); sngan and lsgan are last (12.00)."
+        in text
+    )
+    text = report.when_to_use_which(same_every_seed[:6] + same_every_seed[8:], [])  # without vae
+    assert "For sample quality, ae and flow tie for best (Frechet dist. 5.00), ahead of gan (9.00); sngan and lsgan are last" in text
+    text = report.when_to_use_which(same_every_seed[:4] + same_every_seed[8:], [])  # ae, flow, sngan, lsgan
+    assert "For sample quality, ae and flow tie for best (Frechet dist. 5.00), ahead of sngan and lsgan (12.00)." in text
+    assert "Across seeds, no model is steadier than another: each one's Frechet dist. varies by 0.0% of its mean." in text
+    assert "most stable" not in text
+    spread = [_record("vae", 0, 10.0, 0.2), _record("vae", 1, 14.0, 0.4), _record("gan", 0, 5.0, 0.6), _record("gan", 1, 5.2, 0.6)]
+    text = report.when_to_use_which(spread, [])
+    assert "Across seeds, gan is the most stable (Frechet dist. 5.10 ± 0.14) and vae the least (12.00 ± 2.83)." in text
+    assert "For sample quality, gan is best (Frechet dist. 5.10), ahead of vae (12.00)." in text
