@@ -154,10 +154,11 @@ def main(argv=None) -> int:
         jobs = [(dataset, pack, seed) for dataset in datasets for pack in args.packs for seed in range(args.runs)]
         if args.shard:
             index, count = cli.parse_shard(args.shard, len(jobs), "the table's runs")
-            for job in jobs[index::count]:
+            mine = jobs[index::count]
+            for job in mine:
                 measure(*job, args.steps, args.workdir, args.experiment, args.overrides)
             print(
-                f"shard {args.shard}: {len(jobs[index::count])} of {len(jobs)} runs done in {args.workdir}; once every "
+                f"shard {args.shard}: {len(mine)} of {len(jobs)} runs done in {args.workdir}; once every "
                 "shard's run directories are in one workdir, the same command without --shard writes the table"
             )
             return 0

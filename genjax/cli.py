@@ -38,7 +38,7 @@ def parse_args(argv: list[str]) -> tuple[str | None, dict, bool]:
     return workdir, overrides, wants_help
 
 
-def parse_shard(text: str, num_jobs: int, what: str = "units") -> tuple[int, int]:
+def parse_shard(text: str, num_jobs: int, what: str) -> tuple[int, int]:
     """'i/n' -> (i, n): this process runs jobs i, i + n, i + 2n, ... (0 <= i < n <= num_jobs). `what` names the
     jobs in the error (the study's units, the table's runs)."""
     try:
