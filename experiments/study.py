@@ -8,6 +8,7 @@ setting is re-trained with more seeds, and the report maps which family wins at 
     python -m experiments.study                             # the default study
     python -m experiments.study --full                      # K = 32, 3 data sizes, budgets to 16,000 steps
     python -m experiments.study --families vae,gan --settings 8 --budgets 5,10,20 --data_sizes 500,4500
+    python -m experiments.study --families gan --settings 16 --reseed_default   # does the search beat the default?
     python -m experiments.study --shard 0/4 --workdir runs/study0   # one of 4 slices (a SLURM array task)
     python -m experiments.study --merge runs/study0 runs/study1 runs/study2 runs/study3 --workdir runs/study
 
@@ -58,6 +59,7 @@ QUICK = dict(
     unit="steps",
     data_sizes=(200, 500),
     reseeds=2,
+    reseed_default=True,
     num_samples=100,
     iwae_samples=10,
     likelihood_examples=10,
@@ -69,6 +71,7 @@ FULL = dict(
     data_sizes=(500, 1500, 4500),
     budgets=(1000.0, 2000.0, 4000.0, 8000.0, 16000.0),
     unit="steps",
+    reseed_default=True,
     likelihood_examples=100,
 )
 
@@ -102,6 +105,13 @@ def parse_args(argv):
         "--data_sizes", type=_list(int), default=None, help=f"training-set sizes (default {','.join(map(str, d.data_sizes))})"
     )
     parser.add_argument("--reseeds", type=int, default=None, help=f"extra seeds of each best setting (default {d.reseeds})")
+    parser.add_argument(
+        "--reseed_default",
+        action="store_true",
+        default=None,
+        help="re-seed the default setting at every budget point too, to judge the search against it on the same seeds "
+        "(on in --quick and --full)",
+    )
     parser.add_argument("--search_seed", type=int, default=d.search_seed, help="the seed of the search and of the settings drawn")
     parser.add_argument("--num_samples", type=int, default=None, help=f"samples per evaluation (default {d.num_samples})")
     parser.add_argument(
@@ -128,6 +138,7 @@ def parse_args(argv):
         unit=args.unit,
         data_sizes=args.data_sizes,
         reseeds=args.reseeds,
+        reseed_default=args.reseed_default,
         search_seed=args.search_seed,
         num_samples=args.num_samples,
         vectorize=args.vectorize,

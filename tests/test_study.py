@@ -2,6 +2,7 @@
 resume, slices and merging)."""
 
 import dataclasses
+import hashlib
 import html.parser
 import itertools
 import json
@@ -204,6 +205,71 @@ def test_a_reseeded_setting_trains_up_to_the_last_point_it_is_best_at(monkeypatc
     assert unit["best"] == [1, 0, 0]
     assert sorted(asked[2:]) == [(0, 1, 3), (0, 2, 3), (1, 1, 1), (1, 2, 1)]
     assert {k: [len(r["points"]) for r in runs] for k, runs in unit["reseeded"].items()} == {"0": [3, 3], "1": [1, 1]}
+
+
+def test_reseed_default_re_seeds_the_default_over_every_point_and_the_report_judges_the_search_on_those_seeds(monkeypatch, tmp_path):
+    """Setting 1 is best on the search seed at every point; with reseed_default the default (setting 0) is
+    re-seeded to the last point too, and against_default compares the two on the re-seeds, paired by seed."""
+    from genjax.study import report as study_report
+    from genjax.study import run as study_run
+
+    kids = {  # (setting, seed): KID at the three budget points
+        (0, 0): [9.0, 9.0, 9.0],
+        (1, 0): [1.0, 1.0, 1.0],
+        (0, 1): [5.0, 5.0, 2.0],
+        (1, 1): [4.0, 3.0, 8.0],
+        (0, 2): [6.0, 5.0, 3.0],
+        (1, 2): [5.0, 2.0, 7.0],
+    }
+    asked = []
+
+    def fake_trial(protocol, contender, trial, root, classifier, test, num_points=None):
+        asked.append((trial.setting_index, trial.seed, num_points))
+        points = [{"metrics": {"kid": kid}} for kid in kids[trial.setting_index, trial.seed][:num_points]]
+        return {"points": points, "diverged": None}
+
+    monkeypatch.setattr(study_run, "run_trial", fake_trial)
+    protocol = dataclasses.replace(study_cli.DEFAULT, families=("vae",), num_settings=2, reseeds=2, reseed_default=True)
+    bar = study_run.tqdm(total=0, disable=True)
+    unit = study_run.run_unit(protocol, study_cli.CONTENDERS["vae"], study_run.Unit("vae", 500), str(tmp_path), None, None, bar)
+    assert unit["best"] == [1, 1, 1]
+    assert sorted(asked[2:]) == [(0, 1, 3), (0, 2, 3), (1, 1, 3), (1, 2, 3)]
+    rows = analysis.against_default(protocol, [unit])
+    assert [r["verdict"] for r in rows] == ["beats", "beats", "does not beat"]
+    assert [r["lower_on_seeds"] for r in rows] == [2, 2, 0]
+    assert rows[1]["default_seeds"] == [5.0, 5.0] and rows[1]["chosen_seeds"] == [3.0, 2.0]
+    assert rows[1]["chosen_interval"] == analysis.interval([3.0, 2.0])
+    assert rows[0]["search_default"] == 9.0 and rows[0]["search_chosen"] == 1.0
+    _, note = study_report.search_section(protocol, [unit])
+    assert "does not beat the default on the re-seeds (0 of 2 paired seeds lower)" in note
+    # without it the default is not re-seeded, and the search seed alone is no evidence
+    asked.clear()
+    protocol = dataclasses.replace(protocol, reseed_default=False)
+    unit = study_run.run_unit(protocol, study_cli.CONTENDERS["vae"], study_run.Unit("vae", 500), str(tmp_path), None, None, bar)
+    assert sorted(asked[2:]) == [(1, 1, 3), (1, 2, 3)]
+    assert {r["verdict"] for r in analysis.against_default(protocol, [unit])} == {"search seed only"}
+
+
+def test_separated_needs_disjoint_intervals_and_a_diverged_re_seed_loses():
+    def unit(default, chosen):
+        search = [{"points": [{"metrics": {"kid": 2.0}}]}, {"points": [{"metrics": {"kid": 1.0}}]}]
+        runs = {k: [{"points": [{"metrics": {"kid": v}}]} for v in values] for k, values in (("0", default), ("1", chosen))}
+        return {"unit": {"family": "gan", "data_size": 500}, "best": [1], "search": search, "reseeded": runs}
+
+    protocol = Protocol(families=("gan",), budgets=(1.0,))
+    verdict = lambda d, c: analysis.against_default(protocol, [unit(d, c)])[0]["verdict"]  # noqa: E731
+    assert verdict([10.0, 10.1, 9.9], [1.0, 1.1, 0.9]) == "beats, separated"
+    assert verdict([10.0, 1.0, 19.0], [1.0, 1.1, 0.9]) == "beats"  # lower mean, overlapping intervals
+    assert verdict([10.0, 10.1, math.nan], [1.0, 1.1, 0.9]) == "beats"  # the default diverged on a re-seed
+    assert verdict([10.0, 10.1, 9.9], [1.0, 1.1, math.inf]) == "does not beat"
+
+
+def test_an_older_study_keeps_its_protocol_id_when_a_field_is_added():
+    protocol = Protocol(families=("gan",))
+    values = {k: v for k, v in dataclasses.asdict(protocol).items() if k != "reseed_default"}
+    legacy = hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    assert protocol.fingerprint() == legacy
+    assert dataclasses.replace(protocol, reseed_default=True).fingerprint() != legacy
 
 
 def test_a_rerun_reuses_finished_trials_and_a_lost_point_is_recomputed_exactly(quick, capsys):

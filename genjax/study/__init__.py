@@ -31,7 +31,9 @@ def header(protocol: Protocol, contenders: dict) -> dict:
         "families": "; ".join(f"{name}: {contenders[name].description}" for name in protocol.families),
         "protocol": f"K = {protocol.num_settings} settings per family (setting 0: the experiment's defaults) drawn with seed "
         f"{protocol.search_seed}; budget points {budgets} {protocol.unit} along one run; batch {protocol.batch_size}; the best "
-        f"setting per point re-trained with {protocol.reseeds} more seeds; selection by KID on the search seed",
+        f"setting per point re-trained with {protocol.reseeds} more seeds"
+        + (", and the default setting at every point" if protocol.reseed_default else "")
+        + "; selection by KID on the search seed",
         "sample metrics": f"{protocol.num_samples} samples against the {test.num_examples} test images in genjax's classifier "
         f"features (test accuracy {classifier.test_accuracy:.3f}); floor at this N (real training images): Frechet distance "
         f"{floor['frechet_distance']:.1f} (FD-infinity {floor['frechet_distance_infinity']:.1f}), KID {floor['kid']:.4f}, recall "

@@ -4,7 +4,8 @@ After Lucic et al. (2018, "Are GANs Created Equal?"): every family gets the same
 settings drawn from its own declared search space (genjax.search; setting 0 is the experiment's defaults),
 the same data, batch size and budget. A *unit* is one family on one training-set size: its K settings train
 with the search seed, then the best setting at each budget point trains again with `reseeds` more seeds so
-that every claim carries a seed interval. Budget points lie along one training run (each point resumes the
+that every claim carries a seed interval (and, with `reseed_default`, the default setting over every point, the
+reference that tells whether the search beat the defaults). Budget points lie along one training run (each point resumes the
 last), so the budget axis needs no retraining.
 
 Units are the study's slices (`--shard i/n`): a unit's re-seeded trials depend on its own search only, so a
@@ -21,6 +22,8 @@ from genjax.search import draw_settings, space_of
 
 UNITS = ("seconds", "steps")
 VECTORIZE = ("auto", "off", "vmap", "unroll")  # genjax.study.groups
+# fields added to Protocol after studies were run, with the value that behaves as before they existed
+ADDED_FIELDS = {"reseed_default": False}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +35,9 @@ class Protocol:
     budgets         budget points, ascending, in `unit`: each family trains up to the last and is measured at each
     data_sizes      training-set sizes (the first N images of the training split)
     reseeds         seeds, after the search seed, that the best setting of each budget point retrains with
+    reseed_default  re-seed the default (setting 0) over every budget point too, so that "the search beats the
+                    default" is judged on the same re-seeding seeds as the map (off in the default study: it adds up
+                    to `reseeds` trials a unit)
     vectorize       how the search settings train: auto, off (one at a time), vmap or unroll (genjax.study.groups)
     """
 
@@ -42,6 +48,7 @@ class Protocol:
     unit: str = "seconds"
     data_sizes: tuple = (500, 4500)
     reseeds: int = 3
+    reseed_default: bool = False
     search_seed: int = 0
     batch_size: int = 64
     num_samples: int = 500
@@ -56,8 +63,10 @@ class Protocol:
         return tuple(range(self.search_seed, self.search_seed + 1 + self.reseeds))
 
     def fingerprint(self) -> str:
-        """A short hash of the protocol: slices of one study must share it to merge."""
-        return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True, default=str).encode()).hexdigest()[:12]
+        """A short hash of the protocol: slices of one study must share it to merge. A field added after
+        studies were run is hashed only away from its old behaviour, so those studies keep their id and resume."""
+        values = {k: v for k, v in dataclasses.asdict(self).items() if ADDED_FIELDS.get(k, ...) != v}
+        return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 For each unit (a family on one training-set size): the K settings train with the search seed; the best
 setting at each budget point (lowest KID, the study's criterion) then trains with the re-seeding seeds, up to
-the last budget point it is best at.
+the last budget point it is best at, and with `reseed_default` the default setting does too, over every point.
 The search settings train one at a time through the engine, or as vectorized groups (genjax.study.groups,
 the protocol's `vectorize`: by default vmapped groups on accelerators and, on CPU, each experiment's declared
 `Contender.cpu_vectorize`, today one at a time for every family: groups measured slower on CPU);
@@ -48,6 +48,12 @@ def best_settings(protocol: Protocol, search: list[dict]) -> list[int]:
     return [min(range(len(search)), key=lambda k: (score(point_at(search[k], i)), k)) for i in range(len(protocol.budgets))]
 
 
+def reseeded_per_unit(protocol: Protocol) -> int:
+    """The progress bar's guess of the settings re-seeded per unit (one best setting, and the default when
+    asked), corrected as each unit's search ends."""
+    return 1 + int(protocol.reseed_default)
+
+
 def _unit_path(root: str, unit: Unit) -> str:
     return os.path.join(root, "units", f"{unit.family}_n{unit.data_size}.json")
 
@@ -87,13 +93,15 @@ def run_unit(protocol: Protocol, contender, unit: Unit, root: str, classifier, t
     grouped = groups.run_groups(protocol, contender, unit, settings, root, classifier, test, lambda: bar.update(1))
     search = [grouped[k] if k in grouped else trial(k, protocol.search_seed) for k in range(len(settings))]
     best = best_settings(protocol, search)
-    chosen = sorted(set(best))
-    bar.total += len(chosen) * protocol.reseeds - protocol.reseeds  # the estimate counted one chosen setting per unit
-    bar.refresh()
     # a re-seeded setting trains up to the last budget point it is best at: the report reads it there only
-    until = {k: 1 + max(i for i, b in enumerate(best) if b == k) for k in chosen}
+    until = {k: 1 + max(i for i, b in enumerate(best) if b == k) for k in set(best)}
+    if protocol.reseed_default:  # the reference the search is judged against, at every point
+        until[0] = len(protocol.budgets)
+    until = dict(sorted(until.items()))
+    bar.total += (len(until) - reseeded_per_unit(protocol)) * protocol.reseeds  # the estimate's guess, corrected
+    bar.refresh()
     grouped = groups.run_reseed_groups(protocol, contender, unit, settings, until, root, classifier, test, lambda: bar.update(1))
-    reseeded = {str(k): grouped[k] if k in grouped else [trial(k, seed, until[k]) for seed in protocol.seeds[1:]] for k in chosen}
+    reseeded = {str(k): grouped[k] if k in grouped else [trial(k, seed, until[k]) for seed in protocol.seeds[1:]] for k in until}
     record = {
         "unit": dataclasses.asdict(unit),
         "root": os.path.abspath(root),
@@ -115,7 +123,7 @@ def run_study(protocol: Protocol, contenders: dict, root: str, shard: tuple[int,
     test = data.load(protocol.dataset, "test")
     classifier = load_classifier(train, test, protocol.classifier_steps)
     units = units_of(protocol)[shard[0] :: shard[1]]
-    estimate = len(units) * (protocol.num_settings + protocol.reseeds)
+    estimate = len(units) * (protocol.num_settings + reseeded_per_unit(protocol) * protocol.reseeds)
     with tqdm(total=estimate, desc="study trials", unit="trial", position=0, dynamic_ncols=True) as bar:
         records = []
         for unit in units:
