@@ -169,6 +169,11 @@ def test_quick_study_writes_the_report_with_every_image_present(quick):
     assert all(v for row in verdicts.values() for v in row)  # every cell has re-seeded intervals
     text = (quick / "study.md").read_text()
     assert "Which, when" in text and "Published rankings" in text and "Quality bars" in text
+    assert "Does the search work?" in text
+    # --quick re-seeds the default: every cell judges the search on the re-seeds, none on the search seed alone
+    judged = result["against_default"]
+    assert len(judged) == 2 * 2 * 2 and "search seed only" not in {r["verdict"] for r in judged}
+    assert all(len(r["default_seeds"]) == 2 for r in judged)
 
 
 def test_every_point_records_steps_seconds_and_flops(quick):
@@ -240,8 +245,9 @@ def test_reseed_default_re_seeds_the_default_over_every_point_and_the_report_jud
     assert rows[1]["default_seeds"] == [5.0, 5.0] and rows[1]["chosen_seeds"] == [3.0, 2.0]
     assert rows[1]["chosen_interval"] == analysis.interval([3.0, 2.0])
     assert rows[0]["search_default"] == 9.0 and rows[0]["search_chosen"] == 1.0
+    assert rows[1]["paired_gain"] == analysis.interval([2.0, 3.0])  # default - chosen, seed by seed
     _, note = study_report.search_section(protocol, [unit])
-    assert "does not beat the default on the re-seeds (0 of 2 paired seeds lower)" in note
+    assert "does not beat the default on the re-seeds (0 of 2 paired seeds lower; default - chosen, paired: -5 [" in note
     # without it the default is not re-seeded, and the search seed alone is no evidence
     asked.clear()
     protocol = dataclasses.replace(protocol, reseed_default=False)

@@ -163,7 +163,8 @@ def against_default(protocol, units: list[dict]) -> list[dict]:
     """Does the search beat the defaults? Per unit and budget point, the chosen setting's KID against the
     default's (setting 0): on the search seed (where the chosen one wins by construction, so this alone is
     no evidence), and, where both were re-seeded (`reseed_default`), as means with 95% intervals over the
-    same re-seeding seeds and paired seed by seed (the same initial keys and batches for both).
+    same re-seeding seeds and paired seed by seed (the same initial keys and batches for both): the paired gain is
+    the 95% interval of default - chosen over the seeds (above 0: the chosen setting is better on every likely mean).
 
     verdict: 'default' (the search chose the default), 'beats' (lower mean; 'beats, separated' when the
     intervals are disjoint), 'does not beat' (the search seed's pick is worse on the other seeds), or
@@ -186,6 +187,8 @@ def against_default(protocol, units: list[dict]) -> list[dict]:
                 "default_interval": interval(default),
                 "chosen_interval": interval(chosen),
                 "lower_on_seeds": sum(c < d for c, d in zip(chosen, default)),
+                # default - chosen seed by seed (> 0: the chosen setting is better): shared seeds, so the paired interval
+                "paired_gain": interval([d - c for d, c in zip(default, chosen)]) if k and len(default) == len(chosen) else None,
             }
             if k == 0:
                 row["verdict"] = "default"

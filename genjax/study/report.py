@@ -1,5 +1,6 @@
 """study.md, study.html and study.json: the "when" map, its paragraph, the tuning figures, the chosen
-settings, each family's best samples, the quality bars and the published rankings beside genjax's."""
+settings, each family's best samples, the quality bars, the chosen settings against the defaults and the
+published rankings beside genjax's."""
 
 import dataclasses
 import json
@@ -130,19 +131,23 @@ def bars_section(protocol, units: list[dict]) -> list:
 
 VERDICTS = {
     "default": "the default is the chosen setting",
-    "beats": "beats the default on the mean (intervals overlap)",
+    "beats": "beats the default on the mean (not separated by the intervals)",
     "beats, separated": "beats the default (intervals disjoint)",
     "does not beat": "does NOT beat the default on the re-seeds",
     "search seed only": "search seed only (the default was not re-seeded here: --reseed_default)",
 }
 
 
+def _span_text(span) -> str:
+    """'mean [low, high]' of a KID interval."""
+    return f"{_fmt('kid', span[0])} [{_fmt('kid', span[1])}, {_fmt('kid', span[2])}]"
+
+
 def _seeds_text(values: list[float], span) -> str:
+    """The interval of a setting's re-seeds, or the values themselves where there is none."""
     if not values:
         return ""
-    if span is None:
-        return ", ".join(_fmt("kid", v) for v in values)
-    return f"{_fmt('kid', span[0])} [{_fmt('kid', span[1])}, {_fmt('kid', span[2])}]"
+    return _span_text(span) if span else ", ".join(_fmt("kid", v) for v in values)
 
 
 def search_section(protocol, units: list[dict]) -> tuple[list, str]:
@@ -157,6 +162,7 @@ def search_section(protocol, units: list[dict]) -> tuple[list, str]:
             "default: mean [95%] over re-seeds",
             "chosen: mean [95%] over re-seeds",
             "chosen lower on paired seeds",
+            "default - chosen, paired: mean [95%]",
             "verdict",
         ]
     ]
@@ -173,23 +179,26 @@ def search_section(protocol, units: list[dict]) -> tuple[list, str]:
                 _seeds_text(r["default_seeds"], r["default_interval"]),
                 _seeds_text(r["chosen_seeds"], r["chosen_interval"]) if r["setting"] else "",
                 f"{r['lower_on_seeds']} of {len(r['chosen_seeds'])}" if compared else "",
+                _span_text(r["paired_gain"]) if compared and r["paired_gain"] else "",
                 VERDICTS[r["verdict"]],
             ]
         )
     last = protocol.budgets[-1]
     phrases = {
         "default": "chose the default",
-        "beats": "chose setting {k}, which beats the default on the re-seeds' mean ({lower} of {n} paired seeds lower; intervals overlap)",
-        "beats, separated": "chose setting {k}, which beats the default on the re-seeds ({lower} of {n} paired seeds lower; intervals disjoint)",
-        "does not beat": "chose setting {k}, which does not beat the default on the re-seeds ({lower} of {n} paired seeds lower)",
+        "beats": "chose setting {k}, which beats the default on the re-seeds' mean ({lower} of {n} paired seeds lower{gain}; "
+        "not separated by the intervals)",
+        "beats, separated": "chose setting {k}, which beats the default on the re-seeds ({lower} of {n} paired seeds lower{gain}; "
+        "intervals disjoint)",
+        "does not beat": "chose setting {k}, which does not beat the default on the re-seeds ({lower} of {n} paired seeds lower{gain})",
         "search seed only": "chose setting {k} on the search seed (the default was not re-seeded: no evidence either way)",
     }
-    parts = [
-        f"{r['family']} on {r['data_size']} images, the search "
-        + phrases[r["verdict"]].format(k=r["setting"], lower=r["lower_on_seeds"], n=len(r["chosen_seeds"]))
-        for r in found
-        if r["budget"] == last
-    ]
+    parts = []
+    for r in found:
+        if r["budget"] == last:
+            gain = f"; default - chosen, paired: {_span_text(r['paired_gain'])}" if r["paired_gain"] else ""
+            phrase = phrases[r["verdict"]].format(k=r["setting"], lower=r["lower_on_seeds"], n=len(r["chosen_seeds"]), gain=gain)
+            parts.append(f"{r['family']} on {r['data_size']} images, the search {phrase}")
     note = f"At {last:g} {protocol.unit}: " + "; ".join(parts) + "."
     return rows, note
 
