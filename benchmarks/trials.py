@@ -10,8 +10,11 @@ Both sides run the same code (a group of one setting is the sequential case), th
 first chunk of each (compilation) is not timed. Reported: training images/s summed over the trials, for the
 vmapped group, the unrolled group (the trials' unbatched steps side by side in one program) and the
 sequential groups, the engine's runs, and the ratios to the engine's runs (the decision a family's
-`cpu_vectorize` records). Speeds on a
-shared machine vary: compare the ratio, measured side by side in one run, and read the CPU pressure printed.
+`cpu_vectorize` records); then, for the vmapped group and the engine's runs, trials per hour (trials of
+`--trial_steps` steps, the study's scale: about 4,000 MLP steps in its 20 s budget) and the share of this
+machine's matmul peak (benchmarks/throughput.py's, measured first in this process): images/s times XLA's
+FLOPs per training image of the engine's step, over the peak. Speeds on a shared machine vary: compare the
+ratio, measured side by side in one run, and read the CPU pressure printed.
 """
 
 import argparse
@@ -24,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.throughput import cpu_pressure  # noqa: E402
+from benchmarks.throughput import cpu_pressure, matmul_peak  # noqa: E402
 from genjax import data  # noqa: E402
 
 MODELS = {  # experiment, batch size, hyperparameters varied over the trials
@@ -57,8 +60,9 @@ def images_per_s(config, settings, train, steps: int, chunk: int, vectorize: str
     return len(settings) * steps * config.batch_size / (time.perf_counter() - start)
 
 
-def engine_images_per_s(experiment_name: str, config, setting: dict, steps: int, chunk: int) -> float:
-    """Training images/s of one run of `setting` through experiment.run, `chunk` steps per device call."""
+def engine_run(experiment_name: str, config, setting: dict, steps: int, chunk: int) -> tuple[float, float]:
+    """(training images/s, XLA's FLOPs per step) of one run of `setting` through experiment.run, `chunk`
+    steps per device call."""
     import tempfile
 
     from genjax import experiment
@@ -69,7 +73,8 @@ def engine_images_per_s(experiment_name: str, config, setting: dict, steps: int,
     config.update(dict(num_steps=chunk + steps, steps_per_call=chunk, num_samples=16, figures=False))
     config.eval_every = config.checkpoint_every = UNLIMITED_STEPS
     with tempfile.TemporaryDirectory() as workdir:
-        return float(experiment.run(config, workdir, experiment_name).summary["examples_per_s"])
+        summary = experiment.run(config, workdir, experiment_name).summary
+    return float(summary["examples_per_s"]), float(summary["flops_per_step"])
 
 
 def main() -> None:
@@ -80,16 +85,20 @@ def main() -> None:
     parser.add_argument(
         "--chunk", type=int, default=0, help="steps per device call (0: 50, conv models 10; a study under a seconds budget: 10)"
     )
+    parser.add_argument("--trial_steps", type=int, default=4000, help="steps of one trial, for trials per hour")
+    parser.add_argument("--peak_sizes", type=int, nargs="+", default=[512, 1024, 2048], help="matmul sizes of the peak")
     args = parser.parse_args()
     import importlib
 
     train = data.load("mnist", "train", "embedded")
     print(f"CPU pressure before (PSI some avg10): {cpu_pressure()}%")
+    peak = matmul_peak(tuple(args.peak_sizes))["peak_flops"]
+    print(f"matmul peak (float32, {jax.default_backend()}): {peak / 1e9:,.1f} GFLOP/s; trials of {args.trial_steps:,} steps")
     print(
         "| model | trials | vmapped images/s | unrolled images/s | groups of one images/s | engine runs images/s "
-        "| vmapped / engine | unrolled / engine |"
+        "| vmapped / engine | unrolled / engine | trials/h vmapped | trials/h engine | of peak vmapped | of peak engine |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in args.models or list(MODELS):
         experiment, batch_size, names = MODELS[name]
         config = importlib.import_module(f"experiments.{experiment}").get_config()
@@ -103,10 +112,14 @@ def main() -> None:
             vmapped = images_per_s(config, settings, train, steps, chunk, "vmap")
             unrolled = images_per_s(config, settings, train, steps, chunk, "unroll")
             sequential = count / sum(1 / images_per_s(config, [s], train, steps, chunk) for s in settings)
-            engine = count / sum(1 / engine_images_per_s(experiment, config, s, steps, chunk) for s in settings)
+            runs = [engine_run(experiment, config, s, steps, chunk) for s in settings]
+            engine = count / sum(1 / speed for speed, _ in runs)
+            flops_per_image = float(np.mean([flops for _, flops in runs])) / batch_size  # the same network: settings change no FLOPs
+            per_hour = 3600 / (batch_size * args.trial_steps)  # trials of trial_steps steps per hour, per image/s
             print(
                 f"| {name} | {count} | {vmapped:,.0f} | {unrolled:,.0f} | {sequential:,.0f} | {engine:,.0f} | "
-                f"{vmapped / engine:.2f}x | {unrolled / engine:.2f}x |"
+                f"{vmapped / engine:.2f}x | {unrolled / engine:.2f}x | {vmapped * per_hour:,.0f} | {engine * per_hour:,.0f} | "
+                f"{vmapped * flops_per_image / peak:.0%} | {engine * flops_per_image / peak:.0%} |"
             )
 
 

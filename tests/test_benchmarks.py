@@ -43,3 +43,35 @@ def test_the_profile_of_the_conv_vae_step_attributes_its_convolutions(tmp_path):
     assert any(op["source"].count("encoder/Conv_") for op in convolutions)
     assert any("transpose(jvp" in op["source"] and "decoder" in op["source"] for op in convolutions)
     assert "| kind | ms/step | share |" in result.stdout
+
+
+def test_the_trials_benchmark_reports_trials_per_hour_and_the_share_of_the_matmul_peak():
+    script = os.path.join(REPO, "benchmarks", "trials.py")
+    argv = [
+        sys.executable,
+        script,
+        "gan",
+        "--trials",
+        "2",
+        "--steps",
+        "20",
+        "--chunk",
+        "10",
+        "--trial_steps",
+        "1000",
+        "--peak_sizes",
+        "256",
+    ]
+    result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    row = next(line for line in result.stdout.splitlines() if line.startswith("| gan | 2 |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    number = lambda text: float(text.rstrip("x%").replace(",", ""))  # noqa: E731
+    vmapped, engine, per_hour_vmapped, per_hour_engine = (number(cells[i]) for i in (2, 5, 8, 9))
+    # trials of 1,000 steps at batch 64: images/s x 3600 / 64,000, to the printed precision
+    assert abs(per_hour_vmapped - vmapped * 3600 / 64000) <= 0.5 and abs(per_hour_engine - engine * 3600 / 64000) <= 0.5
+    share_vmapped, share_engine = number(cells[10]), number(cells[11])
+    assert share_vmapped > 0 and share_engine > 0
+    # the same FLOPs per image on both sides, so the shares stand as the speeds do
+    assert abs(share_vmapped / share_engine - vmapped / engine) < 0.1 * vmapped / engine + 0.02
+    assert "GFLOP/s" in result.stdout
