@@ -268,6 +268,10 @@ def test_separated_needs_disjoint_intervals_and_a_diverged_re_seed_loses():
     assert verdict([10.0, 1.0, 19.0], [1.0, 1.1, 0.9]) == "beats"  # lower mean, overlapping intervals
     assert verdict([10.0, 10.1, math.nan], [1.0, 1.1, 0.9]) == "beats"  # the default diverged on a re-seed
     assert verdict([10.0, 10.1, 9.9], [1.0, 1.1, math.inf]) == "does not beat"
+    # a chosen re-seed that diverged before the point (no point there) scores inf, and loses
+    diverged = unit([10.0, 10.1, 9.9], [1.0, 1.1])
+    diverged["reseeded"]["1"].append({"points": [], "diverged": {"budget": 1.0, "error": "nan loss"}})
+    assert analysis.against_default(protocol, [diverged])[0]["verdict"] == "does not beat"
 
 
 def test_an_older_study_keeps_its_protocol_id_when_a_field_is_added():

@@ -164,7 +164,7 @@ def against_default(protocol, units: list[dict]) -> list[dict]:
     default's (setting 0): on the search seed (where the chosen one wins by construction, so this alone is
     no evidence), and, where both were re-seeded (`reseed_default`), as means with 95% intervals over the
     same re-seeding seeds and paired seed by seed (the same initial keys and batches for both): the paired gain is
-    the 95% interval of default - chosen over the seeds (above 0: the chosen setting is better on every likely mean).
+    the mean and 95% interval of default - chosen over the seeds (wholly above 0: the chosen setting is better).
 
     verdict: 'default' (the search chose the default), 'beats' (lower mean; 'beats, separated' when the
     intervals are disjoint), 'does not beat' (the search seed's pick is worse on the other seeds), or
@@ -174,7 +174,11 @@ def against_default(protocol, units: list[dict]) -> list[dict]:
         for i, budget in enumerate(protocol.budgets):
             k = unit["best"][i]
             searched = search_scores(unit, i)
-            default, chosen = ([score(point_at(r, i)) for r in unit["reseeded"].get(str(s), []) if point_at(r, i)] for s in (0, k))
+            # a re-seed that diverged before this point scores inf; one that stopped earlier (a default not
+            # re-seeded this far) has no score here
+            default, chosen = (
+                [score(point_at(r, i)) for r in unit["reseeded"].get(str(s), []) if point_at(r, i) or r.get("diverged")] for s in (0, k)
+            )
             row = {
                 "family": unit["unit"]["family"],
                 "data_size": unit["unit"]["data_size"],
