@@ -107,6 +107,7 @@ def main() -> None:
         steps = max(args.steps // 10, 10) if conv else args.steps
         chunk = args.chunk or (10 if conv else 50)
         steps = steps // chunk * chunk or chunk
+        per_hour = 3600 / (batch_size * args.trial_steps)  # trials of trial_steps steps per hour, per image/s
         for count in args.trials:
             settings = settings_for(names, count)
             vmapped = images_per_s(config, settings, train, steps, chunk, "vmap")
@@ -115,7 +116,6 @@ def main() -> None:
             runs = [engine_run(experiment, config, s, steps, chunk) for s in settings]
             engine = count / sum(1 / speed for speed, _ in runs)
             flops_per_image = float(np.mean([flops for _, flops in runs])) / batch_size  # the same network: settings change no FLOPs
-            per_hour = 3600 / (batch_size * args.trial_steps)  # trials of trial_steps steps per hour, per image/s
             print(
                 f"| {name} | {count} | {vmapped:,.0f} | {unrolled:,.0f} | {sequential:,.0f} | {engine:,.0f} | "
                 f"{vmapped / engine:.2f}x | {unrolled / engine:.2f}x | {vmapped * per_hour:,.0f} | {engine * per_hour:,.0f} | "

@@ -129,13 +129,15 @@ def bars_section(protocol, units: list[dict]) -> list:
     return rows
 
 
+# what the chosen setting does against the default: the table's verdict and the summary's clause
 VERDICTS = {
-    "default": "the default is the chosen setting",
-    "beats": "beats the default on the mean (not separated by the intervals)",
-    "beats, separated": "beats the default (intervals disjoint)",
-    "does not beat": "does NOT beat the default on the re-seeds",
-    "search seed only": "search seed only (the default was not re-seeded here: --reseed_default)",
+    "default": "is the default",
+    "beats": "beats the default on the re-seeds' mean, not separated by the intervals",
+    "beats, separated": "beats the default on the re-seeds, intervals disjoint",
+    "does not beat": "does not beat the default on the re-seeds",
+    "search seed only": "was compared on the search seed only (the default was not re-seeded here: --reseed_default)",
 }
+COMPARED = ("beats", "beats, separated", "does not beat")  # the verdicts with both settings re-seeded
 
 
 def _span_text(span) -> str:
@@ -168,7 +170,7 @@ def search_section(protocol, units: list[dict]) -> tuple[list, str]:
     ]
     found = analysis.against_default(protocol, units)
     for r in found:
-        compared = r["verdict"] in ("beats", "beats, separated", "does not beat")
+        compared = r["verdict"] in COMPARED
         rows.append(
             [
                 r["family"],
@@ -184,21 +186,18 @@ def search_section(protocol, units: list[dict]) -> tuple[list, str]:
             ]
         )
     last = protocol.budgets[-1]
-    phrases = {
-        "default": "chose the default",
-        "beats": "chose setting {k}, which beats the default on the re-seeds' mean ({lower} of {n} paired seeds lower{gain}; "
-        "not separated by the intervals)",
-        "beats, separated": "chose setting {k}, which beats the default on the re-seeds ({lower} of {n} paired seeds lower{gain}; "
-        "intervals disjoint)",
-        "does not beat": "chose setting {k}, which does not beat the default on the re-seeds ({lower} of {n} paired seeds lower{gain})",
-        "search seed only": "chose setting {k} on the search seed (the default was not re-seeded: no evidence either way)",
-    }
     parts = []
     for r in found:
-        if r["budget"] == last:
+        if r["budget"] != last:
+            continue
+        if r["verdict"] == "default":
+            parts.append(f"{r['family']} on {r['data_size']} images, the search chose the default")
+            continue
+        clause = f"{r['family']} on {r['data_size']} images, the search chose setting {r['setting']}, which {VERDICTS[r['verdict']]}"
+        if r["verdict"] in COMPARED:
             gain = f"; default - chosen, paired: {_span_text(r['paired_gain'])}" if r["paired_gain"] else ""
-            phrase = phrases[r["verdict"]].format(k=r["setting"], lower=r["lower_on_seeds"], n=len(r["chosen_seeds"]), gain=gain)
-            parts.append(f"{r['family']} on {r['data_size']} images, the search {phrase}")
+            clause += f" ({r['lower_on_seeds']} of {len(r['chosen_seeds'])} paired seeds lower{gain})"
+        parts.append(clause)
     note = f"At {last:g} {protocol.unit}: " + "; ".join(parts) + "."
     return rows, note
 
