@@ -14,7 +14,8 @@ Writes pacgan_table.md and pacgan_table.json in --workdir (default runs/pacgan_t
 own run directory and result.json: a rerun reuses finished runs and resumes an interrupted one. `--shard i/n`
 trains every n-th run only, from the i-th (a SLURM array, or one process pinned to each CPU core: small
 networks leave a second core mostly idle); the same command without --shard then writes the table from the
-finished runs (copy the shards' run directories into one workdir first).
+finished runs (shards on one machine can share the workdir, their runs' directories are disjoint; from
+several machines, copy the shards' run directories into one workdir first).
 """
 
 import argparse
