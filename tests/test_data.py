@@ -1,6 +1,7 @@
 """Datasets: the embedded MNIST subset, tfds (mocked), 2-D toys and the batch order."""
 
 import logging
+import tempfile
 
 import numpy as np
 import pytest
@@ -59,6 +60,15 @@ def test_binarized_mnist_pixels_are_scaled_to_0_or_255():
 def test_tfds_requested_offline_says_how_to_prepare(tmp_path):
     with pytest.raises(UserError, match="genjax.data.prepare fashion_mnist"):
         data.load("fashion_mnist", "train", source="tfds", data_dir=str(tmp_path))
+
+
+def test_looking_for_an_unprepared_tfds_dataset_leaves_no_temporary_directory(tmp_path, monkeypatch):
+    # tfds makes a tempfile.mkdtemp("tfds") directory for a dataset it finds unprepared and never removes it
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    assert data.tfds_source.open_source("fashion_mnist", "train", str(tmp_path / "data")) is None
+    assert list(scratch.iterdir()) == [] and tempfile.tempdir == str(scratch)
 
 
 def test_auto_falls_back_to_embedded_mnist_with_one_warning(tmp_path):

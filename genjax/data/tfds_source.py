@@ -6,8 +6,10 @@ Reading needs the dataset prepared in the `array_record` format under `data_dir`
     pip install -e ".[prepare]" && python -m genjax.data.prepare mnist
 """
 
+import contextlib
 import importlib.util
 import logging
+import tempfile
 
 import numpy as np
 
@@ -44,12 +46,28 @@ def prepare(name: str, data_dir: str | None = None) -> None:
         raise UserError(f"could not download tfds dataset '{name}' ({first_line}); {PREPARE_HINT.format(name=name)}") from error
 
 
+@contextlib.contextmanager
+def _scratch_tempdir():
+    """Point `tempfile`'s default directory at a scratch directory removed on exit. Building a tfds builder
+    for a dataset that is not prepared calls `DatasetInfo.initialize_from_bucket`, which makes a
+    `tempfile.mkdtemp("tfds")` directory and never removes it: one empty /tmp/tmp*tfds per load, thousands
+    after a test suite's runs."""
+    previous = tempfile.tempdir
+    with tempfile.TemporaryDirectory(prefix="genjax-tfds-") as scratch:
+        tempfile.tempdir = scratch
+        try:
+            yield
+        finally:
+            tempfile.tempdir = previous
+
+
 def open_source(name: str, split: str, data_dir: str | None):
     """The prepared tfds data source, or None when it is not prepared (in array_record) under data_dir."""
     import tensorflow_datasets as tfds
 
     try:
-        return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+        with _scratch_tempdir():
+            return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
     except tfds.core.registered.DatasetNotFoundError as error:
         raise UserError(f"tfds has no dataset '{name}'") from error
     except ValueError as error:
