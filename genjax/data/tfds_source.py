@@ -32,20 +32,6 @@ def can_prepare() -> bool:
     return importlib.util.find_spec("tensorflow") is not None
 
 
-def prepare(name: str, data_dir: str | None = None) -> None:
-    """Download `name` and write it as array_record under `data_dir`; needs network and TensorFlow."""
-    import tensorflow_datasets as tfds
-
-    if not can_prepare():
-        raise UserError(f"preparing tfds dataset '{name}' needs TensorFlow: {PREPARE_HINT.format(name=name)}")
-    builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
-    try:
-        builder.download_and_prepare()
-    except Exception as error:  # network and download failures come in many types
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"could not download tfds dataset '{name}' ({first_line}); {PREPARE_HINT.format(name=name)}") from error
-
-
 @contextlib.contextmanager
 def _scratch_tempdir():
     """Point `tempfile`'s default directory at a scratch directory removed on exit. Building a tfds builder
@@ -59,6 +45,21 @@ def _scratch_tempdir():
             yield
         finally:
             tempfile.tempdir = previous
+
+
+def prepare(name: str, data_dir: str | None = None) -> None:
+    """Download `name` and write it as array_record under `data_dir`; needs network and TensorFlow."""
+    import tensorflow_datasets as tfds
+
+    if not can_prepare():
+        raise UserError(f"preparing tfds dataset '{name}' needs TensorFlow: {PREPARE_HINT.format(name=name)}")
+    with _scratch_tempdir():
+        builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
+    try:
+        builder.download_and_prepare()
+    except Exception as error:  # network and download failures come in many types
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"could not download tfds dataset '{name}' ({first_line}); {PREPARE_HINT.format(name=name)}") from error
 
 
 def open_source(name: str, split: str, data_dir: str | None):
