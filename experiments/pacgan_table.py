@@ -6,7 +6,7 @@ the paper's 100 packs (batch_size 100 m). `--experiment gan_toy2d` measures the 
 instead, and --config.FIELD=VALUE sets any field of the experiment's config for every run (a generator
 average, a sampler): each configuration keeps its runs in a directory of its own.
 
-    python -m experiments.pacgan_table --datasets ring8 --steps 10000     # the measured ring8 table (README)
+    python -m experiments.pacgan_table --steps 10000                      # the measured table (README): both mixtures
     python -m experiments.pacgan_table --packs 1,4 --runs 3 --steps 2000  # a quick look
     python -m experiments.pacgan_table --experiment gan_toy2d --packs 2 --steps 50000 --config.ema_decay=0.999
 
