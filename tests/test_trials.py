@@ -157,3 +157,35 @@ def test_settings_that_change_shapes_form_separate_groups(mnist):
         TrialGroup(tiny_vae_config(), [{"learning_rate": 1e-3}, {"beta": 2.0}], mnist[0])
     with pytest.raises(Exception, match="learning_rate must be a positive number"):
         TrialGroup(tiny_vae_config(), [{"learning_rate": 1e-3}, {"learning_rate": -1.0}], mnist[0])
+
+
+def _dot_batch_dims(jaxpr) -> list:
+    """The lhs batch dimensions of every dot_general in `jaxpr` and the jaxprs it calls."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            found.append(eqn.params["dimension_numbers"][1][0])
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (list, tuple)) else [param]:
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    found += _dot_batch_dims(inner)
+    return found
+
+
+@pytest.mark.parametrize("broadcast", [True, False], ids=["broadcast_on_cpu", "folded"])
+def test_on_cpu_a_shared_batch_reaches_every_trial_so_no_matmul_folds_the_trial_axis(mnist, monkeypatch, broadcast):
+    # Unbatched, the shared batch meets the stacked weights [T, d, h] in a matmul [B, d] @ [d, T h] that JAX folds
+    # the trial axis into (no batch dimension), at the price of transposing the weights every step on CPU.
+    from genjax.train import policy
+
+    monkeypatch.setattr(policy, "broadcast_shared_batch", lambda platform: broadcast and platform == "cpu")
+    settings = [{"learning_rate": 1e-3, "beta": 1.0}, {"learning_rate": 3e-4, "beta": 4.0}]
+    group = TrialGroup(tiny_vae_config(batch_size=16), settings, mnist[0], "vmap")
+    assert group.broadcast_batch is broadcast
+    state, step = group.init(), np.int32(0)
+    jaxpr = jax.make_jaxpr(group._one_step)(state, step, group._indices(0, 1)[0], group.train_keys)
+    batch_dims = _dot_batch_dims(jaxpr.jaxpr)
+    assert batch_dims, "the step has no matmul"
+    folded = [dims for dims in batch_dims if not dims]
+    assert (not folded) if broadcast else folded

@@ -12,6 +12,8 @@ gradient: 26 ms plain, 396 ms in a branch). Families only say whether their step
                                           n_critic-th step): a lax.cond that skips the work, except for
                                           convolutional updates on CPU, which compute it every step and keep
                                           it by select
+    broadcast_shared_batch(platform)      whether a vmapped group of trials gets the batch they share as one
+                                          batch per trial (genjax.train.trials)
 """
 
 import jax
@@ -27,6 +29,18 @@ def scan_chunks(platform: str, convolutional: bool) -> bool:
     """Whether a chunk of train steps runs as one `lax.scan` (else one jitted call per step, dispatched
     asynchronously). The scan saves the per-step dispatch, which on CPU shares the cores that compute."""
     return not (platform == "cpu" and convolutional)
+
+
+def broadcast_shared_batch(platform: str) -> bool:
+    """Whether a vmapped group of trials that share their batch gets it broadcast over the trial axis.
+
+    Left unbatched, the shared batch meets the trials' stacked weights [T, d, h] in the first layer, and JAX
+    folds the trial axis into that matmul ([B, d] @ [d, T h]): one larger matmul, but the stacked weights are
+    transposed to [d, T h] on every step and their gradient back, copies as large as the layer. On CPU those
+    copies cost more than the larger matmul saves (measured in the README's vectorized-trials section), so
+    there the trials get the batch as their own and run batched matmuls. Elsewhere the fold is left as JAX
+    makes it: not measured there."""
+    return platform == "cpu"
 
 
 def update_when(turn: jax.Array, update, operands: tuple, convolutional: bool) -> tuple:

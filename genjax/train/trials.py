@@ -5,7 +5,10 @@ beta1, a KL or gradient-penalty weight: the fields a family only computes with).
 inside the traced function with those fields as traced scalars, so `jax.vmap` over a leading trial axis of
 the state, the hyperparameters and nothing else trains every setting at once; the batch of each step and
 the keys are the seed's, shared by all trials, so trial i sees exactly the data and random numbers of
-that setting trained alone (`fit` with the same seed) and ends equal to it to float tolerance. Fields that
+that setting trained alone (`fit` with the same seed) and ends equal to it to float tolerance. (On CPU the
+shared batch enters the vmapped step broadcast over the trial axis, genjax.train.policy.broadcast_shared_batch:
+left unbatched, JAX would fold the trial axis into the first layer's matmul at the price of transposing the
+stacked weights every step.) Fields that
 decide shapes or Python control flow (latent size, widths, n_critic) cannot be traced: settings that differ
 in them form separate groups (`group_key`).
 
@@ -117,6 +120,7 @@ class TrialGroup:
         )
         self.family = self.model.make_family(self.config, self.dataset)  # for its flags; the traced copies compute
         self.scan = policy.scan_chunks(devices[0].platform, self.family.convolutional)
+        self.broadcast_batch = policy.broadcast_shared_batch(devices[0].platform)
         self.data = {key: global_array(value, self.replicated) for key, value in self.dataset.arrays.items()}
         # a trial's state, and the divergence steps, gathered to every device of every process
         self._take = jax.jit(lambda tree, index: jax.tree.map(lambda leaf: leaf[index], tree), out_shardings=self.replicated)
@@ -148,19 +152,27 @@ class TrialGroup:
 
     def _one_step(self, group, step, indices, train_keys):
         """indices: int32 [B], the shared batch, or [T, B], one batch per trial when the seeds differ."""
+        vmapped = self.vectorize == "vmap" and self.size > 1
         shared_batch = None if self.per_trial_seeds else self._batch(indices)
         shared_key = jax.random.fold_in(self.keys.train, step)
+        # the shared batch as one per trial where the policy says so: no transposes of the stacked weights
+        per_trial_batch = None
+        if vmapped and shared_batch is not None and self.broadcast_batch:
+            per_trial_batch = jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (self.size, *leaf.shape)), shared_batch)
 
-        def trial(state, hyper, diverged_at, rows, train_key):
-            batch, key = (self._batch(rows), jax.random.fold_in(train_key, step)) if self.per_trial_seeds else (shared_batch, shared_key)
+        def trial(state, hyper, diverged_at, rows, train_key, own_batch):
+            if self.per_trial_seeds:
+                batch, key = self._batch(rows), jax.random.fold_in(train_key, step)
+            else:
+                batch, key = (shared_batch if own_batch is None else own_batch), shared_key
             new_state, metrics = self.family_for(hyper).train_step(state, batch, key)
             # the metrics (the loss) decide: a scalar check, where checking every leaf of the state cost 30%
             diverged_at = jnp.where((diverged_at == 0) & ~tree_all_finite(metrics), step + 1, diverged_at)
             return new_state, diverged_at, metrics
 
         rows = indices if self.per_trial_seeds else jnp.broadcast_to(indices, (self.size, *indices.shape))  # unused when shared
-        inputs = (group["state"], group["hyper"], group["diverged_at"], rows, train_keys)
-        if self.vectorize == "vmap" and self.size > 1:
+        inputs = (group["state"], group["hyper"], group["diverged_at"], rows, train_keys, per_trial_batch)
+        if vmapped:
             state, diverged_at, metrics = jax.vmap(trial)(*inputs)
         else:  # each trial's step unbatched (one trial: as `fit` runs it), all in one program
             outputs = [trial(*jax.tree.map(lambda leaf: leaf[i], inputs)) for i in range(self.size)]
