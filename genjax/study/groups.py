@@ -20,8 +20,8 @@ trial at a time: their later stages fit each trial's own first stage.
 
 `resolve(mode, contender)`: 'auto' is 'vmap' on accelerators and, on CPU, the contender's declared
 `cpu_vectorize`: 'off' (one trial at a time) unless its experiment measured groups faster there than the
-engine's own runs (benchmarks/trials.py, the README's vectorized-trials section: no family today; the MLP GAN
-0.78-0.94x, the MLP VAE and the conv families slower).
+engine's own runs (benchmarks/trials.py, the README's vectorized-trials section: no family today; the MLP
+families come close, the conv families are far slower).
 """
 
 import logging
