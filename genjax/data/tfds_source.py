@@ -37,7 +37,7 @@ def _scratch_tempdir():
     """Point `tempfile`'s default directory at a scratch directory removed on exit. Building a tfds builder
     for a dataset that is not prepared calls `DatasetInfo.initialize_from_bucket`, which makes a
     `tempfile.mkdtemp("tfds")` directory and never removes it: one empty /tmp/tmp*tfds per load, thousands
-    after a test suite's runs."""
+    after a test suite's runs. The setting is process-wide, so it is held only while tfds builds its builder."""
     previous = tempfile.tempdir
     with tempfile.TemporaryDirectory(prefix="genjax-tfds-") as scratch:
         tempfile.tempdir = scratch

@@ -1,16 +1,15 @@
 """Trials as an axis: T settings of one family trained in one compiled program.
 
-A group is one family, one seed and T settings of its continuous hyperparameters (learning rate, Adam's
-beta1, a KL or gradient-penalty weight: the fields a family only computes with). The family is built
-inside the traced function with those fields as traced scalars, so `jax.vmap` over a leading trial axis of
-the state, the hyperparameters and nothing else trains every setting at once; the batch of each step and
-the keys are the seed's, shared by all trials, so trial i sees exactly the data and random numbers of
-that setting trained alone (`fit` with the same seed) and ends equal to it to float tolerance. (On CPU the
-shared batch enters the vmapped step broadcast over the trial axis, genjax.train.policy.broadcast_shared_batch:
-left unbatched, JAX would fold the trial axis into the first layer's matmul at the price of transposing the
-stacked weights every step.) Fields that
-decide shapes or Python control flow (latent size, widths, n_critic) cannot be traced: settings that differ
-in them form separate groups (`group_key`).
+A group is one family, one seed and T settings of its continuous hyperparameters (learning rate, Adam's beta1,
+a KL or gradient-penalty weight: the fields a family only computes with). The family is built inside the
+traced function with those fields as traced scalars, so `jax.vmap` over a leading trial axis of the state, the
+hyperparameters and nothing else trains every setting at once; the batch of each step and the keys are the
+seed's, shared by all trials, so trial i sees exactly the data and random numbers of that setting trained
+alone (`fit` with the same seed) and ends equal to it to float tolerance. (On CPU the shared batch enters the
+vmapped step broadcast over the trial axis, genjax.train.policy.broadcast_shared_batch: left unbatched, JAX
+would fold the trial axis into the first layer's matmul at the price of transposing the stacked weights every
+step.) Fields that decide shapes or Python control flow (latent size, widths, n_critic) cannot be traced:
+settings that differ in them form separate groups (`group_key`).
 
 A group may also give each trial a seed of its own (`seeds`, e.g. the study's re-seeds of one setting): trial i
 then draws its initial state, its batches and its step keys from seed i, exactly as `fit` with that seed, so it
