@@ -32,7 +32,8 @@ def scan_chunks(platform: str, convolutional: bool) -> bool:
 
 
 def broadcast_shared_batch(platform: str) -> bool:
-    """Whether a vmapped group of trials that share their batch gets it broadcast over the trial axis.
+    """Whether a vmapped group of trials that share their batch gets it as one batch per trial (each trial
+    gathers the shared rows itself, as trials with seeds of their own gather theirs).
 
     Left unbatched, the shared batch meets the trials' stacked weights [T, d, h] in the first layer, and JAX
     folds the trial axis into that matmul ([B, d] @ [d, T h]): one larger matmul, but the stacked weights are

@@ -5,11 +5,11 @@ a KL or gradient-penalty weight: the fields a family only computes with). The fa
 traced function with those fields as traced scalars, so `jax.vmap` over a leading trial axis of the state, the
 hyperparameters and nothing else trains every setting at once; the batch of each step and the keys are the
 seed's, shared by all trials, so trial i sees exactly the data and random numbers of that setting trained
-alone (`fit` with the same seed) and ends equal to it to float tolerance. (On CPU the shared batch enters the
-vmapped step broadcast over the trial axis, genjax.train.policy.broadcast_shared_batch: left unbatched, JAX
-would fold the trial axis into the first layer's matmul at the price of transposing the stacked weights every
-step.) Fields that decide shapes or Python control flow (latent size, widths, n_critic) cannot be traced:
-settings that differ in them form separate groups (`group_key`).
+alone (`fit` with the same seed) and ends equal to it to float tolerance. (On CPU each trial of a vmapped step
+gathers the shared batch as its own, genjax.train.policy.broadcast_shared_batch: left unbatched, JAX would
+fold the trial axis into the first layer's matmul at the price of transposing the stacked weights every step.)
+Fields that decide shapes or Python control flow (latent size, widths, n_critic) cannot be traced: settings
+that differ in them form separate groups (`group_key`).
 
 A group may also give each trial a seed of its own (`seeds`, e.g. the study's re-seeds of one setting): trial i
 then draws its initial state, its batches and its step keys from seed i, exactly as `fit` with that seed, so it
@@ -152,25 +152,22 @@ class TrialGroup:
     def _one_step(self, group, step, indices, train_keys):
         """indices: int32 [B], the shared batch, or [T, B], one batch per trial when the seeds differ."""
         vmapped = self.vectorize == "vmap" and self.size > 1
-        shared_batch = None if self.per_trial_seeds else self._batch(indices)
+        # each trial gathers its own batch when its seed is its own, and on CPU (the policy) also when the batch
+        # is shared, so that no matmul folds the trial axis and no stacked weight is transposed
+        own_rows = self.per_trial_seeds or (vmapped and self.broadcast_batch)
+        shared_batch = None if own_rows else self._batch(indices)
         shared_key = jax.random.fold_in(self.keys.train, step)
-        # the shared batch as one per trial where the policy says so: no transposes of the stacked weights
-        per_trial_batch = None
-        if vmapped and shared_batch is not None and self.broadcast_batch:
-            per_trial_batch = jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (self.size, *leaf.shape)), shared_batch)
 
-        def trial(state, hyper, diverged_at, rows, train_key, own_batch):
-            if self.per_trial_seeds:
-                batch, key = self._batch(rows), jax.random.fold_in(train_key, step)
-            else:
-                batch, key = (shared_batch if own_batch is None else own_batch), shared_key
+        def trial(state, hyper, diverged_at, rows, train_key):
+            batch = self._batch(rows) if own_rows else shared_batch
+            key = jax.random.fold_in(train_key, step) if self.per_trial_seeds else shared_key
             new_state, metrics = self.family_for(hyper).train_step(state, batch, key)
             # the metrics (the loss) decide: a scalar check, where checking every leaf of the state cost 30%
             diverged_at = jnp.where((diverged_at == 0) & ~tree_all_finite(metrics), step + 1, diverged_at)
             return new_state, diverged_at, metrics
 
-        rows = indices if self.per_trial_seeds else jnp.broadcast_to(indices, (self.size, *indices.shape))  # unused when shared
-        inputs = (group["state"], group["hyper"], group["diverged_at"], rows, train_keys, per_trial_batch)
+        rows = indices if self.per_trial_seeds else jnp.broadcast_to(indices, (self.size, *indices.shape))  # [T, B]
+        inputs = (group["state"], group["hyper"], group["diverged_at"], rows, train_keys)
         if vmapped:
             state, diverged_at, metrics = jax.vmap(trial)(*inputs)
         else:  # each trial's step unbatched (one trial: as `fit` runs it), all in one program
