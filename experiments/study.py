@@ -9,11 +9,14 @@ setting is re-trained with more seeds, and the report maps which family wins at 
     python -m experiments.study --full                      # K = 32, 3 data sizes, budgets to 16,000 steps
     python -m experiments.study --families vae,gan --settings 8 --budgets 5,10,20 --data_sizes 500,4500
     python -m experiments.study --families gan --settings 16 --reseed_default   # does the search beat the default?
+    python -m experiments.study --families all              # the default study grown by the families it leaves out
     python -m experiments.study --shard 0/4 --workdir runs/study0   # one of 4 slices (a SLURM array task)
     python -m experiments.study --merge runs/study0 runs/study1 runs/study2 runs/study3 --workdir runs/study
 
 Writes study.md, study.html and study.json in --workdir (default runs/study). Rerunning the same command
-resumes: finished trials are reused, an interrupted one continues from its last checkpoint.
+resumes: finished trials are reused, an interrupted one continues from its last checkpoint. A trial does not
+depend on the other families, so a rerun with more (or fewer) --families trains only the families not yet
+there and reports the families named.
 """
 
 import argparse
@@ -93,7 +96,11 @@ def parse_args(argv):
     d = DEFAULT
     parser.add_argument("--workdir", default="runs/study")
     parser.add_argument(
-        "--families", type=_list(str), default=None, help=f"families ({','.join(CONTENDERS)}; default all but {','.join(OFF_BY_DEFAULT)})"
+        "--families",
+        type=_list(str),
+        default=None,
+        help=f"families ({','.join(CONTENDERS)}), or all; default all but {','.join(OFF_BY_DEFAULT)}. In a finished study's "
+        "workdir, more families train only the new ones",
     )
     parser.add_argument("--dataset", default=d.dataset, help="image dataset (the embedded MNIST subset offline)")
     parser.add_argument("--settings", type=int, default=None, help=f"K, settings per family (default {d.num_settings})")
@@ -131,7 +138,7 @@ def parse_args(argv):
         raise UserError("give --quick or --full, not both")
     values = dict(QUICK if args.quick else FULL if args.full else {})
     given = dict(
-        families=args.families,
+        families=tuple(CONTENDERS) if args.families == ("all",) else args.families,
         dataset=args.dataset,
         num_settings=args.settings,
         budgets=args.budgets,

@@ -19,7 +19,7 @@ from genjax import models
 from genjax.errors import EXIT_BAD_INPUT, UserError
 from genjax.search import Choice, LogUniform, Uniform, draw_settings, space_of
 from genjax.study import analysis
-from genjax.study.plan import Protocol
+from genjax.study.plan import Protocol, protocol_from
 from genjax.study.trials import budget_adjust
 
 # one worker runs this module, so the --quick study below runs once per test session
@@ -317,6 +317,74 @@ def test_slices_merge_into_the_same_map_and_a_missing_slice_is_named(quick, tmp_
     (slices[1] / "units" / "vae_n500.json").write_text("{not json")
     assert study_cli.main(["--merge", *map(str, slices), "--workdir", str(merged)]) == EXIT_BAD_INPUT
     assert "vae_n500.json is corrupted" in capsys.readouterr().err
+
+
+def _trial_times(root) -> dict:
+    return {path: os.path.getmtime(path) for path in root.glob("runs/*/*/*/*/trial.json")}
+
+
+def _plan_for(root, families) -> None:
+    """Rewrite root's study plan as if its study had named `families`."""
+    plan = json.loads((root / "study_plan.json").read_text())
+    protocol = dataclasses.replace(protocol_from(plan["protocol"]), families=tuple(families))
+    plan |= {"protocol": dataclasses.asdict(protocol), "fingerprint": protocol.fingerprint()}
+    (root / "study_plan.json").write_text(json.dumps(plan))
+
+
+def test_a_study_narrowed_and_grown_by_families_trains_only_the_families_it_lacks(quick, tmp_path):
+    root = tmp_path / "grown"
+    shutil.copytree(quick, root)
+    shutil.rmtree(root / "runs" / "gan" / "n200")  # the family grown back below lacks this unit's trials
+    kept = {path: time for path, time in _trial_times(root).items() if "/gan/" not in str(path)}
+    assert study_cli.main(["--quick", "--families", "vae", "--workdir", str(root)]) == 0
+    result = json.loads((root / "study.json").read_text())
+    assert result["protocol"]["families"] == ["vae"] and {u["unit"]["family"] for u in result["units"]} == {"vae"}
+    assert study_cli.main(["--quick", "--workdir", str(root)]) == 0  # gan and vae again
+    times = _trial_times(root)
+    assert {path: times[path] for path in kept} == kept  # vae and gan/n500: reused, not retrained
+    assert len(list((root / "runs" / "gan" / "n200").glob("*/*/trial.json"))) >= 2  # gan/n200: trained
+    assert json.loads((root / "study.json").read_text())["protocol"]["families"] == ["gan", "vae"]
+    plan = json.loads((root / "study_plan.json").read_text())
+    assert plan["fingerprint"] == json.loads((quick / "study_plan.json").read_text())["fingerprint"]
+
+
+def test_trials_recorded_before_family_free_ids_are_reused_when_the_study_grows(quick, tmp_path):
+    """A workdir from before trials were identified without the family list: its plan has the whole protocol's
+    fingerprint only, and so does every trial record. Another family list must reuse those trials."""
+    root = tmp_path / "legacy"
+    shutil.copytree(quick, root)
+    plan = json.loads((root / "study_plan.json").read_text())
+    legacy = protocol_from(plan["protocol"]).fingerprint()
+    (root / "study_plan.json").write_text(json.dumps({"protocol": plan["protocol"], "fingerprint": legacy}))
+    for path in _trial_times(root):
+        record = json.loads(path.read_text())
+        path.write_text(json.dumps({**record, "identity": {**record["identity"], "protocol": legacy}}))
+    before = _trial_times(root)
+    assert study_cli.main(["--quick", "--families", "vae", "--workdir", str(root)]) == 0
+    assert _trial_times(root) == before  # nothing retrained
+    assert json.loads((root / "study_plan.json").read_text())["legacy_fingerprints"] == [legacy]
+    # a record of another protocol is still not reused
+    path = root / "runs" / "vae" / "n200" / "setting0" / "seed0" / "trial.json"
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "identity": {**record["identity"], "protocol": "0123456789ab"}}))
+    assert study_cli.main(["--quick", "--families", "vae", "--workdir", str(root)]) == 0
+    assert json.loads(path.read_text())["identity"]["protocol"] == protocol_from(plan["protocol"]).trial_fingerprint()
+
+
+def test_slices_of_different_families_merge_into_one_report(quick, tmp_path):
+    slices = {family: tmp_path / family for family in ("gan", "vae")}
+    for family, directory in slices.items():
+        (directory / "units").mkdir(parents=True)
+        shutil.copy(quick / "study_plan.json", directory)
+        _plan_for(directory, [family])
+        for unit in (quick / "units").glob(f"{family}_n*.json"):
+            shutil.copy(unit, directory / "units")
+        shutil.copytree(quick / "runs" / family, directory / "runs" / family)
+    merged = tmp_path / "merged"
+    assert study_cli.main(["--merge", str(slices["gan"]), str(slices["vae"]), "--workdir", str(merged)]) == 0
+    result = json.loads((merged / "study.json").read_text())
+    assert result["protocol"]["families"] == ["gan", "vae"]
+    assert result["map"] == json.loads((quick / "study.json").read_text())["map"]
 
 
 def test_a_slice_runs_only_its_units_and_says_so(quick, capsys):

@@ -14,7 +14,7 @@ from genjax.comparison import real_data_floor
 from genjax.metrics.classifier import load_classifier
 from genjax.study.plan import Protocol, check
 from genjax.study.report import write_study_report
-from genjax.study.run import read_protocol, read_units, run_study
+from genjax.study.run import merged_protocol, read_units, run_study
 
 __all__ = ["Protocol", "merge", "study"]
 
@@ -39,7 +39,7 @@ def header(protocol: Protocol, contenders: dict) -> dict:
         f"{floor['frechet_distance']:.1f} (FD-infinity {floor['frechet_distance_infinity']:.1f}), KID {floor['kid']:.4f}, recall "
         f"{floor['recall']:.2f}",
         "likelihood": f"IWAE K = {protocol.iwae_samples}; exact NLL over the first {protocol.likelihood_examples} test images",
-        "protocol id": protocol.fingerprint(),
+        "protocol id": f"{protocol.fingerprint()} (trials: {protocol.trial_fingerprint()}, shared by every family list)",
     }
 
 
@@ -52,8 +52,8 @@ def study(protocol: Protocol, contenders: dict, root: str, shard: tuple[int, int
 
 
 def merge(roots: list[str], out: str, contenders: dict) -> dict:
-    """The report of a study run in slices, from their workdirs, written to `out`."""
-    protocol = read_protocol(roots[0])
+    """The report of a study run in slices, from their workdirs, written to `out`: every family of every slice."""
+    protocol = merged_protocol(roots)
     check(protocol, contenders, data.load(protocol.dataset, "train").num_examples)
     units = read_units(protocol, roots)
     return write_study_report(out, protocol, units, header(protocol, contenders))

@@ -15,6 +15,7 @@ unit runs anywhere without the others, and slices merge into one report.
 import dataclasses
 import hashlib
 import json
+import os
 
 from genjax import experiment, models
 from genjax.errors import UserError
@@ -63,10 +64,20 @@ class Protocol:
         return tuple(range(self.search_seed, self.search_seed + 1 + self.reseeds))
 
     def fingerprint(self) -> str:
-        """A short hash of the protocol: slices of one study must share it to merge. A field added after
-        studies were run is hashed only away from its old behaviour, so those studies keep their id and resume."""
-        values = {k: v for k, v in dataclasses.asdict(self).items() if ADDED_FIELDS.get(k, ...) != v}
-        return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        """A short hash of the whole protocol, its families included (the report's protocol id). A field added
+        after studies were run is hashed only away from its old behaviour, so those studies keep their id."""
+        return _hash({k: v for k, v in dataclasses.asdict(self).items() if ADDED_FIELDS.get(k, ...) != v})
+
+    def trial_fingerprint(self) -> str:
+        """A short hash of what decides a trial's numbers: every field but the family list, since a unit's trials
+        never depend on the other families. Trials and slices of one study share it, whatever families each
+        run named, so a study grows by a family without training the others again, and slices of different
+        families merge into one report."""
+        return _hash({k: v for k, v in dataclasses.asdict(self).items() if k != "families" and ADDED_FIELDS.get(k, ...) != v})
+
+
+def _hash(values: dict) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +88,35 @@ class Unit:
     @property
     def name(self) -> str:
         return f"{self.family}/n{self.data_size}"
+
+
+def protocol_from(values: dict) -> Protocol:
+    """The Protocol a study_plan.json records (JSON lists back to tuples; a field it predates keeps its default)."""
+    return Protocol(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def plan_path(root: str) -> str:
+    return os.path.join(root, "study_plan.json")
+
+
+def read_plan(root: str) -> dict | None:
+    """A workdir's study_plan.json, or None when it has none readable:
+    {"protocol", "fingerprint", "trial_fingerprint", "legacy_fingerprints"}. A plan written before trials were
+    identified without the family list lacks the last two: its trials carry its whole-protocol fingerprint."""
+    try:
+        with open(plan_path(root)) as f:
+            plan = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(plan, dict) or not {"protocol", "fingerprint"} <= set(plan):
+        return None
+    if "trial_fingerprint" not in plan:
+        plan = {
+            **plan,
+            "trial_fingerprint": protocol_from(plan["protocol"]).trial_fingerprint(),
+            "legacy_fingerprints": [plan["fingerprint"]],
+        }
+    return plan
 
 
 def units_of(protocol: Protocol) -> list[Unit]:

@@ -24,7 +24,7 @@ from genjax import data
 from genjax.errors import UserError
 from genjax.metrics.classifier import load_classifier
 from genjax.study import groups
-from genjax.study.plan import Protocol, Unit, check, settings_of, units_of
+from genjax.study.plan import Protocol, Unit, check, plan_path, protocol_from, read_plan, settings_of, units_of
 from genjax.study.trials import Trial, run_trial
 from genjax.train.rundir import write_json_atomically
 
@@ -58,25 +58,24 @@ def _unit_path(root: str, unit: Unit) -> str:
     return os.path.join(root, "units", f"{unit.family}_n{unit.data_size}.json")
 
 
-def plan_path(root: str) -> str:
-    return os.path.join(root, "study_plan.json")
-
-
 def write_plan(root: str, protocol: Protocol) -> None:
-    """study_plan.json; a workdir holding another study's plan is refused (its records would mix)."""
-    path = plan_path(root)
+    """study_plan.json. A workdir whose plan differs in anything but the family list is refused (its records
+    would mix); another family list is this study grown or narrowed: the plan records the new list, and keeps
+    the fingerprints that older trial records carry (genjax.study.trials.read_record)."""
     plan = {"protocol": dataclasses.asdict(protocol), "fingerprint": protocol.fingerprint()}
-    if os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f)
-        if old.get("fingerprint") != plan["fingerprint"]:
+    plan |= {"trial_fingerprint": protocol.trial_fingerprint(), "legacy_fingerprints": []}
+    if os.path.exists(plan_path(root)):
+        old = _read_plan(root)
+        if old["trial_fingerprint"] != plan["trial_fingerprint"]:
             raise UserError(
-                f"{root} holds another study (protocol {old.get('fingerprint')}); give a new --workdir or the same options as before"
+                f"{root} holds another study (protocol {old['fingerprint']}); give a new --workdir or the same options as before "
+                "(--families may differ: the study grows by the families it lacks)"
             )
-        return
+        if old["fingerprint"] == plan["fingerprint"]:
+            return
+        plan["legacy_fingerprints"] = old["legacy_fingerprints"]
     os.makedirs(root, exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(plan, f, indent=1)
+    write_json_atomically(plan_path(root), plan, indent=1)
 
 
 def run_unit(protocol: Protocol, contender, unit: Unit, root: str, classifier, test, bar) -> dict:
@@ -137,9 +136,9 @@ def read_units(protocol: Protocol, roots: list[str]) -> list[dict]:
     unit that no slice finished, or a slice whose files are corrupted or belong to another study."""
     found = {}
     for root in roots:
-        fingerprint = _read_plan(root)["fingerprint"]
-        if fingerprint != protocol.fingerprint():
-            raise UserError(f"{root} is a slice of another study (protocol {fingerprint}, not {protocol.fingerprint()})")
+        plan = _read_plan(root)
+        if plan["trial_fingerprint"] != protocol.trial_fingerprint():
+            raise UserError(f"{root} is a slice of another study (protocol {plan['fingerprint']}, not {protocol.fingerprint()})")
         for unit in units_of(protocol):
             unit_file = _unit_path(root, unit)
             if not os.path.exists(unit_file):
@@ -156,18 +155,16 @@ def read_units(protocol: Protocol, roots: list[str]) -> list[dict]:
 
 
 def _read_plan(root: str) -> dict:
-    """A slice's study_plan.json ({'protocol', 'fingerprint'}). Raises UserError when it has none readable."""
-    try:
-        with open(plan_path(root)) as f:
-            plan = json.load(f)
-    except (OSError, ValueError):
-        plan = None
-    if not isinstance(plan, dict) or not {"protocol", "fingerprint"} <= set(plan):
+    """A slice's plan (genjax.study.plan.read_plan). Raises UserError when it has none readable."""
+    plan = read_plan(root)
+    if plan is None:
         raise UserError(f"{root} is not a study slice (no readable study_plan.json); give the --workdir of each slice")
     return plan
 
 
-def read_protocol(root: str) -> Protocol:
-    """The protocol a slice's study_plan.json records."""
-    values = _read_plan(root)["protocol"]
-    return Protocol(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+def merged_protocol(roots: list[str]) -> Protocol:
+    """The protocol of a study run in slices: the first slice's, over the families of every slice (in order of
+    first appearance), so that slices which ran different families merge into one report."""
+    protocols = [protocol_from(_read_plan(root)["protocol"]) for root in roots]
+    families = tuple(dict.fromkeys(name for p in protocols for name in p.families))
+    return dataclasses.replace(protocols[0], families=families)

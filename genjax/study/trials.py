@@ -18,7 +18,7 @@ import jax
 from genjax import experiment
 from genjax.comparison import UNLIMITED_STEPS, contender_config, split_budget
 from genjax.evaluate import evaluate_state
-from genjax.study.plan import Protocol
+from genjax.study.plan import Protocol, read_plan
 from genjax.train import TrainingDiverged
 from genjax.train.rundir import write_json_atomically
 
@@ -47,7 +47,7 @@ class Trial:
             "setting_index": self.setting_index,
             "setting": self.setting,
             "seed": self.seed,
-            "protocol": protocol.fingerprint(),
+            "protocol": protocol.trial_fingerprint(),
         }
 
 
@@ -84,9 +84,17 @@ def _read(path: str):
 
 
 def read_record(root: str, trial: Trial, protocol: Protocol) -> dict | None:
-    """The trial's record when it belongs to this protocol (None: not started or another study's)."""
+    """The trial's record when it belongs to this protocol (None: not started or another study's). A record
+    written before trials were identified without the family list carries the whole protocol's fingerprint,
+    which the workdir's plan keeps among its legacy fingerprints."""
     record = _read(os.path.join(trial.directory(root), "trial.json"))
-    return record if record and record.get("identity") == trial.identity(protocol) else None
+    if not record or not isinstance(record.get("identity"), dict):
+        return None
+    identity, expected = record["identity"], trial.identity(protocol)
+    if identity == expected:
+        return record
+    legacy = (read_plan(root) or {}).get("legacy_fingerprints", [])
+    return record if identity.get("protocol") in legacy and {**identity, "protocol": expected["protocol"]} == expected else None
 
 
 def is_finished(record: dict | None, num_points: int) -> bool:
