@@ -106,6 +106,33 @@ def test_the_map_names_a_winner_only_when_the_intervals_separate():
     assert analysis.decide({"a": {"interval": None, "sign": 1.0}})[0] == ""
 
 
+def test_a_bernoulli_bound_and_a_dequantized_exact_likelihood_are_never_ranked_in_one_map():
+    """A flow's exact NLL of dequantized 8-bit images and a VAE's Bernoulli IWAE bound are in different units:
+    each gets a map of its own, and neither names the other family."""
+
+    def unit(family, metric, values):
+        run = lambda v: {"points": [{"metrics": {"kid": 1.0, metric: v}}]}  # noqa: E731
+        return {
+            "unit": {"family": family, "data_size": 500},
+            "best": [0],
+            "search": [run(values[0])],
+            "reseeded": {"0": [run(v) for v in values]},
+        }
+
+    protocol = Protocol(families=("flow", "vae", "vae2stage"), budgets=(1.0,), data_sizes=(500,))
+    units = [
+        unit("flow", "nll_exact", [1800.0, 1810.0]),
+        unit("vae", "nll_iwae", [110.0, 111.0]),
+        unit("vae2stage", "nll_iwae", [90.0, 91.0]),
+    ]
+    found = analysis.when_map(protocol, units)
+    bound = [title for title in found if "bound" in title]
+    exact = [title for title in found if "exact" in title]
+    assert len(bound) == len(exact) == 1
+    assert found[bound[0]]["verdicts"] == {500: ["vae2stage"]} and set(found[bound[0]]["cells"][500][0]) == {"vae", "vae2stage"}
+    assert found[exact[0]]["verdicts"] == {500: ["flow"]} and set(found[exact[0]]["cells"][500][0]) == {"flow"}
+
+
 def test_a_seconds_budget_is_split_over_the_stages_by_their_shares():
     contender = study_cli.CONTENDERS["vqvae"]
     adjust = budget_adjust(Protocol(families=("vqvae",)), 30.0, contender.stages)
