@@ -133,6 +133,14 @@ def test_a_bernoulli_bound_and_a_dequantized_exact_likelihood_are_never_ranked_i
     assert found[exact[0]]["verdicts"] == {500: ["flow"]} and set(found[exact[0]]["cells"][500][0]) == {"flow"}
 
 
+def test_every_family_of_a_study_has_a_look_of_its_own_in_the_figures():
+    from genjax.study.figures import family_style
+
+    units = [{"unit": {"family": name, "data_size": size}} for size in (500, 4500) for name in study_cli.CONTENDERS]
+    looks = {name: tuple(sorted(family_style(units, name).items())) for name in study_cli.CONTENDERS}
+    assert len(looks) == len(study_cli.CONTENDERS) > 10 and len(set(looks.values())) == len(looks)
+
+
 def test_a_seconds_budget_is_split_over_the_stages_by_their_shares():
     contender = study_cli.CONTENDERS["vqvae"]
     adjust = budget_adjust(Protocol(families=("vqvae",)), 30.0, contender.stages)

@@ -22,6 +22,16 @@ def _finite(values):
     return [v for v in values if math.isfinite(v)]
 
 
+MARKERS = "osD^v"
+
+
+def family_style(units: list[dict], family: str) -> dict:
+    """One look per family (by its order among the units) in every figure: matplotlib's 10 cycle colours, then
+    the same colours with another marker and a dashed line (with 11 families the 11th had repeated the 1st's look)."""
+    index = list(dict.fromkeys(u["unit"]["family"] for u in units)).index(family)
+    return {"color": f"C{index % 10}", "marker": MARKERS[index // 10 % len(MARKERS)], "linestyle": "-" if index < 10 else "--"}
+
+
 def settings_figure(path: str, protocol, units: list[dict]) -> bool:
     """Per data size, each family's KID at the largest budget over its K settings (a strip plot; the default
     setting circled, diverged settings marked at the top)."""
@@ -57,7 +67,8 @@ def expected_best_figure(path: str, protocol, units: list[dict]) -> bool:
         for unit in of_size:
             curve = expected_best(search_scores(unit, last))
             ks = [k + 1 for k, v in enumerate(curve) if math.isfinite(v)]
-            ax.plot(ks, [curve[k - 1] for k in ks], marker="o", label=unit["unit"]["family"])
+            family = unit["unit"]["family"]
+            ax.plot(ks, [curve[k - 1] for k in ks], label=family, **family_style(units, family))
         # KID is unbiased, so a best of several settings can be <= 0: logarithmic beyond +-10, linear within
         ax.set_yscale("symlog", linthresh=10.0)
         ax.set_xlabel("settings tried k")
@@ -93,7 +104,8 @@ def budget_figure(path: str, protocol, units: list[dict]) -> bool:
                 highs.append(cell["interval"][2] - centre if cell["interval"] else 0.0)
             for ax, (axis, _) in zip(row, AXES):
                 if ys:
-                    ax.errorbar(xs[axis], np.maximum(ys, 1e-5), yerr=[lows, highs], marker="o", capsize=3, label=unit["unit"]["family"])
+                    family = unit["unit"]["family"]
+                    ax.errorbar(xs[axis], np.maximum(ys, 1e-5), yerr=[lows, highs], capsize=3, label=family, **family_style(units, family))
         for ax, (_, label) in zip(row, AXES):
             ax.set_xscale("log")
             ax.set_yscale("log")
