@@ -223,8 +223,8 @@ def _train_chunks(family, config, train: Dataset, start: _Start, chunk_log: Chun
             chunk_log.dispatched(first_step, length, metrics, time.perf_counter())
             step = final_step = first_step + length
             stopping = any_process(stops.signum is not None)  # every process must stop at the same step
-            # chunk_log.train_seconds covers the chunks recorded so far: the budget ends the run one chunk late at most
-            out_of_time = bool(budget) and any_process(start.prior_seconds + chunk_log.train_seconds >= budget)
+            # the chunk just dispatched is still running: project its end, and stop where the run ends nearest the budget
+            out_of_time = bool(budget) and any_process(start.prior_seconds + chunk_log.projected_seconds(config.steps_per_call) >= budget)
             at_eval = step % config.eval_every == 0 or out_of_time
             at_checkpoint = step % config.checkpoint_every == 0 or step == config.num_steps or stopping or out_of_time
             if at_eval or at_checkpoint:
