@@ -44,10 +44,11 @@ def first_non_finite(metrics: dict, first_step: int, kept: np.ndarray):
 class ChunkLog:
     """Timing, metric logging and the progress bar of one `fit` call."""
 
-    def __init__(self, family, num_steps, start_step, checkpoints, writer, batch_size):
+    def __init__(self, family, num_steps, start_step, checkpoints, writer, batch_size, step_seconds: float = 0.0):
         self.family, self.checkpoints, self.writer, self.batch_size = family, checkpoints, writer, batch_size
         self.train_seconds = 0.0
-        self.step_seconds = 0.0  # of the last recorded chunk, per step: the rate projected_seconds assumes
+        # seconds per step of the last recorded chunk (at first an earlier fit's): the rate projected_seconds assumes
+        self.step_seconds = step_seconds
         self.trained_examples = 0
         self.last_ready = None
         self.last_train_metrics = {}
