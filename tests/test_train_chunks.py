@@ -39,3 +39,26 @@ def test_step_by_step_equals_scan_and_convolutions_choose_it_on_cpu(mnist):
     mlp = vae.make_family(tiny_vae_config(batch_size=8), train)
     assert not mlp.convolutional and policy.scan_chunks("cpu", mlp.convolutional)  # no convolution: one scan per chunk
     assert policy.scan_chunks("gpu", True) and policy.scan_chunks("tpu", True)  # accelerators always scan
+
+
+def test_a_time_budget_projects_the_running_chunk_and_stops_nearest_the_budget(monkeypatch):
+    """ChunkLog.projected_seconds: the recorded seconds, plus the pending chunk and half a next one at the last
+    recorded chunk's rate. The clock is faked: each chunk takes 1.5 s (10 steps of 0.15 s)."""
+    import types
+
+    from genjax.train import chunk_log as chunk_log_module
+
+    clock = iter([1.5, 3.0, 4.5])  # the times each recorded chunk is ready at
+    monkeypatch.setattr(chunk_log_module.time, "perf_counter", lambda: next(clock))
+    writer = types.SimpleNamespace(write=lambda *args: None)
+    log = chunk_log_module.ChunkLog(types.SimpleNamespace(progress_metrics=()), 100, 0, None, writer, 8)
+    metrics = {"loss": np.zeros(10, np.float32)}
+    log.dispatched(0, 10, metrics, 0.0)
+    assert log.projected_seconds(10) == 0.0  # nothing recorded yet: no rate to project with
+    log.dispatched(10, 10, metrics, 0.1)  # records chunk 1 (0 -> 1.5 s), chunk 2 runs
+    assert log.train_seconds == 1.5
+    assert log.projected_seconds(10) == 1.5 + 0.15 * (10 + 5)  # chunk 2 ends at 3.0; half of chunk 3 more
+    # a 3.5 s budget: the recorded 1.5 s alone would dispatch chunk 3 (ending at 4.5 s, 1.0 s late); the
+    # projection (3.75) stops after chunk 2 (at 3.0 s, 0.5 s early): the nearer end
+    assert log.projected_seconds(10) >= 3.5 > log.train_seconds
+    log.close()

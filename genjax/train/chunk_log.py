@@ -44,9 +44,11 @@ def first_non_finite(metrics: dict, first_step: int, kept: np.ndarray):
 class ChunkLog:
     """Timing, metric logging and the progress bar of one `fit` call."""
 
-    def __init__(self, family, num_steps, start_step, checkpoints, writer, batch_size):
+    def __init__(self, family, num_steps, start_step, checkpoints, writer, batch_size, step_seconds: float = 0.0):
         self.family, self.checkpoints, self.writer, self.batch_size = family, checkpoints, writer, batch_size
         self.train_seconds = 0.0
+        # seconds per step of the last recorded chunk (at first an earlier fit's): the rate projected_seconds assumes
+        self.step_seconds = step_seconds
         self.trained_examples = 0
         self.last_ready = None
         self.last_train_metrics = {}
@@ -64,6 +66,15 @@ class ChunkLog:
         """A chunk was dispatched: record the one before it, keep this one pending."""
         self.flush()
         self.pending = (first_step, length, metrics, dispatched_at)
+
+    def projected_seconds(self, next_steps: int) -> float:
+        """The training seconds when the pending chunk ends plus half of a next chunk of `next_steps` steps, at
+        the last recorded chunk's rate. A time budget that stops when this reaches it ends a run within half a
+        chunk of the budget either side; stopping when the recorded chunks alone reach it ended runs up to two
+        chunks late (the pending chunk and the one that crossed): a family with slow steps got more training
+        time than a fast one under the same budget."""
+        pending = self.pending[1] if self.pending is not None else 0
+        return self.train_seconds + self.step_seconds * (pending + next_steps / 2)
 
     def flush(self) -> None:
         """Record the pending chunk, if any (waits for it)."""
@@ -84,6 +95,7 @@ class ChunkLog:
             step, name, value = bad
             raise diverged(f"'{name}' became {value} at step {step}", self.checkpoints)
         self.train_seconds += seconds
+        self.step_seconds = seconds / length
         self.trained_examples += length * self.batch_size
         means = {name: float(np.mean(values[kept])) if kept.any() else float("nan") for name, values in metrics.items()}
         if skipped.any():

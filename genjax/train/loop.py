@@ -126,7 +126,8 @@ def _fit_locked(family: Family, config, train: Dataset, test: Dataset, workdir: 
 
 @dataclasses.dataclass
 class _Start:
-    """Where a fit starts: its mesh and data shards, keys, state, first step and earlier training seconds."""
+    """Where a fit starts: its mesh and data shards, keys, state, first step and earlier training seconds, with the
+    time budget an earlier fit stopped at (0: none) and its last step rate (0: unknown), read from the checkpoint."""
 
     mesh: object
     num_shards: int
@@ -136,6 +137,8 @@ class _Start:
     prior_seconds: float
     meta: dict
     checkpoints: Checkpoints
+    budget_spent: float = 0.0
+    step_seconds: float = 0.0
 
 
 def _start(family, config, train: Dataset, workdir: str, experiment: str) -> _Start:
@@ -163,14 +166,15 @@ def _start(family, config, train: Dataset, workdir: str, experiment: str) -> _St
     try:
         start_step, restored = checkpoints.restore_latest(state, meta)
         # training seconds of earlier fit calls on this workdir: a time budget covers them all
-        prior_seconds = checkpoints.read_meta(start_step).get("train_seconds", 0.0) if start_step else 0.0
+        earlier = checkpoints.read_meta(start_step) if start_step else {}
     except BaseException:
         checkpoints.close()
         raise
     if start_step:
         state = restored
         log.info("resuming from checkpoint step %d in %s", start_step, checkpoints.directory)
-    return _Start(mesh, num_shards, keys, state, start_step, prior_seconds, meta, checkpoints)
+    seconds, spent, rate = (earlier.get(k, 0.0) for k in ("train_seconds", "budget_spent", "step_seconds"))
+    return _Start(mesh, num_shards, keys, state, start_step, seconds, meta, checkpoints, spent, rate)
 
 
 class _Evaluations:
@@ -203,7 +207,10 @@ def _train_chunks(family, config, train: Dataset, start: _Start, chunk_log: Chun
     """
     mesh, state, final_step, checkpoints = start.mesh, start.state, start.step, start.checkpoints
     budget = config.time_budget
-    out_of_time = bool(budget) and start.prior_seconds >= budget
+    # spent: an earlier fit stopped at this budget (it ends nearest the budget, so possibly just below it)
+    out_of_time = bool(budget) and (
+        start.budget_spent >= budget or start.prior_seconds + chunk_log.projected_seconds(config.steps_per_call) >= budget
+    )
     if start.step < config.num_steps and not out_of_time and is_primary():
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(evaluations.files_dir, "summary.json"))  # the run is unfinished again until it ends
@@ -223,8 +230,8 @@ def _train_chunks(family, config, train: Dataset, start: _Start, chunk_log: Chun
             chunk_log.dispatched(first_step, length, metrics, time.perf_counter())
             step = final_step = first_step + length
             stopping = any_process(stops.signum is not None)  # every process must stop at the same step
-            # chunk_log.train_seconds covers the chunks recorded so far: the budget ends the run one chunk late at most
-            out_of_time = bool(budget) and any_process(start.prior_seconds + chunk_log.train_seconds >= budget)
+            # the chunk just dispatched is still running: project its end, and stop where the run ends nearest the budget
+            out_of_time = bool(budget) and any_process(start.prior_seconds + chunk_log.projected_seconds(config.steps_per_call) >= budget)
             at_eval = step % config.eval_every == 0 or out_of_time
             at_checkpoint = step % config.checkpoint_every == 0 or step == config.num_steps or stopping or out_of_time
             if at_eval or at_checkpoint:
@@ -234,7 +241,9 @@ def _train_chunks(family, config, train: Dataset, start: _Start, chunk_log: Chun
                 if not all_finite(state):
                     raise diverged(f"the parameters became non-finite by step {step}", checkpoints)
                 seconds = start.prior_seconds + chunk_log.train_seconds
-                checkpoints.save(step, state, {**start.meta, "step": step, "train_seconds": seconds})
+                spent = budget if out_of_time else start.budget_spent
+                meta = {"step": step, "train_seconds": seconds, "budget_spent": spent, "step_seconds": chunk_log.step_seconds}
+                checkpoints.save(step, state, {**start.meta, **meta})
             if at_eval:
                 evaluations(state, step)
             if stopping:
@@ -280,7 +289,7 @@ def _fit(family, config, train, test, workdir, experiment, files_dir, start_time
     """`fit` with the directory for metrics, images and summary apart: the run directory on process 0."""
     start = _start(family, config, train, workdir, experiment)
     writer = MetricWriter(files_dir, resume_step=start.step)
-    chunk_log = ChunkLog(family, config.num_steps, start.step, start.checkpoints, writer, config.batch_size)
+    chunk_log = ChunkLog(family, config.num_steps, start.step, start.checkpoints, writer, config.batch_size, start.step_seconds)
     try:
         evaluations = _Evaluations(family, config, test, start, writer, chunk_log, files_dir)
         state, steps, out_of_time, compile_seconds, flops = _train_chunks(family, config, train, start, chunk_log, evaluations)
