@@ -187,3 +187,34 @@ def test_the_trial_axis_is_sharded_over_eight_devices_and_each_trial_equals_it_a
     result = run_on_eight_devices(SHARDED, tmp_path)
     assert result["devices"] == list(range(8)) and result["odd_devices"] == 1
     assert len(result["errors"]) == 3 and max(result["errors"]) < 2e-5, result["errors"]
+
+
+def test_a_groups_seconds_budget_ends_within_half_a_chunk_of_it(monkeypatch):
+    """groups._train_to under a seconds budget, with a faked clock: each 10-step chunk of a 2-trial group takes
+    3 s (1.5 s a trial). The budget of 5 s a trial ends after 3 chunks (4.5 s, the 4th would end at 6 s, past it by
+    more than half a chunk), not after the 4th that crossing the budget took; a resumed group at that point trains
+    nothing; a budget of 5.5 s takes the 4th chunk (6 s: within half a chunk)."""
+    clock = {"now": 0.0}
+
+    class Group:
+        size, compile_seconds = 2, 0.0
+
+        def train(self, state, step, length):
+            clock["now"] += 0.3 * length
+            return state + length, None
+
+    class Checkpoints:
+        saved = []
+
+        def save(self, step, state, meta):
+            self.saved.append(step)
+
+    monkeypatch.setattr(groups.time, "perf_counter", lambda: clock["now"])
+    meta = {"step": 0, "train_seconds": 0.0}
+    state, meta = groups._train_to(Group(), 0, meta, 5.0, "seconds", 10, 0, Checkpoints())
+    assert (state, meta["step"], meta["train_seconds"], meta["step_seconds"]) == (30, 30, pytest.approx(9.0), pytest.approx(0.3))
+    assert groups._train_to(Group(), state, meta, 5.0, "seconds", 10, 0, Checkpoints()) == (state, meta)  # resumed: spent
+    state, meta = groups._train_to(Group(), state, meta, 5.5, "seconds", 10, 0, Checkpoints())
+    assert meta["step"] == 40 and meta["train_seconds"] / Group.size == pytest.approx(6.0)
+    state, meta = groups._train_to(Group(), 0, {"step": 0, "train_seconds": 0.0}, 15.0, "steps", 10, 20, Checkpoints())
+    assert meta["step"] == 15 and Checkpoints.saved == []  # a steps budget is exact; checkpoints every 20 steps

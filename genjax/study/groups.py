@@ -192,19 +192,28 @@ def _concrete_family(config, trial: Trial, traced: tuple, train):
 
 def _train_to(group: TrialGroup, state, meta: dict, budget: float, unit: str, chunk: int, checkpoint_every: int, checkpoints):
     """Train the group up to `budget` (steps, or each trial's share of the group's seconds), checkpointing
-    every `checkpoint_every` steps; returns (state, meta)."""
-    step, seconds = meta["step"], meta["train_seconds"]
-    while (step < budget) if unit == "steps" else (seconds / group.size < budget):
+    every `checkpoint_every` steps; returns (state, meta).
+
+    A seconds budget stops before a chunk that would end past the budget by more than half of it, at the last
+    chunk's rate (kept in the meta, so a resumed group decides alike): the run ends within half a chunk of the
+    budget either side, as the engine's does, instead of up to a whole chunk past it."""
+    step, seconds, step_seconds = meta["step"], meta["train_seconds"], meta.get("step_seconds", 0.0)
+
+    def next_length() -> int:
         length = min(chunk, int(budget) - step) if unit == "steps" else chunk
         if checkpoint_every and checkpoint_every < UNLIMITED_STEPS:
             length = min(length, checkpoint_every - step % checkpoint_every)
+        return length
+
+    while (step < budget) if unit == "steps" else ((seconds + step_seconds * next_length() / 2) / group.size < budget):
+        length = next_length()
         compiled = group.compile_seconds
         started = time.perf_counter()
         state, _ = group.train(state, step, length)
         jax.block_until_ready(state)
-        seconds += time.perf_counter() - started - (group.compile_seconds - compiled)  # training time only
-        step += length
-        meta = {**meta, "step": step, "train_seconds": seconds}
+        elapsed = time.perf_counter() - started - (group.compile_seconds - compiled)  # training time only
+        seconds, step_seconds, step = seconds + elapsed, elapsed / length, step + length
+        meta = {**meta, "step": step, "train_seconds": seconds, "step_seconds": step_seconds}
         if checkpoint_every and step % checkpoint_every == 0:
             checkpoints.save(step, state, meta)
     return state, meta
