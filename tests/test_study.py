@@ -432,6 +432,14 @@ def test_a_workdir_of_another_study_is_refused(quick, capsys):
     assert "holds another study" in capsys.readouterr().err
 
 
+def test_a_corrupted_plan_is_named_with_its_fix_and_nothing_trains(tmp_path, capsys):
+    (tmp_path / "study_plan.json").write_text('{"protocol": ')
+    assert study_cli.main(["--quick", "--workdir", str(tmp_path)]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "study_plan.json is unreadable" in err and "delete it" in err and len(err.strip().splitlines()) == 1
+    assert sorted(os.listdir(tmp_path)) == ["study_plan.json"]
+
+
 def test_train_examples_cuts_the_training_split_and_refuses_more_than_it_has():
     from genjax import experiment
 

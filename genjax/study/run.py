@@ -65,7 +65,12 @@ def write_plan(root: str, protocol: Protocol) -> None:
     plan = {"protocol": dataclasses.asdict(protocol), "fingerprint": protocol.fingerprint()}
     plan |= {"trial_fingerprint": protocol.trial_fingerprint(), "legacy_fingerprints": []}
     if os.path.exists(plan_path(root)):
-        old = _read_plan(root)
+        old = read_plan(root)
+        if old is None:
+            raise UserError(
+                f"{plan_path(root)} is unreadable (corrupted): delete it and rerun with the same options as before "
+                "(the trials whose records match them are kept)"
+            )
         if old["trial_fingerprint"] != plan["trial_fingerprint"]:
             raise UserError(
                 f"{root} holds another study (protocol {old['fingerprint']}); give a new --workdir or the same options as before "

@@ -23,8 +23,9 @@ from genjax.train import TrainingDiverged
 from genjax.train.rundir import write_json_atomically
 
 log = logging.getLogger("genjax")
-# steps per device call under a time budget: the flow's U-Net takes 0.4 s a step on 2 CPU cores, so its default
-# 100 would overshoot a 10 s budget by up to 40 s
+# steps per device call under a time budget: a run ends within half a call of the budget either side
+# (genjax.train.loop), and a slow-step family's default 100-step call (the flow's U-Net on CPU) is longer than the
+# smallest budget point itself
 SECONDS_STEPS_PER_CALL = 10
 
 
@@ -59,7 +60,7 @@ def budget_adjust(protocol: Protocol, budget: float, stages: tuple):
         split_budget(config, stage, stages, *((budget, 0.0) if protocol.unit == "steps" else (0, budget)))
         # evaluate and checkpoint at the budget point only (the engine always does both at the end)
         config.eval_every = config.checkpoint_every = UNLIMITED_STEPS
-        if protocol.unit == "seconds":  # the engine checks the clock between calls: short calls overshoot less
+        if protocol.unit == "seconds":  # the engine checks the clock between calls: short calls end nearer the budget
             config.steps_per_call = min(config.steps_per_call, SECONDS_STEPS_PER_CALL)
         config.num_samples, config.figures = 16, False  # the run's own sample grid only: the study draws its own figures
         config.keep_checkpoints = 1  # resuming needs the last one only: a third of the disk
