@@ -435,8 +435,8 @@ def test_a_workdir_of_another_study_is_refused(quick, capsys):
 def test_a_corrupted_plan_is_named_with_its_fix_and_nothing_trains(tmp_path, capsys):
     (tmp_path / "study_plan.json").write_text('{"protocol": ')
     assert study_cli.main(["--quick", "--workdir", str(tmp_path)]) == EXIT_BAD_INPUT
-    err = capsys.readouterr().err
-    assert "study_plan.json is unreadable" in err and "delete it" in err and len(err.strip().splitlines()) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "study_plan.json is unreadable" in errors[0] and "delete it" in errors[0], errors
     assert sorted(os.listdir(tmp_path)) == ["study_plan.json"]
 
 
