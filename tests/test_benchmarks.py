@@ -68,8 +68,11 @@ def test_the_trials_benchmark_reports_trials_per_hour_and_the_share_of_the_matmu
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     number = lambda text: float(text.rstrip("x%").replace(",", ""))  # noqa: E731
     vmapped, engine, per_hour_vmapped, per_hour_engine = (number(cells[i]) for i in (2, 5, 8, 9))
-    # trials of 1,000 steps at batch 64: images/s x 3600 / 64,000, to the printed precision
-    assert abs(per_hour_vmapped - vmapped * 3600 / 64000) <= 0.5 and abs(per_hour_engine - engine * 3600 / 64000) <= 0.5
+    # trials of 1,000 steps at batch 64: images/s x 3600 / 64,000, to the printed precision: both are rounded to
+    # integers, so half a trial an hour plus half an image a second's share of it (0.5 x 3600 / 64,000)
+    tolerance = 0.5 + 0.5 * 3600 / 64000
+    assert abs(per_hour_vmapped - vmapped * 3600 / 64000) <= tolerance
+    assert abs(per_hour_engine - engine * 3600 / 64000) <= tolerance
     share_vmapped, share_engine = number(cells[10]), number(cells[11])
     assert share_vmapped > 0 and share_engine > 0
     # the same FLOPs per image on both sides, so the shares stand as the speeds do
