@@ -39,6 +39,7 @@ from genjax.search import LogUniform, Uniform, space_of
 from genjax.study.plan import Protocol
 from genjax.study.trials import SECONDS_STEPS_PER_CALL, Trial, budget_adjust, evaluate_trial, is_finished, read_record, trial_config
 from genjax.train import artifacts
+from genjax.train.chunk_log import projected_seconds
 from genjax.train.loop import Keys, refit_ex_post
 from genjax.train.rundir import write_json_atomically
 from genjax.train.trials import TrialGroup, group_key
@@ -194,9 +195,9 @@ def _train_to(group: TrialGroup, state, meta: dict, budget: float, unit: str, ch
     """Train the group up to `budget` (steps, or each trial's share of the group's seconds), checkpointing
     every `checkpoint_every` steps; returns (state, meta).
 
-    A seconds budget stops before a chunk that would end past the budget by more than half of it, at the last
-    chunk's rate (kept in the meta, so a resumed group decides alike): the run ends within half a chunk of the
-    budget either side, as the engine's does, instead of up to a whole chunk past it."""
+    A seconds budget stops by `projected_seconds`, as the engine's loop does (each chunk is waited for here, so
+    none is pending), at the last chunk's rate (kept in the meta, so a resumed group decides alike): the run ends
+    within half a chunk of the budget either side, instead of up to a whole chunk past it."""
     step, seconds, step_seconds = meta["step"], meta["train_seconds"], meta.get("step_seconds", 0.0)
 
     def next_length() -> int:
@@ -205,7 +206,7 @@ def _train_to(group: TrialGroup, state, meta: dict, budget: float, unit: str, ch
             length = min(length, checkpoint_every - step % checkpoint_every)
         return length
 
-    while (step < budget) if unit == "steps" else ((seconds + step_seconds * next_length() / 2) / group.size < budget):
+    while (step < budget) if unit == "steps" else (projected_seconds(seconds, step_seconds, 0, next_length()) / group.size < budget):
         length = next_length()
         compiled = group.compile_seconds
         started = time.perf_counter()

@@ -41,6 +41,15 @@ def first_non_finite(metrics: dict, first_step: int, kept: np.ndarray):
     return None
 
 
+def projected_seconds(recorded: float, step_seconds: float, pending_steps: int, next_steps: int) -> float:
+    """The training seconds when the pending steps end plus half of a next chunk of `next_steps` steps, at
+    `step_seconds` a step. A time budget that stops when this reaches it ends a run within half a chunk of the
+    budget either side; stopping when the recorded chunks alone reach it ended runs up to two chunks late (the
+    pending chunk and the one that crossed): a family with slow steps got more training time than a fast one
+    under the same budget. The engine's loop and the study's vectorized groups both stop by it."""
+    return recorded + step_seconds * (pending_steps + next_steps / 2)
+
+
 class ChunkLog:
     """Timing, metric logging and the progress bar of one `fit` call."""
 
@@ -68,13 +77,10 @@ class ChunkLog:
         self.pending = (first_step, length, metrics, dispatched_at)
 
     def projected_seconds(self, next_steps: int) -> float:
-        """The training seconds when the pending chunk ends plus half of a next chunk of `next_steps` steps, at
-        the last recorded chunk's rate. A time budget that stops when this reaches it ends a run within half a
-        chunk of the budget either side; stopping when the recorded chunks alone reach it ended runs up to two
-        chunks late (the pending chunk and the one that crossed): a family with slow steps got more training
-        time than a fast one under the same budget."""
+        """`projected_seconds` of this fit: its recorded chunks, the pending one and half a next one, at the last
+        recorded chunk's rate."""
         pending = self.pending[1] if self.pending is not None else 0
-        return self.train_seconds + self.step_seconds * (pending + next_steps / 2)
+        return projected_seconds(self.train_seconds, self.step_seconds, pending, next_steps)
 
     def flush(self) -> None:
         """Record the pending chunk, if any (waits for it)."""
