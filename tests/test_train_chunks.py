@@ -62,3 +62,21 @@ def test_a_time_budget_projects_the_running_chunk_and_stops_nearest_the_budget(m
     # projection (3.75) stops after chunk 2 (at 3.0 s, 0.5 s early): the nearer end
     assert log.projected_seconds(10) >= 3.5 > log.train_seconds
     log.close()
+
+
+def test_one_steps_flops_are_the_same_before_and_after_training_either_way(mnist):
+    """step_flops: step by step, the count of the program that trained (free); else, and before any chunk,
+    the one-step program lowered for it. Both are the same program, so the same count."""
+    train = mnist[0]
+    family = vae.make_family(tiny_vae_config(batch_size=8), train)
+    mesh, keys = make_mesh(), Keys.from_seed(0)
+    state = jax.jit(family.init)(keys.init, to_model_batch(train.take(np.arange(8))))
+    data, key = put_data_shards(mesh, train.arrays, 1), global_array(keys.train, replicated(mesh))
+    indices = batch_indices(0, train.num_examples, 8, 0, 3)
+    before = TrainChunks(family, mesh, scan=True).step_flops(state, data, indices, key)
+    assert before > 0
+    for scan in (True, False):
+        runner = TrainChunks(family, mesh, scan=scan)
+        trained, _ = runner(jax.tree.map(jax.numpy.copy, state), data, indices, 0, key, 4)
+        assert ("step" in runner.lowered) == (not scan)  # step by step, the count is read off the trained program
+        assert runner.step_flops(trained, data, indices, key) == before

@@ -160,19 +160,24 @@ def _start(family, config, train: Dataset, workdir: str, experiment: str) -> _St
         )
     keys = Keys.from_seed(config.seed)
     example = to_model_batch(train.take(np.arange(batch_size)))
-    state = jax.jit(family.init, out_shardings=replicated(mesh))(keys.init, example)
+    init = jax.jit(family.init, out_shardings=replicated(mesh))
     meta = {"experiment": experiment, "model": config.model, "config": config.to_dict()}
     checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
     try:
-        start_step, restored = checkpoints.restore_latest(state, meta)
+        # a resumed fit restores into the state's shapes only: running init too cost a compile and a pass (the
+        # study resumes every trial at each budget point)
+        start_step, state = (
+            checkpoints.restore_latest(init.eval_shape(keys.init, example), meta) if checkpoints.latest_step() else (0, None)
+        )
         # training seconds of earlier fit calls on this workdir: a time budget covers them all
         earlier = checkpoints.read_meta(start_step) if start_step else {}
     except BaseException:
         checkpoints.close()
         raise
     if start_step:
-        state = restored
         log.info("resuming from checkpoint step %d in %s", start_step, checkpoints.directory)
+    else:
+        state = init(keys.init, example)
     seconds, spent, rate = (earlier.get(k, 0.0) for k in ("train_seconds", "budget_spent", "step_seconds"))
     return _Start(mesh, num_shards, keys, state, start_step, seconds, meta, checkpoints, spent, rate)
 
@@ -185,15 +190,16 @@ class _Evaluations:
         self.writer, self.chunk_log, self.files_dir = writer, chunk_log, files_dir
         self.evaluate = make_evaluate(family, start.mesh, test.num_examples, config.batch_size)
         self.test_data = put_data_shards(start.mesh, test.arrays, 1)
-        self.metrics, self.samples = {}, None
+        self.metrics, self.samples, self.step = {}, None, None
 
     def __call__(self, state, step: int) -> None:
-        keys = self.start.keys
-        values = jax.device_get(self.evaluate(state, self.test_data, jax.random.fold_in(keys.eval, step)))
-        self.metrics = {k: float(v) for k, v in values.items()}
-        self.writer.write(step, "test", self.metrics)
-        if is_primary():
-            self.chunk_log.progress.write(f"step {step} test " + " ".join(f"{k}={v:.4g}" for k, v in self.metrics.items()))
+        keys, self.step = self.start.keys, step
+        if self.config.test_metrics:
+            values = jax.device_get(self.evaluate(state, self.test_data, jax.random.fold_in(keys.eval, step)))
+            self.metrics = {k: float(v) for k, v in values.items()}
+            self.writer.write(step, "test", self.metrics)
+            if is_primary():
+                self.chunk_log.progress.write(f"step {step} test " + " ".join(f"{k}={v:.4g}" for k, v in self.metrics.items()))
         sample_key = jax.random.fold_in(keys.sample, step)
         self.samples = artifacts.write_step_images(self.family, state, self.test, sample_key, step, self.files_dir, self.config.num_samples)
 
@@ -293,7 +299,7 @@ def _fit(family, config, train, test, workdir, experiment, files_dir, start_time
     try:
         evaluations = _Evaluations(family, config, test, start, writer, chunk_log, files_dir)
         state, steps, out_of_time, compile_seconds, flops = _train_chunks(family, config, train, start, chunk_log, evaluations)
-        if not evaluations.metrics or (steps % config.eval_every and not out_of_time):
+        if evaluations.step != steps:
             evaluations(state, steps)
         wall = time.perf_counter() - start_time
         summary = _summary(config, experiment, train, test, start, state, steps, chunk_log, evaluations.metrics, compile_seconds, wall)
