@@ -63,7 +63,7 @@ def budget_adjust(protocol: Protocol, budget: float, stages: tuple):
         if protocol.unit == "seconds":  # the engine checks the clock between calls: short calls end nearer the budget
             config.steps_per_call = min(config.steps_per_call, SECONDS_STEPS_PER_CALL)
         config.num_samples, config.figures = 16, False  # the run's own sample grid only: the study draws its own figures
-        config.test_metrics = False  # the study measures each point itself: the engine's test-set pass was 0.4 s a fit
+        config.test_metrics = False  # the study measures each point itself: the engine's test-set pass went unread
         config.keep_checkpoints = 1  # resuming needs the last one only: a third of the disk
         return config
 

@@ -84,7 +84,7 @@ class TrainChunks:
         """XLA's count of the floating-point operations of one train step: the one-step program, lowered but not
         compiled (for the study's FLOPs axis; no device work). Step by step, the program that trained is that
         program (its padded rows only index): its count is free. Else the one-step program on the first row of
-        `indices` is lowered for it (0.1-0.6 s a fit here: the study fits each trial at each budget point)."""
+        `indices` is lowered for it (a trace and a lowering each fit; the study fits each trial at each budget point)."""
         if "step" in self.lowered:
             return program_flops(self.lowered["step"])
         row = global_array(np.asarray(indices[:1]), batch_sharded(self.mesh, axis=1))
