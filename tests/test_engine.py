@@ -123,6 +123,16 @@ def test_run_directory_contents(tmp_path):
     assert [r["step"] for r in records if r["split"] == "test"] == [10, 20]
 
 
+def test_without_test_metrics_a_run_draws_its_images_but_skips_the_test_pass(tmp_path):
+    """config.test_metrics=False (the study's runs): the sample and reconstruction pictures at every eval_every
+    steps and at the end as before; no test-set metrics in the log or the summary."""
+    result = _fit(tmp_path, num_steps=15, test_metrics=False)
+    for name in ["samples_10.png", "samples_15.png", "reconstructions_15.png", "summary.json"]:
+        assert (tmp_path / name).is_file(), name
+    assert result.summary["test"] == {} and json.load(open(tmp_path / "summary.json"))["test"] == {}
+    assert not [line for line in open(tmp_path / "metrics.jsonl") if '"test"' in line]
+
+
 @pytest.mark.parametrize(
     "start, end, every, expected",
     [
