@@ -249,12 +249,12 @@ def test_the_experiment_writes_its_figure_and_evaluates_with_purity_and_nmi(tmp_
     assert 0.0 <= metrics["code_nmi"] <= 1.0 + 1e-6 and 0.0 < metrics["code_purity"] <= 1.0 + 1e-6
 
 
-def test_infogan_is_a_study_family_with_its_search_space_but_not_a_default_one():
+def test_infogan_is_a_default_study_family_with_its_search_space():
     from experiments import compare, study
     from genjax.search import draw_settings, space_of
 
     assert "infogan" in compare.IMAGE_CONTENDERS and "infogan" in study.CONTENDERS
-    assert "infogan" not in study.DEFAULT.families
+    assert "infogan" in study.DEFAULT.families and "infogan" not in study.OFF_BY_DEFAULT
     assert study.parse_args(["--families", "infogan"])[1].families == ("infogan",)
     config = study.CONTENDERS["infogan"].config()
     settings = draw_settings(space_of(infogan, config), config, 3, seed=0, name="infogan")
