@@ -188,8 +188,9 @@ class _Evaluations:
     def __init__(self, family, config, test: Dataset, start: _Start, writer, chunk_log: ChunkLog, files_dir: str):
         self.family, self.config, self.test, self.start = family, config, test, start
         self.writer, self.chunk_log, self.files_dir = writer, chunk_log, files_dir
-        self.evaluate = make_evaluate(family, start.mesh, test.num_examples, config.batch_size)
-        self.test_data = put_data_shards(start.mesh, test.arrays, 1)
+        if config.test_metrics:  # without them the test split is only sampled for pictures: nothing to put on the devices
+            self.evaluate = make_evaluate(family, start.mesh, test.num_examples, config.batch_size)
+            self.test_data = put_data_shards(start.mesh, test.arrays, 1)
         self.metrics, self.samples, self.step = {}, None, None
 
     def __call__(self, state, step: int) -> None:
