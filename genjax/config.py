@@ -40,6 +40,7 @@ BASE_FIELDS = {
     "figures": "draw curves.png and the family's own figures at the end (the study turns them off: it draws its own)",
     "fresh": "delete this workdir's checkpoints and logs and start over",
     "skip_nonfinite": "discard steps whose loss or new parameters are NaN/inf (counted as skipped_steps) instead of stopping",
+    "traced_hyperparameters": "comma-separated float fields the compiled train step takes as arguments, not constants: runs that differ only in them share one program (the study traces each family's continuous search fields)",
     "compute_dtype": "dtype of activations, matmuls and convolutions: float32, or bfloat16 (mixed precision for GPU/TPU; parameters, optimizer state, losses and statistics stay float32)",
 }
 
@@ -73,6 +74,7 @@ def base_config() -> ml_collections.ConfigDict:
             "figures": True,
             "fresh": False,
             "skip_nonfinite": False,
+            "traced_hyperparameters": "",
             "compute_dtype": "float32",
         }
     )
@@ -122,6 +124,20 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> None:
             raise UserError(f"--config.{field}={text} is not a valid {type(default).__name__} (default: {default!r})") from None
 
 
+def traced_hyperparameters(config) -> tuple[str, ...]:
+    """The fields `traced_hyperparameters` names (older configs have none)."""
+    return tuple(field for field in config.get("traced_hyperparameters", "").split(",") if field)
+
+
+def with_values(config, values: dict):
+    """A copy of `config` whose fields `values` may be traced scalars (no type checks): a family built from it
+    inside a traced function computes with them as arguments of the program."""
+    copy = ml_collections.ConfigDict(config.to_dict(), type_safe=False)
+    for name, value in values.items():
+        copy[name] = value
+    return copy
+
+
 def config_from_dict(values: dict) -> ml_collections.ConfigDict:
     """A config saved as JSON (config.json, checkpoint metadata) back as a ConfigDict: lists become tuples
     again, fields the model family renamed since (its RENAMED) get their new names, and engine fields added
@@ -165,6 +181,11 @@ def validate_base(config) -> None:
         f"time_budget must be >= 0 seconds (0: no limit), got {config.time_budget}",
     )
     check(config.seed >= 0, f"seed must be >= 0, got {config.seed}")
+    for field in traced_hyperparameters(config):
+        check(
+            isinstance(config.get(field), float),
+            f"traced_hyperparameters names '{field}', which is not a float field of this config; name float fields only",
+        )
     check(config.train_examples >= 0, f"train_examples must be >= 0 (0 means the whole split), got {config.train_examples}")
     check(config.toy_train_points >= 0, f"toy_train_points must be >= 0 (0 means 50,000), got {config.toy_train_points}")
     check(config.num_devices >= 0, f"num_devices must be >= 0 (0 means all), got {config.num_devices}")

@@ -138,7 +138,7 @@ def fit_one(config, workdir: str, experiment: str) -> FitResult:
     enable_compilation_cache()
     ensure_writable(workdir)
     train, test = load_data(config)
-    return fit(model.make_family(config, train), config, train, test, workdir, experiment)
+    return fit(model.make_family(config, train), config, train, test, workdir, experiment, model.make_family)
 
 
 def _stage_dir(workdir: str, stage: Stage) -> str:

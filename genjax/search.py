@@ -69,6 +69,16 @@ def space_of(model, config) -> dict:
     return space
 
 
+def continuous_fields(model, config) -> tuple[str, ...]:
+    """The fields of `config`'s search space drawn from a continuous range (Uniform, LogUniform): the ones a
+    family only computes with, so the engine can take them as traced arguments of its programs. Only fields
+    this config has: a stage built on another family's model (the two-stage VAE's first) may lack some.
+    None for a family that declares no space."""
+    space = model.search_space(config) if hasattr(model, "search_space") else {}
+    continuous = (field for field, distribution in space.items() if isinstance(distribution, (Uniform, LogUniform)))
+    return tuple(sorted(field for field in continuous if field in config))
+
+
 def _stream(seed: int, name: str) -> np.random.Generator:
     """A generator for one (seed, family) pair: independent of the other families and of their order."""
     digest = hashlib.sha256(f"{seed}/{name}".encode()).digest()

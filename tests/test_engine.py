@@ -161,3 +161,15 @@ def test_a_time_budget_stops_training_and_covers_resumed_runs(tmp_path):
     assert again["steps"] == first["steps"] and again["train_seconds"] == 0
     longer = _fit(tmp_path, time_budget=0.6, **budget).summary
     assert longer["steps"] > first["steps"] and longer["total_train_seconds"] > first["total_train_seconds"]
+
+
+def test_a_run_with_traced_hyperparameters_trains_as_with_constants(tmp_path):
+    """config.traced_hyperparameters (the study sets each family's continuous search fields): the same run, the
+    fields now arguments of its programs; a field that is not a float is refused before any work."""
+    constant = _params(_fit(tmp_path / "constant", num_steps=10, learning_rate=3e-3, beta=0.5))
+    traced = _fit(tmp_path / "traced", num_steps=10, learning_rate=3e-3, beta=0.5, traced_hyperparameters="learning_rate,beta")
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), constant, _params(traced))
+    with pytest.raises(UserError, match="traced_hyperparameters names 'batch_size', which is not a float field"):
+        _fit(tmp_path / "refused", num_steps=10, traced_hyperparameters="batch_size")
+    with pytest.raises(UserError, match="names 'no_such_field'"):
+        _fit(tmp_path / "refused", num_steps=10, traced_hyperparameters="no_such_field")

@@ -152,6 +152,19 @@ def test_a_seconds_budget_is_split_over_the_stages_by_their_shares():
     ] == [400, 200]
 
 
+def test_study_fits_trace_the_first_stages_continuous_search_fields():
+    """A study fit takes its family's continuous search fields as program arguments (one compiled train program
+    serves every setting of equal shapes); a later stage traces none: its family loads the earlier stage when built."""
+    from genjax.study.groups import traced_fields
+
+    dcgan = study_cli.CONTENDERS["dcgan"]
+    [config] = [budget_adjust(Protocol(families=("dcgan",)), 5.0, dcgan.stages)(stage, dcgan.config()) for stage in dcgan.stages]
+    assert config.traced_hyperparameters.split(",") == list(traced_fields(dcgan)) and "learning_rate" in traced_fields(dcgan)
+    vqvae = study_cli.CONTENDERS["vqvae"]
+    first, prior = (budget_adjust(Protocol(families=("vqvae",)), 5.0, vqvae.stages)(stage, vqvae.config()) for stage in vqvae.stages)
+    assert "learning_rate" in first.traced_hyperparameters.split(",") and prior.traced_hyperparameters == ""
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

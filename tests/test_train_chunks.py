@@ -80,3 +80,32 @@ def test_one_steps_flops_are_the_same_before_and_after_training_either_way(mnist
         trained, _ = runner(jax.tree.map(jax.numpy.copy, state), data, indices, 0, key, 4)
         assert ("step" in runner.lowered) == (not scan)  # step by step, the count is read off the trained program
         assert runner.step_flops(trained, data, indices, key) == before
+
+
+def test_traced_hyperparameters_are_arguments_so_settings_share_one_program(mnist):
+    """TrainChunks(hyper=..., family_for=...): the family is built inside the program from the traced fields,
+    so two learning rates lower to the same program (one persistent-cache entry serves both) and train as
+    the families with those rates as constants do; as constants, the two programs differ."""
+    from genjax.config import with_values
+
+    train = mnist[0]
+    config = tiny_vae_config(batch_size=8)
+    mesh, keys = make_mesh(), Keys.from_seed(0)
+    data, key = put_data_shards(mesh, train.arrays, 1), global_array(keys.train, replicated(mesh))
+    indices = batch_indices(0, train.num_examples, 8, 0, 4)
+    texts, constant_texts = [], []
+    for rate in (1e-3, 3e-2):
+        rated = with_values(config, {"learning_rate": rate, "beta": 0.5})
+        family = vae.make_family(rated, train)
+        state = jax.jit(family.init)(keys.init, to_model_batch(train.take(np.arange(8))))
+        hyper = {f: global_array(np.float32(rated[f]), replicated(mesh)) for f in ("learning_rate", "beta")}
+        traced = TrainChunks(family, mesh, scan=True, hyper=hyper, family_for=lambda values: vae.make_family(with_values(config, values), train))
+        constant = TrainChunks(family, mesh, scan=True)
+        trained, losses = traced(jax.tree.map(jax.numpy.copy, state), data, indices, 0, key)
+        expected, expected_losses = constant(state, data, indices, 0, key)
+        np.testing.assert_allclose(jax.device_get(losses["loss"]), jax.device_get(expected_losses["loss"]), rtol=1e-5)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), *jax.device_get((trained, expected)))
+        texts.append(traced.lowered[4].as_text())
+        constant_texts.append(constant.lowered[4].as_text())
+    assert texts[0] == texts[1]  # one program for both rates
+    assert constant_texts[0] != constant_texts[1]  # as constants, each rate is a program of its own

@@ -35,7 +35,7 @@ from genjax.checkpoint import Checkpoints
 from genjax.comparison import UNLIMITED_STEPS
 from genjax.data.toy2d import TOY_DATASETS
 from genjax.experiment import load_data, stage_configs
-from genjax.search import LogUniform, Uniform, space_of
+from genjax.search import continuous_fields
 from genjax.study.plan import Protocol
 from genjax.study.trials import SECONDS_STEPS_PER_CALL, Trial, budget_adjust, evaluate_trial, is_finished, read_record, trial_config
 from genjax.train import artifacts
@@ -59,8 +59,7 @@ def resolve(mode: str, contender) -> str:
 def traced_fields(contender) -> tuple:
     """The continuous fields of the contender's search space: a group's trials differ only in these."""
     config = contender.config()
-    space = space_of(models.get(config.model), config)
-    return tuple(sorted(field for field, distribution in space.items() if isinstance(distribution, (Uniform, LogUniform))))
+    return continuous_fields(models.get(config.model), config)
 
 
 def groups_of(settings: list[dict], traced: tuple) -> list[list[int]]:

@@ -15,9 +15,10 @@ import time
 
 import jax
 
-from genjax import experiment
+from genjax import experiment, models
 from genjax.comparison import UNLIMITED_STEPS, contender_config, split_budget
 from genjax.evaluate import evaluate_state
+from genjax.search import continuous_fields
 from genjax.study.plan import Protocol, read_plan
 from genjax.train import TrainingDiverged
 from genjax.train.rundir import write_json_atomically
@@ -65,6 +66,11 @@ def budget_adjust(protocol: Protocol, budget: float, stages: tuple):
         config.num_samples, config.figures = 16, False  # the run's own sample grid only: the study draws its own figures
         config.test_metrics = False  # the study measures each point itself: the engine's test-set pass went unread
         config.keep_checkpoints = 1  # resuming needs the last one only: a third of the disk
+        # the settings of a family then lower to one train program: a new setting loads it from the persistent
+        # compilation cache instead of compiling it again. Not in a later stage: its family loads the earlier
+        # stage's checkpoint when it is built, which it cannot do inside a traced function
+        traced = continuous_fields(models.get(config.model), config) if stage is stages[0] else ()
+        config.traced_hyperparameters = ",".join(traced)
         return config
 
     return adjust

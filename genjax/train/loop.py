@@ -32,6 +32,7 @@ import jax
 import numpy as np
 
 from genjax.checkpoint import Checkpoints
+from genjax.config import traced_hyperparameters, with_values
 from genjax.data import Dataset, batch_indices, to_model_batch
 from genjax.errors import UserError
 from genjax.train import artifacts, policy
@@ -94,8 +95,11 @@ class FitResult:
     config: object = None
 
 
-def fit(family: Family, config, train: Dataset, test: Dataset, workdir: str, experiment: str) -> FitResult:
+def fit(family: Family, config, train: Dataset, test: Dataset, workdir: str, experiment: str, make_family=None) -> FitResult:
     """Train `family` on `train`, evaluating on `test`, writing the run directory `workdir`.
+
+    make_family(config, dataset), the family's constructor, is needed when config.traced_hyperparameters names
+    fields: the train step then builds the family from them as traced scalars (genjax.train.chunks.TrainChunks).
 
     Resumes from the latest checkpoint in workdir unless config.fresh. Raises UserError on bad input
     (including a workdir another run holds), TrainingDiverged on NaN/Inf metrics and Interrupted after
@@ -103,7 +107,7 @@ def fit(family: Family, config, train: Dataset, test: Dataset, workdir: str, exp
     """
     ensure_writable(workdir)
     with WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
-        return _fit_locked(family, config, train, test, workdir, experiment)
+        return _fit_locked(family, config, train, test, workdir, experiment, make_family)
 
 
 def _check_datasets(train: Dataset, test: Dataset) -> None:
@@ -114,14 +118,15 @@ def _check_datasets(train: Dataset, test: Dataset) -> None:
         )
 
 
-def _fit_locked(family: Family, config, train: Dataset, test: Dataset, workdir: str, experiment: str) -> FitResult:
+def _fit_locked(family: Family, config, train: Dataset, test: Dataset, workdir: str, experiment: str, make_family) -> FitResult:
     start_time = time.perf_counter()
     _check_datasets(train, test)
     if is_primary():
         prepare_workdir(workdir, config, fresh=config.fresh)
     wait_for_all_processes("genjax: run directory ready")
     with tempfile.TemporaryDirectory(prefix="genjax-process-files-") as scratch:
-        return _fit(family, config, train, test, workdir, experiment, workdir if is_primary() else scratch, start_time)
+        files_dir = workdir if is_primary() else scratch
+        return _fit(family, config, train, test, workdir, experiment, files_dir, start_time, make_family)
 
 
 @dataclasses.dataclass
@@ -205,7 +210,24 @@ class _Evaluations:
         self.samples = artifacts.write_step_images(self.family, state, self.test, sample_key, step, self.files_dir, self.config.num_samples)
 
 
-def _train_chunks(family, config, train: Dataset, start: _Start, chunk_log: ChunkLog, evaluations: _Evaluations):
+def _step_programs(family, config, train: Dataset, mesh, make_family) -> TrainChunks:
+    """The fit's train programs; the fields config.traced_hyperparameters names are their arguments."""
+    traced = traced_hyperparameters(config)
+    if traced and make_family is None:
+        raise ValueError("config.traced_hyperparameters needs fit(..., make_family=the model's make_family)")
+    hyper = {field: global_array(np.float32(config[field]), replicated(mesh)) for field in traced}
+    scan = policy.scan_chunks(mesh.devices.flat[0].platform, family.convolutional)
+    return TrainChunks(
+        family,
+        mesh,
+        scan=scan,
+        skip_nonfinite=config.skip_nonfinite,
+        hyper=hyper,
+        family_for=lambda values: make_family(with_values(config, values), train),
+    )
+
+
+def _train_chunks(family, config, train: Dataset, start: _Start, chunk_log: ChunkLog, evaluations: _Evaluations, make_family=None):
     """Train from start.step to config.num_steps (or the time budget) in chunks; returns (state, last step, out of time, ...
 
     Checkpoints at every checkpoint_every steps, at the end, on a stop request and when the time is up;
@@ -223,8 +245,7 @@ def _train_chunks(family, config, train: Dataset, start: _Start, chunk_log: Chun
             os.remove(os.path.join(evaluations.files_dir, "summary.json"))  # the run is unfinished again until it ends
     train_data = put_data_shards(mesh, train.arrays, start.num_shards)
     train_key = global_array(start.keys.train, replicated(mesh))
-    scan = policy.scan_chunks(mesh.devices.flat[0].platform, family.convolutional)
-    train_chunk = TrainChunks(family, mesh, scan=scan, skip_nonfinite=config.skip_nonfinite)
+    train_chunk = _step_programs(family, config, train, mesh, make_family)
     plan = chunk_schedule(start.step, config.num_steps, (config.steps_per_call, config.eval_every, config.checkpoint_every))
     with StopRequests() as stops:
         for first_step, length in plan:
@@ -292,14 +313,14 @@ def _summary(config, experiment, train, test, start: _Start, state, steps, chunk
     }
 
 
-def _fit(family, config, train, test, workdir, experiment, files_dir, start_time) -> FitResult:
+def _fit(family, config, train, test, workdir, experiment, files_dir, start_time, make_family=None) -> FitResult:
     """`fit` with the directory for metrics, images and summary apart: the run directory on process 0."""
     start = _start(family, config, train, workdir, experiment)
     writer = MetricWriter(files_dir, resume_step=start.step)
     chunk_log = ChunkLog(family, config.num_steps, start.step, start.checkpoints, writer, config.batch_size, start.step_seconds)
     try:
         evaluations = _Evaluations(family, config, test, start, writer, chunk_log, files_dir)
-        state, steps, out_of_time, compile_seconds, flops = _train_chunks(family, config, train, start, chunk_log, evaluations)
+        state, steps, out_of_time, compile_seconds, flops = _train_chunks(family, config, train, start, chunk_log, evaluations, make_family)
         if evaluations.step != steps:
             evaluations(state, steps)
         wall = time.perf_counter() - start_time

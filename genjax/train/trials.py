@@ -48,6 +48,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from genjax import experiment
+from genjax.config import with_values
 from genjax.data import Dataset, batch_indices, to_model_batch
 from genjax.data.toy2d import TOY_DATASETS
 from genjax.errors import UserError
@@ -60,14 +61,6 @@ from genjax.train.parallel import global_array
 def group_key(setting: dict, traced: tuple) -> tuple:
     """The fields of a setting that are not traced: settings with equal keys train in one group."""
     return tuple(sorted((k, v) for k, v in setting.items() if k not in traced))
-
-
-def with_values(config, values: dict):
-    """A copy of `config` whose fields `values` may be traced scalars (no type checks)."""
-    copy = ml_collections.ConfigDict(config.to_dict(), type_safe=False)
-    for name, value in values.items():
-        copy[name] = value
-    return copy
 
 
 @dataclasses.dataclass
