@@ -131,14 +131,15 @@ def load_data(config) -> tuple[data.Dataset, data.Dataset]:
     return train, test
 
 
-def fit_one(config, workdir: str, experiment: str) -> FitResult:
-    """Validate, load data, build the family and fit it in `workdir` (resuming any run there)."""
+def fit_one(config, workdir: str, experiment: str, points=None) -> FitResult:
+    """Validate, load data, build the family and fit it in `workdir` (resuming any run there); `points`
+    (genjax.train.BudgetPoints): measure it at these points along the way."""
     model = validate(config)
     initialize_distributed(config.distributed)
     enable_compilation_cache()
     ensure_writable(workdir)
     train, test = load_data(config)
-    return fit(model.make_family(config, train), config, train, test, workdir, experiment, model.make_family)
+    return fit(model.make_family(config, train), config, train, test, workdir, experiment, model.make_family, points)
 
 
 def _stage_dir(workdir: str, stage: Stage) -> str:

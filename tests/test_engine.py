@@ -173,3 +173,54 @@ def test_a_run_with_traced_hyperparameters_trains_as_with_constants(tmp_path):
         _fit(tmp_path / "refused", num_steps=10, traced_hyperparameters="batch_size")
     with pytest.raises(UserError, match="names 'no_such_field'"):
         _fit(tmp_path / "refused", num_steps=10, traced_hyperparameters="no_such_field")
+
+
+def _fit_points(workdir, budgets, **overrides):
+    """A fit through budget points; returns (result, [(step, train_seconds, flops_per_step, params) per point])."""
+    from genjax.train import BudgetPoints
+
+    seen = []
+
+    def measure(family, state, step, seconds, flops):
+        seen.append((step, seconds, flops, jax.device_get(state["params"])))
+
+    config = tiny_vae_config(**overrides)
+    return experiment.fit_one(config, str(workdir), "vae_mnist", BudgetPoints(tuple(budgets), measure)), seen
+
+
+def test_one_fit_through_budget_points_equals_a_fit_per_point(tmp_path):
+    """BudgetPoints (the study's one fit per trial): measured at every point with the state a fit to that point
+    ends with, checkpointed there, bitwise equal to one fit per point each resuming the last."""
+    result, seen = _fit_points(tmp_path / "points", (10, 20, 30), num_steps=30, checkpoint_every=1000, eval_every=1000)
+    assert [step for step, *_ in seen] == [10, 20, 30] and seen[0][2] > 0
+    assert 0 < seen[0][1] < seen[1][1] < seen[2][1] == result.summary["total_train_seconds"]
+    assert Checkpoints(str(tmp_path / "points" / "checkpoints")).manager.all_steps() == [10, 20, 30]
+    for steps, (_, _, _, params) in zip((10, 20, 30), seen, strict=True):
+        per_point = _fit(tmp_path / "per_point", num_steps=steps, checkpoint_every=1000, eval_every=1000)
+        jax.tree.map(np.testing.assert_array_equal, params, _params(per_point))
+    with pytest.raises(ValueError, match="must ascend to the fit's own end, 30"):
+        _fit_points(tmp_path / "bad", (10, 40), num_steps=30)
+
+
+def test_budget_points_in_seconds_stop_as_fits_with_those_budgets_do_and_resume_at_a_point(tmp_path):
+    """Seconds: each point is a segment stopping by the time-budget rule, its checkpoint recording the budget spent;
+    a fit interrupted while measuring a point measures it again on rerun without training."""
+    budget = dict(num_steps=1_000_000, steps_per_call=5, eval_every=100_000, checkpoint_every=100_000, keep_checkpoints=5)
+    from genjax.train import BudgetPoints
+
+    def interrupt_at_second(family, state, step, seconds, flops):
+        seen.append(step)
+        if len(seen) == 2:
+            raise KeyboardInterrupt  # as a kill while the second point is measured, after its checkpoint
+
+    seen = []
+    with pytest.raises(KeyboardInterrupt):
+        experiment.fit_one(
+            tiny_vae_config(time_budget=0.6, **budget), str(tmp_path), "vae_mnist", BudgetPoints((0.2, 0.4, 0.6), interrupt_at_second)
+        )
+    checkpoints = Checkpoints(str(tmp_path / "checkpoints"))
+    assert checkpoints.manager.all_steps() == seen and seen[0] < seen[1]
+    assert [checkpoints.read_meta(step)["budget_spent"] for step in seen] == [0.2, 0.4]
+    checkpoints.close()
+    result, resumed = _fit_points(tmp_path, (0.4, 0.6), time_budget=0.6, **budget)
+    assert resumed[0][0] == seen[1] < resumed[1][0] == result.summary["steps"]  # the second point again, untrained

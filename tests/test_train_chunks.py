@@ -99,7 +99,9 @@ def test_traced_hyperparameters_are_arguments_so_settings_share_one_program(mnis
         family = vae.make_family(rated, train)
         state = jax.jit(family.init)(keys.init, to_model_batch(train.take(np.arange(8))))
         hyper = {f: global_array(np.float32(rated[f]), replicated(mesh)) for f in ("learning_rate", "beta")}
-        traced = TrainChunks(family, mesh, scan=True, hyper=hyper, family_for=lambda values: vae.make_family(with_values(config, values), train))
+        traced = TrainChunks(
+            family, mesh, scan=True, hyper=hyper, family_for=lambda values: vae.make_family(with_values(config, values), train)
+        )
         constant = TrainChunks(family, mesh, scan=True)
         trained, losses = traced(jax.tree.map(jax.numpy.copy, state), data, indices, 0, key)
         expected, expected_losses = constant(state, data, indices, 0, key)

@@ -1,6 +1,8 @@
 """One study trial: a family with one setting, one training-set size and one seed, trained through the
-engine up to each budget point in turn (each point resumes the last: the engine's resume is exact) and
-measured there with the metrics its capabilities allow (genjax.evaluate, through the registry).
+engine up to each budget point in turn and measured there with the metrics its capabilities allow
+(genjax.evaluate, through the registry). A one-stage family trains through every point in one fit that stops
+to be measured at each (genjax.train.BudgetPoints); a multi-stage family (a VQ-VAE and its prior) fits its
+stages again for each point, each stage resuming its last fit (the engine's resume is exact).
 
 A trial's record (trial.json in its run directory) grows one point at a time, so an interrupted study
 resumes at the point it stopped in, from that run's last checkpoint; a finished trial is never retrained.
@@ -20,7 +22,7 @@ from genjax.comparison import UNLIMITED_STEPS, contender_config, split_budget
 from genjax.evaluate import evaluate_state
 from genjax.search import continuous_fields
 from genjax.study.plan import Protocol, read_plan
-from genjax.train import TrainingDiverged
+from genjax.train import BudgetPoints, TrainingDiverged
 from genjax.train.rundir import write_json_atomically
 
 log = logging.getLogger("genjax")
@@ -129,7 +131,10 @@ def evaluate_trial(protocol: Protocol, trial: Trial, family, state, config, trai
 
 def run_trial(protocol: Protocol, contender, trial: Trial, root: str, classifier, test, num_points: int | None = None) -> dict:
     """Train and measure `trial` at each of the first `num_points` budget points (default all) it has not
-    reached yet; returns its record."""
+    reached yet; returns its record.
+
+    A one-stage family trains through all of them in one fit, measured at each point (genjax.train.BudgetPoints);
+    a multi-stage family fits its stages again for each point, each stage resuming its last fit."""
     directory = trial.directory(root)
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, "trial.json")
@@ -139,33 +144,59 @@ def run_trial(protocol: Protocol, contender, trial: Trial, root: str, classifier
         return record
     config = trial_config(protocol, contender, trial)
     train, _ = experiment.load_data(config)
-    for budget in protocol.budgets[len(record["points"]) : num_points]:
-        adjust = budget_adjust(protocol, budget, contender.stages)
-        try:
-            results = experiment.run_stages(config.copy_and_resolve_references(), directory, contender.experiment, contender.stages, adjust)
-        except TrainingDiverged as error:
-            log.warning("%s diverged before budget %g: %s", trial, budget, error)
-            record["diverged"] = {"budget": budget, "error": str(error)}
-            break
+    budgets = protocol.budgets[len(record["points"]) : num_points]
+    measured = []
+
+    def measure(family, state, fit_config, steps, train_seconds, flops):
+        """Append the point the trial is at (`flops`: XLA's count of all its steps) to its record, or record it as
+        diverged when it cannot be evaluated."""
+        budget = protocol.budgets[len(record["points"])]
         started = time.perf_counter()
-        last = results[-1]
         try:
-            metrics = evaluate_trial(protocol, trial, last.family, last.state, last.config, train, test, classifier)
+            metrics = evaluate_trial(protocol, trial, family, state, fit_config, train, test, classifier)
         except ValueError as error:  # e.g. non-finite samples from finite parameters: scikit-learn refuses NaN
             log.warning("%s could not be evaluated at budget %g: %s", trial, budget, error)
             record["diverged"] = {"budget": budget, "error": f"evaluation failed: {error}"}
-            break
-        record["points"].append(
-            {
-                "budget": budget,
-                "steps": results[0].summary["steps"],
-                "train_seconds": sum(r.summary.get("total_train_seconds", r.summary["train_seconds"]) for r in results),
-                # XLA's count per step of each stage times its steps (a refitted prior: only its last fit's)
-                "flops": sum(r.summary["flops_per_step"] * r.summary["steps"] for r in results),
-                "eval_seconds": time.perf_counter() - started,
-                "metrics": metrics,
-            }
-        )
+            raise _Unmeasurable from error
+        point = {"budget": budget, "steps": steps, "train_seconds": train_seconds, "flops": flops}
+        record["points"].append({**point, "eval_seconds": time.perf_counter() - started, "metrics": metrics})
         write_json_atomically(path, record)
+        measured.append(budget)
+
+    try:
+        if len(contender.stages) == 1:
+            [stage] = contender.stages
+            stage_config = budget_adjust(protocol, budgets[-1], contender.stages)(stage, config.copy_and_resolve_references())
+            points = BudgetPoints(
+                tuple(budgets),
+                lambda family, state, steps, seconds, flops: measure(family, state, stage_config, steps, seconds, flops * steps),
+            )
+            experiment.fit_one(stage_config, directory, contender.experiment, points)
+        else:
+            for budget in budgets:
+                adjust = budget_adjust(protocol, budget, contender.stages)
+                results = experiment.run_stages(
+                    config.copy_and_resolve_references(), directory, contender.experiment, contender.stages, adjust
+                )
+                last = results[-1]
+                measure(
+                    last.family,
+                    last.state,
+                    last.config,
+                    results[0].summary["steps"],
+                    sum(r.summary.get("total_train_seconds", r.summary["train_seconds"]) for r in results),
+                    # XLA's count per step of each stage times its steps (a refitted prior: only its last fit's)
+                    sum(r.summary["flops_per_step"] * r.summary["steps"] for r in results),
+                )
+    except TrainingDiverged as error:
+        budget = protocol.budgets[len(record["points"])]
+        log.warning("%s diverged before budget %g: %s", trial, budget, error)
+        record["diverged"] = {"budget": budget, "error": str(error)}
+    except _Unmeasurable:
+        pass
     write_json_atomically(path, record)  # a diverged trial's last word
     return record
+
+
+class _Unmeasurable(Exception):
+    """A budget point's state could not be evaluated: the trial is recorded as diverged there and stops."""

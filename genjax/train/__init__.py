@@ -2,7 +2,7 @@
 
 from genjax.train.chunk_log import TrainingDiverged
 from genjax.train.family import Family, count_params
-from genjax.train.loop import FitResult, fit
+from genjax.train.loop import BudgetPoints, FitResult, fit
 from genjax.train.signals import Interrupted
 
-__all__ = ["Family", "FitResult", "Interrupted", "TrainingDiverged", "count_params", "fit"]
+__all__ = ["BudgetPoints", "Family", "FitResult", "Interrupted", "TrainingDiverged", "count_params", "fit"]

@@ -26,7 +26,7 @@ import os
 import signal
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import jax
 import numpy as np
@@ -95,11 +95,12 @@ class FitResult:
     config: object = None
 
 
-def fit(family: Family, config, train: Dataset, test: Dataset, workdir: str, experiment: str, make_family=None) -> FitResult:
+def fit(family: Family, config, train: Dataset, test: Dataset, workdir: str, experiment: str, make_family=None, points=None) -> FitResult:
     """Train `family` on `train`, evaluating on `test`, writing the run directory `workdir`.
 
     make_family(config, dataset), the family's constructor, is needed when config.traced_hyperparameters names
     fields: the train step then builds the family from them as traced scalars (genjax.train.chunks.TrainChunks).
+    points (BudgetPoints): measure the state at these points along the fit.
 
     Resumes from the latest checkpoint in workdir unless config.fresh. Raises UserError on bad input
     (including a workdir another run holds), TrainingDiverged on NaN/Inf metrics and Interrupted after
@@ -107,7 +108,7 @@ def fit(family: Family, config, train: Dataset, test: Dataset, workdir: str, exp
     """
     ensure_writable(workdir)
     with WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
-        return _fit_locked(family, config, train, test, workdir, experiment, make_family)
+        return _fit_locked(family, config, train, test, workdir, experiment, make_family, points)
 
 
 def _check_datasets(train: Dataset, test: Dataset) -> None:
@@ -118,7 +119,7 @@ def _check_datasets(train: Dataset, test: Dataset) -> None:
         )
 
 
-def _fit_locked(family: Family, config, train: Dataset, test: Dataset, workdir: str, experiment: str, make_family) -> FitResult:
+def _fit_locked(family: Family, config, train: Dataset, test: Dataset, workdir: str, experiment: str, make_family, points) -> FitResult:
     start_time = time.perf_counter()
     _check_datasets(train, test)
     if is_primary():
@@ -126,7 +127,7 @@ def _fit_locked(family: Family, config, train: Dataset, test: Dataset, workdir: 
     wait_for_all_processes("genjax: run directory ready")
     with tempfile.TemporaryDirectory(prefix="genjax-process-files-") as scratch:
         files_dir = workdir if is_primary() else scratch
-        return _fit(family, config, train, test, workdir, experiment, files_dir, start_time, make_family)
+        return _fit(family, config, train, test, workdir, experiment, files_dir, start_time, make_family, points)
 
 
 @dataclasses.dataclass
@@ -227,60 +228,105 @@ def _step_programs(family, config, train: Dataset, mesh, make_family) -> TrainCh
     )
 
 
-def _train_chunks(family, config, train: Dataset, start: _Start, chunk_log: ChunkLog, evaluations: _Evaluations, make_family=None):
+@dataclasses.dataclass(frozen=True)
+class BudgetPoints:
+    """Points along one fit at which its caller measures the state (the study's budget points): `budgets`,
+    ascending, in seconds of training when config.time_budget is set (it is the last of them), else in steps
+    (config.num_steps the last). At each the fit checkpoints and draws its sample images as it does at its
+    end, then calls `measure(family, state, step, train_seconds, flops_per_step)` outside the training clock.
+
+    One fit through every point, instead of one fit per point each resuming the last, builds, traces and
+    restores once. A fit resumed at a point (the checkpoint's budget_spent) measures it again without training."""
+
+    budgets: tuple
+    measure: Callable
+
+
+def _segment_ends(config, points: BudgetPoints | None) -> list:
+    """Where the fit's segments end: the budget points, or the fit's own end (its time budget or num_steps)."""
+    if points is None:
+        return [config.time_budget or config.num_steps]
+    budgets = list(points.budgets)
+    if not budgets or budgets != sorted(budgets) or budgets[-1] != (config.time_budget or config.num_steps):
+        raise ValueError(f"budget points {budgets} must ascend to the fit's own end, {config.time_budget or config.num_steps}")
+    return budgets
+
+
+def _train_chunks(
+    family, config, train: Dataset, start: _Start, chunk_log: ChunkLog, evaluations: _Evaluations, make_family=None, points=None
+):
     """Train from start.step to config.num_steps (or the time budget) in chunks; returns (state, last step, out of time, ...
 
     Checkpoints at every checkpoint_every steps, at the end, on a stop request and when the time is up;
-    evaluates at every eval_every steps and when the time is up. Also returns the compile seconds and XLA's
-    FLOPs of one step (summary.json's flops_per_step).
+    evaluates at every eval_every steps and when the time is up. With budget points (BudgetPoints), the fit is
+    one segment per point, each ending as a fit with that budget would, and measured there. Also returns the
+    compile seconds and XLA's FLOPs of one step (summary.json's flops_per_step).
     """
     mesh, state, final_step, checkpoints = start.mesh, start.state, start.step, start.checkpoints
-    budget = config.time_budget
-    # spent: an earlier fit stopped at this budget (it ends nearest the budget, so possibly just below it)
-    out_of_time = bool(budget) and (
-        start.budget_spent >= budget or start.prior_seconds + chunk_log.projected_seconds(config.steps_per_call) >= budget
-    )
-    if start.step < config.num_steps and not out_of_time and is_primary():
+    timed = bool(config.time_budget)
+    # spent: the budget an earlier segment or fit stopped at (it ends nearest the budget, so possibly just below it)
+    spent = start.budget_spent
+    if start.step < config.num_steps and not (timed and spent >= config.time_budget) and is_primary():
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(evaluations.files_dir, "summary.json"))  # the run is unfinished again until it ends
     train_data = put_data_shards(mesh, train.arrays, start.num_shards)
     train_key = global_array(start.keys.train, replicated(mesh))
     train_chunk = _step_programs(family, config, train, mesh, make_family)
-    plan = chunk_schedule(start.step, config.num_steps, (config.steps_per_call, config.eval_every, config.checkpoint_every))
+    flops = None
+
+    def step_flops():
+        nonlocal flops
+        if flops is None:
+            chunk_log.flush()
+            indices = batch_indices(config.seed, train.num_examples, config.batch_size, 0, 1, start.num_shards)
+            flops = train_chunk.step_flops(state, train_data, indices, train_key)
+        return flops
+
     with StopRequests() as stops:
-        for first_step, length in plan:
-            if out_of_time:
-                break
-            indices = batch_indices(config.seed, train.num_examples, config.batch_size, first_step, length, start.num_shards)
-            if train_chunk.needs_compile(length):  # don't count compile time as training time
+        for end in _segment_ends(config, points):
+            budget, last = (end, config.num_steps) if timed else (0.0, int(end))
+            out_of_time = bool(budget) and (
+                spent >= budget or start.prior_seconds + chunk_log.projected_seconds(config.steps_per_call) >= budget
+            )
+            plan = chunk_schedule(final_step, last, (config.steps_per_call, config.eval_every, config.checkpoint_every))
+            for first_step, length in plan:
+                if out_of_time:
+                    break
+                indices = batch_indices(config.seed, train.num_examples, config.batch_size, first_step, length, start.num_shards)
+                if train_chunk.needs_compile(length):  # don't count compile time as training time
+                    chunk_log.flush()
+                state, metrics = train_chunk(state, train_data, indices, first_step, train_key, config.steps_per_call)
+                chunk_log.dispatched(first_step, length, metrics, time.perf_counter())
+                step = final_step = first_step + length
+                stopping = any_process(stops.signum is not None)  # every process must stop at the same step
+                # the chunk just dispatched is still running: project its end, and stop where the run ends nearest the budget
+                out_of_time = bool(budget) and any_process(
+                    start.prior_seconds + chunk_log.projected_seconds(config.steps_per_call) >= budget
+                )
+                at_eval = step % config.eval_every == 0 or out_of_time
+                at_checkpoint = step % config.checkpoint_every == 0 or step == last or stopping or out_of_time
+                if at_eval or at_checkpoint:
+                    chunk_log.flush()
+                    state = refit_ex_post(family, state, train)
+                if at_checkpoint:
+                    if not all_finite(state):
+                        raise diverged(f"the parameters became non-finite by step {step}", checkpoints)
+                    seconds = start.prior_seconds + chunk_log.train_seconds
+                    spent = budget if out_of_time else spent
+                    meta = {"step": step, "train_seconds": seconds, "budget_spent": spent, "step_seconds": chunk_log.step_seconds}
+                    checkpoints.save(step, state, {**start.meta, **meta})
+                if at_eval:
+                    evaluations(state, step)
+                if stopping:
+                    checkpoints.wait()
+                    raise Interrupted(stops.signum or signal.SIGTERM, step, checkpoints.directory)
+            if points is not None:
                 chunk_log.flush()
-            state, metrics = train_chunk(state, train_data, indices, first_step, train_key, config.steps_per_call)
-            chunk_log.dispatched(first_step, length, metrics, time.perf_counter())
-            step = final_step = first_step + length
-            stopping = any_process(stops.signum is not None)  # every process must stop at the same step
-            # the chunk just dispatched is still running: project its end, and stop where the run ends nearest the budget
-            out_of_time = bool(budget) and any_process(start.prior_seconds + chunk_log.projected_seconds(config.steps_per_call) >= budget)
-            at_eval = step % config.eval_every == 0 or out_of_time
-            at_checkpoint = step % config.checkpoint_every == 0 or step == config.num_steps or stopping or out_of_time
-            if at_eval or at_checkpoint:
-                chunk_log.flush()
-                state = refit_ex_post(family, state, train)
-            if at_checkpoint:
-                if not all_finite(state):
-                    raise diverged(f"the parameters became non-finite by step {step}", checkpoints)
-                seconds = start.prior_seconds + chunk_log.train_seconds
-                spent = budget if out_of_time else start.budget_spent
-                meta = {"step": step, "train_seconds": seconds, "budget_spent": spent, "step_seconds": chunk_log.step_seconds}
-                checkpoints.save(step, state, {**start.meta, **meta})
-            if at_eval:
-                evaluations(state, step)
-            if stopping:
-                checkpoints.wait()
-                raise Interrupted(stops.signum or signal.SIGTERM, step, checkpoints.directory)
+                if evaluations.step != final_step:  # the sample images a fit ending here draws
+                    evaluations(state, final_step)
+                points.measure(family, state, final_step, start.prior_seconds + chunk_log.train_seconds, step_flops())
     chunk_log.flush()
-    indices = batch_indices(config.seed, train.num_examples, config.batch_size, 0, 1, start.num_shards)
-    flops = train_chunk.step_flops(state, train_data, indices, train_key)
-    return state, final_step, out_of_time, train_chunk.compile_seconds, flops
+    return state, final_step, out_of_time, train_chunk.compile_seconds, step_flops()
 
 
 def refit_ex_post(family, state, train: Dataset):
@@ -313,14 +359,16 @@ def _summary(config, experiment, train, test, start: _Start, state, steps, chunk
     }
 
 
-def _fit(family, config, train, test, workdir, experiment, files_dir, start_time, make_family=None) -> FitResult:
+def _fit(family, config, train, test, workdir, experiment, files_dir, start_time, make_family=None, points=None) -> FitResult:
     """`fit` with the directory for metrics, images and summary apart: the run directory on process 0."""
     start = _start(family, config, train, workdir, experiment)
     writer = MetricWriter(files_dir, resume_step=start.step)
     chunk_log = ChunkLog(family, config.num_steps, start.step, start.checkpoints, writer, config.batch_size, start.step_seconds)
     try:
         evaluations = _Evaluations(family, config, test, start, writer, chunk_log, files_dir)
-        state, steps, out_of_time, compile_seconds, flops = _train_chunks(family, config, train, start, chunk_log, evaluations, make_family)
+        state, steps, out_of_time, compile_seconds, flops = _train_chunks(
+            family, config, train, start, chunk_log, evaluations, make_family, points
+        )
         if evaluations.step != steps:
             evaluations(state, steps)
         wall = time.perf_counter() - start_time
