@@ -145,7 +145,6 @@ def run_trial(protocol: Protocol, contender, trial: Trial, root: str, classifier
     config = trial_config(protocol, contender, trial)
     train, _ = experiment.load_data(config)
     budgets = protocol.budgets[len(record["points"]) : num_points]
-    measured = []
 
     def measure(family, state, fit_config, steps, train_seconds, flops):
         """Append the point the trial is at (`flops`: XLA's count of all its steps) to its record, or record it as
@@ -161,14 +160,15 @@ def run_trial(protocol: Protocol, contender, trial: Trial, root: str, classifier
         point = {"budget": budget, "steps": steps, "train_seconds": train_seconds, "flops": flops}
         record["points"].append({**point, "eval_seconds": time.perf_counter() - started, "metrics": metrics})
         write_json_atomically(path, record)
-        measured.append(budget)
 
     try:
         if len(contender.stages) == 1:
             [stage] = contender.stages
-            stage_config = budget_adjust(protocol, budgets[-1], contender.stages)(stage, config.copy_and_resolve_references())
+            # each point's end as a fit to it would have it (its time budget, or its steps); the last is the fit's own
+            ends = [budget_adjust(protocol, b, contender.stages)(stage, config.copy_and_resolve_references()) for b in budgets]
+            stage_config = ends[-1]
             points = BudgetPoints(
-                tuple(budgets),
+                tuple(c.time_budget or c.num_steps for c in ends),
                 lambda family, state, steps, seconds, flops: measure(family, state, stage_config, steps, seconds, flops * steps),
             )
             experiment.fit_one(stage_config, directory, contender.experiment, points)
