@@ -15,6 +15,10 @@ sequential groups, the engine's runs, and the ratios to the engine's runs (the d
 machine's matmul peak (benchmarks/throughput.py's, measured first in this process): images/s times XLA's
 FLOPs per training image of the engine's step, over the peak. Speeds on a shared machine vary: compare the
 ratio, measured side by side in one run, and read the CPU pressure printed.
+
+As in the study, the process has one XLA:CPU device per core (`--host_devices`, genjax.xla_flags.add_host_devices):
+a vmapped group whose size they divide spreads its trials over them, and an engine run (and a group of one)
+trains on one device, whose programs use every core. `--host_devices 1` measures the single-device process.
 """
 
 import argparse
@@ -33,6 +37,7 @@ from genjax import data  # noqa: E402
 MODELS = {  # experiment, batch size, hyperparameters varied over the trials
     "vae": ("vae_mnist", 64, ("learning_rate", "beta")),
     "gan": ("gan_mnist", 64, ("learning_rate", "adam_b1")),
+    "ae": ("ae_mnist", 64, ("learning_rate", "adam_b1")),
     "dcgan": ("dcgan_mnist", 64, ("learning_rate", "adam_b1")),
 }
 
@@ -70,7 +75,7 @@ def engine_run(experiment_name: str, config, setting: dict, steps: int, chunk: i
 
     config = config.copy_and_resolve_references()
     config.update(setting)
-    config.update(dict(num_steps=chunk + steps, steps_per_call=chunk, num_samples=16, figures=False))
+    config.update(dict(num_steps=chunk + steps, steps_per_call=chunk, num_samples=16, figures=False, num_devices=1))
     config.eval_every = config.checkpoint_every = UNLIMITED_STEPS
     with tempfile.TemporaryDirectory() as workdir:
         summary = experiment.run(config, workdir, experiment_name).summary
@@ -87,11 +92,16 @@ def main() -> None:
     )
     parser.add_argument("--trial_steps", type=int, default=4000, help="steps of one trial, for trials per hour")
     parser.add_argument("--peak_sizes", type=int, nargs="+", default=[512, 1024, 2048], help="matmul sizes of the peak")
+    parser.add_argument("--host_devices", type=int, default=0, help="XLA:CPU devices (0: one per core, as the study)")
     args = parser.parse_args()
     import importlib
 
+    from genjax import xla_flags
+
+    xla_flags.add_host_devices(args.host_devices)  # before JAX's first computation
+
     train = data.load("mnist", "train", "embedded")
-    print(f"CPU pressure before (PSI some avg10): {cpu_pressure()}%")
+    print(f"CPU pressure before (PSI some avg10): {cpu_pressure()}%; {jax.device_count()} {jax.default_backend()} devices")
     peak = matmul_peak(tuple(args.peak_sizes))["peak_flops"]
     print(f"matmul peak (float32, {jax.default_backend()}): {peak / 1e9:,.1f} GFLOP/s; trials of {args.trial_steps:,} steps")
     print(

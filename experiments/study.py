@@ -24,7 +24,7 @@ import dataclasses
 import sys
 
 from experiments.compare import IMAGE_CONTENDERS
-from genjax import cli
+from genjax import cli, xla_flags
 from genjax.errors import UserError
 from genjax.study import Protocol, merge, study
 from genjax.study.plan import UNITS, VECTORIZE, units_of
@@ -156,6 +156,7 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     cli.configure_logging()
+    xla_flags.add_host_devices()  # before anything computes: groups spread their trials over the cores
     try:
         args, protocol = parse_args(sys.argv[1:] if argv is None else argv)
         if args.merge:

@@ -44,7 +44,7 @@ def _search_trials(settings, indices):
     return [Trial("gan", 200, k, settings[k], PROTOCOL.search_seed) for k in indices]
 
 
-def test_settings_group_by_their_untraced_fields_and_auto_is_one_at_a_time_on_cpu():
+def test_settings_group_by_their_untraced_fields_and_auto_follows_each_entrys_cpu_choice():
     gan, vae, ae = (study_cli.CONTENDERS[name] for name in ("gan", "vae", "ae"))
     assert groups.traced_fields(gan) == ("adam_b1", "learning_rate")
     assert groups.traced_fields(vae) == ("adam_b1", "beta", "learning_rate")
@@ -52,10 +52,23 @@ def test_settings_group_by_their_untraced_fields_and_auto_is_one_at_a_time_on_cp
     settings = [{"learning_rate": 1e-3, "adam_b1": 0.5, "n_critic": 1}, {"learning_rate": 1e-4, "adam_b1": 0.1, "n_critic": 5}]
     settings.append({"learning_rate": 3e-4, "adam_b1": 0.9, "n_critic": 5})
     assert groups.groups_of(settings, groups.traced_fields(gan)) == [[0], [1, 2]]
-    assert groups.resolve("auto", gan) == "off" and groups.resolve("auto", vae) == "off"  # measured CPU choices
-    assert groups.resolve("auto", dataclasses.replace(gan, cpu_vectorize="vmap")) == "vmap"  # an entry's declared choice
+    assert [groups.resolve("auto", c) for c in (gan, vae, ae)] == ["vmap"] * 3  # the MLP families: measured faster grouped
+    assert groups.resolve("auto", study_cli.CONTENDERS["dcgan"]) == "off"  # a conv family: one at a time on CPU
+    assert groups.resolve("auto", dataclasses.replace(gan, cpu_vectorize="off")) == "off"  # an entry's declared choice
     assert groups.resolve("vmap", gan) == "vmap"
     assert groups.resolve("vmap", study_cli.CONTENDERS["vqvae"]) == "off"  # its prior fits each trial's own VQ-VAE
+
+
+def test_auto_on_cpu_cuts_a_group_into_groups_that_spread_over_every_core():
+    members = list(range(7))
+    spread = lambda n, devices: groups.spread_groups(members[:n], "auto", devices, "cpu")  # noqa: E731
+    assert spread(7, 2) == [[0, 1, 2, 3], [4, 5]] and spread(5, 2) == [[0, 1, 2, 3]]  # setting 6, 4: alone
+    assert spread(3, 2) == [[0, 1]] and spread(2, 2) == [[0, 1]] and spread(1, 2) == []
+    assert spread(7, 3) == [[0, 1, 2, 3, 4, 5]] and spread(5, 3) == [[0, 1, 2]]  # two trials a core at most
+    assert spread(7, 1) == []  # one device: a group would hold every trial on it, slower than the engine's runs
+    assert groups.spread_groups(members, "auto", 1, "gpu") == [members]  # accelerators: one group of them all
+    assert groups.spread_groups(members[:3], "vmap", 2, "cpu") == [members[:3]]  # asked for by name: as asked
+    assert groups.spread_groups(members[:1], "vmap", 1, "gpu") == []  # a group of one is a trial alone
 
 
 @pytest.fixture(scope="module")
@@ -104,18 +117,18 @@ def test_the_re_seeds_of_a_setting_trained_as_one_group_equal_them_trained_one_a
     grouped = groups.run_reseed_groups(
         protocol, contender, Unit("gan", 200), settings, {1: 2}, str(tmp_path / "grouped"), classifier, test, lambda: done.append(1)
     )
-    assert list(grouped) == [1] and len(grouped[1]) == 2 and len(done) == 2
+    assert list(grouped) == [1] and sorted(grouped[1]) == [1, 2] and len(done) == 2
     alone = [
         run_trial(protocol, contender, Trial("gan", 200, 1, settings[1], seed), str(tmp_path / "alone"), classifier, test)
         for seed in (1, 2)
     ]
-    for mine, theirs in zip(grouped[1], alone, strict=True):
+    for mine, theirs in zip((grouped[1][1], grouped[1][2]), alone, strict=True):
         assert mine["identity"] == theirs["identity"] and mine["diverged"] is None
         assert [p["steps"] for p in mine["points"]] == [p["steps"] for p in theirs["points"]] == [10, 300]
         for got, want in zip(mine["points"], theirs["points"], strict=True):
             for name in ("kid", "frechet_distance", "recall"):
                 assert got["metrics"][name] == pytest.approx(want["metrics"][name], rel=1e-3, abs=1e-6), name
-    assert grouped[1][0]["points"][-1]["metrics"]["kid"] != grouped[1][1]["points"][-1]["metrics"]["kid"]  # two seeds
+    assert grouped[1][1]["points"][-1]["metrics"]["kid"] != grouped[1][2]["points"][-1]["metrics"]["kid"]  # two seeds
     group = tmp_path / "grouped" / "runs" / "gan" / "n200" / "setting1" / "seeds1-2" / "checkpoints"
     assert [d for d in os.listdir(group) if d.isdigit()] == ["300"]
     off = dataclasses.replace(protocol, vectorize="off")
@@ -153,6 +166,29 @@ def test_kill_9_during_a_group_resumes_it_exactly(reference, tmp_path):
         for a, b in zip(got["points"], want["points"], strict=True):
             for name in ("kid", "frechet_distance"):  # the group of 2 and of 3 (the poisoned trial): the same numbers
                 assert a["metrics"][name] == pytest.approx(b["metrics"][name], rel=1e-3), name
+
+
+def test_the_studys_process_spreads_a_group_over_two_cpu_devices_and_each_trial_equals_it_alone(reference, tmp_path):
+    """The study as `python -m experiments.study` runs it on 2 cores: two XLA:CPU devices and vectorize 'auto'.
+    The MLP GAN's settings 1 and 2 (n_critic 5) train as one group spread over the two devices, setting 0 alone
+    on one device, and each trial equals the same setting trained alone in a one-device process."""
+    _, _, alone = reference
+    workdir = tmp_path / "study"
+    auto = "import dataclasses, jax; assert jax.device_count() == 2; study(dataclasses.replace(PROTOCOL, vectorize='auto'),"
+    script = STUDY.replace("study(PROTOCOL,", auto)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    finish = subprocess.run([sys.executable, "-c", script, str(workdir)], cwd=REPO, capture_output=True, text=True, env=env)
+    assert finish.returncode == 0, finish.stderr[-2000:]
+    unit = workdir / "runs" / "gan" / "n200"
+    assert (unit / "seed0" / "group1-2" / "checkpoints").is_dir() and not (unit / "seed0" / "group0").exists()
+    for k, want in zip((1, 2), alone, strict=True):
+        got = json.loads((unit / f"setting{k}" / "seed0" / "trial.json").read_text())
+        assert [p["group_size"] for p in got["points"]] == [2, 2] and [p["steps"] for p in got["points"]] == [10, 300]
+        for a, b in zip(got["points"], want["points"], strict=True):
+            for name in ("kid", "frechet_distance"):
+                assert a["metrics"][name] == pytest.approx(b["metrics"][name], rel=1e-3), name
+    single = json.loads((unit / "setting0" / "seed0" / "trial.json").read_text())
+    assert [p["steps"] for p in single["points"]] == [10, 300] and "group_size" not in single["points"][0]
 
 
 SHARDED = """

@@ -80,34 +80,65 @@ def group_directory(root: str, trials: list[Trial]) -> str:
     return os.path.join(unit, f"seed{first.seed}", "group" + "-".join(str(t.setting_index) for t in trials))
 
 
+# On CPU a group trains fastest at two trials a core: more a core trained slower, as did fewer (the README's
+# vectorized-trials section)
+CPU_TRIALS_PER_DEVICE = 2
+
+
+def spread_groups(members: list, mode: str, num_devices: int, platform: str) -> list[list]:
+    """`members` (of one group) as the groups that train them; the rest train alone. Asked for by name ('vmap',
+    'unroll'): one group of them all; 'auto' on accelerators too. 'auto' on CPU: groups of CPU_TRIALS_PER_DEVICE
+    trials a device (one device per core, genjax.xla_flags.add_host_devices), then one of the largest multiple of
+    the devices left, so that every group's trial axis spreads over all the cores, each core training its own
+    trials; the rest (fewer than the devices) train alone, since a group held by one device trained slower than
+    the engine's own runs. A group has two members or more."""
+    if mode != "auto" or platform != "cpu":
+        return [members] if len(members) > 1 else []
+    if num_devices < 2:
+        return []
+    full = CPU_TRIALS_PER_DEVICE * num_devices
+    cut = len(members) // full * full
+    groups = [members[i : i + full] for i in range(0, cut, full)]
+    rest = members[cut : cut + (len(members) - cut) // num_devices * num_devices]
+    return groups + ([rest] if rest else [])
+
+
+def _spread(protocol: Protocol, members: list) -> list[list]:
+    return spread_groups(members, protocol.vectorize, jax.device_count(), jax.default_backend())
+
+
 def run_groups(protocol: Protocol, contender, unit, settings: list[dict], root: str, classifier, test, done) -> dict:
-    """The search trials of `unit` that train in groups of two or more here, trained and measured (`done()`
+    """The search trials of `unit` that train in groups here (`spread_groups`), trained and measured (`done()`
     after each); returns {setting index: record}. The other settings (all of them with mode 'off') are the
     caller's to train one at a time."""
     mode = resolve(protocol.vectorize, contender)
     records = {}
     for indices in groups_of(settings, traced_fields(contender)) if mode != "off" else []:
-        if len(indices) > 1:
-            trials = [Trial(unit.family, unit.data_size, k, settings[k], protocol.search_seed) for k in indices]
-            for k, record in zip(indices, run_group(protocol, contender, trials, root, classifier, test, mode), strict=True):
+        for members in _spread(protocol, indices):
+            trials = [Trial(unit.family, unit.data_size, k, settings[k], protocol.search_seed) for k in members]
+            for k, record in zip(members, run_group(protocol, contender, trials, root, classifier, test, mode), strict=True):
                 records[k] = record
                 done()
     return records
 
 
 def run_reseed_groups(protocol: Protocol, contender, unit, settings: list[dict], until: dict, root: str, classifier, test, done) -> dict:
-    """The re-seeds (protocol.seeds[1:]) of each chosen setting k, trained as one group of seeds up to budget
-    point until[k] where this contender trains in groups here and there are two or more seeds (`done()` after
-    each trial); returns {k: [record per seed]}, empty otherwise (the caller trains them one at a time)."""
+    """The re-seeds (protocol.seeds[1:]) of each chosen setting k, trained as a group of seeds up to budget point
+    until[k] where this contender trains in groups here (`spread_groups`; `done()` after each trial); returns
+    {k: {seed: record}} for the seeds grouped, which may be none or some of them (the caller trains the others
+    one at a time)."""
     seeds = protocol.seeds[1:]
-    if resolve(protocol.vectorize, contender) == "off" or len(seeds) < 2 or protocol.dataset in TOY_DATASETS:  # toys: data per seed
+    if resolve(protocol.vectorize, contender) == "off" or protocol.dataset in TOY_DATASETS:  # toys: data per seed
         return {}
     mode, records = resolve(protocol.vectorize, contender), {}
     for k, num_points in until.items():
-        trials = [Trial(unit.family, unit.data_size, k, settings[k], seed) for seed in seeds]
-        records[k] = run_group(protocol, contender, trials, root, classifier, test, mode, num_points)
-        for _ in trials:
-            done()
+        for members in _spread(protocol, list(seeds)):
+            trials = [Trial(unit.family, unit.data_size, k, settings[k], seed) for seed in members]
+            records.setdefault(k, {}).update(
+                zip(members, run_group(protocol, contender, trials, root, classifier, test, mode, num_points), strict=True)
+            )
+            for _ in trials:
+                done()
     return records
 
 

@@ -105,7 +105,7 @@ def run_unit(protocol: Protocol, contender, unit: Unit, root: str, classifier, t
     bar.total += (len(until) - reseeded_per_unit(protocol)) * protocol.reseeds  # the estimate's guess, corrected
     bar.refresh()
     grouped = groups.run_reseed_groups(protocol, contender, unit, settings, until, root, classifier, test, lambda: bar.update(1))
-    reseeded = {str(k): grouped[k] if k in grouped else [trial(k, seed, until[k]) for seed in protocol.seeds[1:]] for k in until}
+    reseeded = {str(k): [grouped.get(k, {}).get(seed) or trial(k, seed, until[k]) for seed in protocol.seeds[1:]] for k in until}
     record = {
         "unit": dataclasses.asdict(unit),
         "root": os.path.abspath(root),
