@@ -82,12 +82,16 @@ def trial_config(protocol: Protocol, contender, trial: Trial):
     config = contender_config(contender, protocol.dataset, trial.seed, protocol.batch_size)
     config.update(trial.setting)
     config.train_examples = trial.data_size
-    if jax.default_backend() == "cpu" and jax.process_count() == 1:
-        # the study asks for one CPU device per core, for groups' trial axis (genjax.xla_flags.add_host_devices);
-        # a trial alone trains and is measured on one of them, whose programs still use every core, rather than
-        # splitting its small batch over the cores with an all-reduce each step (half the speed, measured)
-        config.num_devices = 1
+    config.num_devices = run_devices()
     return config
+
+
+def run_devices() -> int:
+    """The devices a trial trained alone (and each of its stages) runs on (0: all). On CPU the study asks for one
+    device per core, for groups' trial axis (genjax.xla_flags.add_host_devices); a run alone trains on one of
+    them, whose programs still use every core, rather than splitting its small batch over the cores with an
+    all-reduce each step: half the speed, and XLA:CPU's in-process all-reduce can deadlock (a conv net's, seen)."""
+    return 1 if jax.default_backend() == "cpu" and jax.process_count() == 1 else 0
 
 
 def _read(path: str):

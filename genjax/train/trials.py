@@ -114,7 +114,9 @@ class TrialGroup:
         self.scan = policy.scan_chunks(devices[0].platform, self.family.convolutional)
         self.broadcast_batch = policy.broadcast_shared_batch(devices[0].platform)
         self.data = {key: global_array(value, self.replicated) for key, value in self.dataset.arrays.items()}
-        # a trial's state, and the divergence steps, gathered to every device of every process
+        # a trial's state, and the divergence steps, gathered to every device of every process (in a multi-process
+        # run; one process copies the shards to the host instead: XLA:CPU's in-process collectives can deadlock
+        # when its thread pool, one thread a core, is running the other device's part)
         self._take = jax.jit(lambda tree, index: jax.tree.map(lambda leaf: leaf[index], tree), out_shardings=self.replicated)
         self._gather = jax.jit(lambda tree: tree, out_shardings=self.replicated)
         self._chunk = jax.jit(self._train_chunk, donate_argnums=0)
@@ -215,8 +217,12 @@ class TrialGroup:
 
     def trial_state(self, group: dict, index: int):
         """Trial `index`'s state, as one run's state, on the host of every process (numpy arrays)."""
+        if jax.process_count() == 1:  # every shard is this process's: copied to the host, with no collective
+            return jax.tree.map(lambda leaf: np.asarray(leaf)[index], group["state"])
         return jax.device_get(self._take(group["state"], global_array(np.int32(index), self.replicated)))
 
     def diverged(self, group: dict) -> np.ndarray:
         """The step at which each trial's loss became non-finite (0: never), int [T], on every process."""
+        if jax.process_count() == 1:
+            return np.asarray(group["diverged_at"])
         return np.asarray(jax.device_get(self._gather(group["diverged_at"])))
