@@ -156,7 +156,6 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     cli.configure_logging()
-    xla_flags.add_host_devices()  # before anything computes: groups spread their trials over the cores
     try:
         args, protocol = parse_args(sys.argv[1:] if argv is None else argv)
         if args.merge:
@@ -174,4 +173,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    # one CPU device per core, before anything computes, for groups to spread their trials over (the command
+    # only: an in-process caller's JAX may be running already, and its environment is its own)
+    xla_flags.add_host_devices()
     sys.exit(main())
