@@ -135,6 +135,22 @@ def test_the_re_seeds_of_a_setting_trained_as_one_group_equal_them_trained_one_a
     assert groups.run_reseed_groups(off, contender, Unit("gan", 200), settings, {1: 2}, str(tmp_path / "off"), classifier, test, list) == {}
 
 
+def test_a_group_of_vae_settings_sampling_from_the_ex_post_mixture_is_measured_like_them_alone(tmp_path):
+    """The mixture of a grouped trial is fitted on its state copied to the host, as the engine fits it on a run's."""
+    protocol = dataclasses.replace(PROTOCOL, families=("vae",), budgets=(10.0, 40.0))
+    contender = study_cli.CONTENDERS["vae"]
+    train, test = data.load("mnist", "train"), data.load("mnist", "test")
+    classifier = load_classifier(train, test, protocol.classifier_steps)
+    settings = [{"learning_rate": lr, "adam_b1": 0.5, "beta": 1.0, "latent_dim": 8, "sampler": "gmm"} for lr in (1e-3, 3e-3)]
+    trials = [Trial("vae", 200, k, setting, protocol.search_seed) for k, setting in enumerate(settings)]
+    grouped = groups.run_group(protocol, contender, trials, str(tmp_path / "grouped"), classifier, test, "vmap")
+    alone = run_trial(protocol, contender, trials[1], str(tmp_path / "alone"), classifier, test)
+    assert [p["steps"] for p in grouped[1]["points"]] == [p["steps"] for p in alone["points"]] == [10, 40]
+    for got, want in zip(grouped[1]["points"], alone["points"], strict=True):
+        for name in ("kid", "frechet_distance", "nll_iwae"):
+            assert got["metrics"][name] == pytest.approx(want["metrics"][name], rel=1e-3), name
+
+
 def test_a_trial_that_diverges_in_a_group_is_recorded_and_the_others_are_not_disturbed(reference):
     _, grouped, _ = reference
     diverged = grouped[2]["diverged"]

@@ -331,11 +331,15 @@ def _train_chunks(
 
 def refit_ex_post(family, state, train: Dataset):
     """The family's `ex_post` fit applied to the state (unchanged without one), its refitted leaves placed
-    like the ones they replace. Every process fits the same data the same way, so they stay identical."""
+    like the ones they replace (a state on the host, such as a grouped trial's, stays there). Every process
+    fits the same data the same way, so they stay identical."""
     if family.ex_post is None:
         return state
-    fitted = family.ex_post(state, train)
-    return jax.tree.map(lambda new, old: new if isinstance(new, jax.Array) else global_array(new, old.sharding), fitted, state)
+
+    def place(new, old):
+        return global_array(new, old.sharding) if isinstance(old, jax.Array) and not isinstance(new, jax.Array) else new
+
+    return jax.tree.map(place, family.ex_post(state, train), state)
 
 
 def _summary(config, experiment, train, test, start: _Start, state, steps, chunk_log: ChunkLog, test_metrics, compile_seconds, wall):
