@@ -32,7 +32,7 @@ def get_config():
 
 
 # The study's settings train in vectorized groups on CPU too (cpu_vectorize 'vmap'): spread over one XLA device
-# per core, they train faster than the engine's own runs there (the README's vectorized-trials section).
+# per core, they trained more steps in a study's seconds than the engine's own runs (the README's vectorized-trials section).
 CONTENDERS = (Contender("ae", "autoencoder, samples from a Gaussian fit of its codes (Ghosh et al. 2020)", cpu_vectorize="vmap"),)
 
 

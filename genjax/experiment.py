@@ -74,9 +74,9 @@ class Contender:
     description     one line with the paper
     overrides       config fields that make this entry out of the experiment's defaults
     cpu_vectorize   how the study's `--vectorize auto` trains this entry's search settings on CPU: 'off' (one
-                    at a time, the default: faster for the conv families) or 'vmap' (vectorized groups spread
-                    over the cores, where benchmarks/trials.py measures them faster than the engine's own runs
-                    on CPU: the MLP families); accelerators always vmap
+                    at a time, the default) or 'vmap' (vectorized groups spread over the cores, where they
+                    trained faster than the engine's own runs in a study on CPU: the MLP AE); accelerators
+                    always vmap
     experiment, get_config, stages
                     the experiment it comes from; filled in by `contenders_of`
     """

@@ -199,8 +199,8 @@ class _Images(html.parser.HTMLParser):
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
-    """The --quick study, run once for the tests below, as the command runs it (in a process of its own, with one
-    CPU device per core: on 2 cores the MLP GAN's and VAE's settings and re-seeds train in spread groups)."""
+    """The --quick study, run once for the tests below, as the command runs it: in a process of its own, with one
+    CPU device per core (genjax.xla_flags.add_host_devices)."""
     root = tmp_path_factory.mktemp("study") / "quick"
     result = run_module("experiments.study", "--quick", "--workdir", str(root), timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
