@@ -19,6 +19,23 @@ def test_the_cpu_flags_are_appended_to_what_is_set_and_a_users_own_value_wins():
     assert xla_flags.with_cpu_flags(xla_flags.with_cpu_flags("")) == YNN  # importing twice adds nothing
 
 
+def test_the_study_asks_for_one_cpu_device_per_core_unless_the_user_set_a_count(monkeypatch):
+    monkeypatch.delenv(xla_flags.VARIABLE, raising=False)
+    monkeypatch.setenv("XLA_FLAGS", YNN)
+    xla_flags.add_host_devices()
+    assert os.environ["XLA_FLAGS"] == f"{YNN} --xla_force_host_platform_device_count={len(os.sched_getaffinity(0))}"
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+    xla_flags.add_host_devices(3)
+    assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=8"  # the user's count wins
+    monkeypatch.setenv("XLA_FLAGS", "")
+    xla_flags.add_host_devices(3)
+    assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=3"
+    monkeypatch.setenv(xla_flags.VARIABLE, "off")
+    monkeypatch.setenv("XLA_FLAGS", "")
+    xla_flags.add_host_devices()
+    assert os.environ["XLA_FLAGS"] == ""
+
+
 def program_of_a_convolution(env: dict) -> str:
     """The optimized HLO of a jitted convolution, compiled in a fresh process that imports genjax first (one
     as large as a conv VAE layer: JAX gives YNNPACK only convolutions above some size)."""

@@ -20,8 +20,8 @@ trial at a time: their later stages fit each trial's own first stage.
 
 `resolve(mode, contender)`: 'auto' is 'vmap' on accelerators and, on CPU, the contender's declared
 `cpu_vectorize`: 'vmap' where its experiment measured groups faster there than the engine's own runs (the MLP
-AE), else 'off' (one trial at a time: the conv families, far slower grouped, and the MLP GAN and VAE). On CPU `auto` also
-sizes the groups (`spread_groups`): the study's command has one XLA device per core
+AE), else 'off' (one trial at a time: the conv families, far slower grouped, and the MLP GAN and VAE). On CPU
+`auto` also sizes the groups (`spread_groups`): the study's command has one XLA device per core
 (genjax.xla_flags.add_host_devices), and a group's trial axis spreads over them, two trials a core, each core
 training its own trials with no collective between them; trials left over train alone.
 """
