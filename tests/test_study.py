@@ -142,6 +142,33 @@ def test_every_family_of_a_study_has_a_look_of_its_own_in_the_figures():
     assert len(looks) == len(study_cli.CONTENDERS) > 10 and len(set(looks.values())) == len(looks)
 
 
+def test_the_budget_figure_draws_a_family_whose_mean_kid_is_negative(tmp_path):
+    """KID is an unbiased estimate, so the mean over re-seeds can be below 0 (the AE's at 20 s on 4,500 images:
+    65, 5 and -131): the log-scale figure draws it at its floor instead of failing the report."""
+    from genjax.study.figures import budget_figure
+
+    def run(kid):
+        return {"points": [{"steps": 100, "train_seconds": 1.0, "flops": 1e9, "metrics": {"kid": kid}}]}
+
+    units = [
+        {
+            "unit": {"family": "ae", "data_size": 500},
+            "best": [0],
+            "search": [run(283.4)],
+            "reseeded": {"0": [run(k) for k in (65.1, 5.4, -131.1)]},
+        },
+        {
+            "unit": {"family": "vae", "data_size": 500},
+            "best": [0],
+            "search": [run(900.0)],
+            "reseeded": {"0": [run(k) for k in (800.0, 1000.0)]},
+        },
+    ]
+    path = tmp_path / "budget.png"
+    assert budget_figure(str(path), Protocol(families=("ae", "vae"), budgets=(1.0,), data_sizes=(500,)), units) is not False
+    assert path.stat().st_size > 1000
+
+
 def test_a_seconds_budget_is_split_over_the_stages_by_their_shares():
     contender = study_cli.CONTENDERS["vqvae"]
     adjust = budget_adjust(Protocol(families=("vqvae",)), 30.0, contender.stages)

@@ -98,14 +98,16 @@ def budget_figure(path: str, protocol, units: list[dict]) -> bool:
                     continue
                 for axis, _ in AXES:
                     xs[axis].append(point[i][axis])
-                ys.append(centre)
-                # a log axis cannot show KID <= 0: a lower bar below a tenth of the value is cut there
-                lows.append(centre - max(cell["interval"][1], centre / 10) if cell["interval"] else 0.0)
-                highs.append(cell["interval"][2] - centre if cell["interval"] else 0.0)
+                # a log axis cannot show KID <= 0 (the unbiased estimate, and a mean over seeds, can be): the point
+                # is drawn at 1e-5 at least, and a lower bar below a tenth of the value is cut there
+                shown = max(centre, 1e-5)
+                ys.append(shown)
+                lows.append(shown - max(cell["interval"][1], shown / 10, 0.0) if cell["interval"] else 0.0)
+                highs.append(max(cell["interval"][2] - shown, 0.0) if cell["interval"] else 0.0)
             for ax, (axis, _) in zip(row, AXES):
                 if ys:
                     family = unit["unit"]["family"]
-                    ax.errorbar(xs[axis], np.maximum(ys, 1e-5), yerr=[lows, highs], capsize=3, label=family, **family_style(units, family))
+                    ax.errorbar(xs[axis], ys, yerr=[lows, highs], capsize=3, label=family, **family_style(units, family))
         for ax, (_, label) in zip(row, AXES):
             ax.set_xscale("log")
             ax.set_yscale("log")
