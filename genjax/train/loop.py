@@ -244,11 +244,12 @@ class BudgetPoints:
 
 def _segment_ends(config, points: BudgetPoints | None) -> list:
     """Where the fit's segments end: the budget points, or the fit's own end (its time budget or num_steps)."""
+    end = config.time_budget or config.num_steps
     if points is None:
-        return [config.time_budget or config.num_steps]
+        return [end]
     budgets = list(points.budgets)
-    if not budgets or budgets != sorted(budgets) or budgets[-1] != (config.time_budget or config.num_steps):
-        raise ValueError(f"budget points {budgets} must ascend to the fit's own end, {config.time_budget or config.num_steps}")
+    if not budgets or budgets != sorted(budgets) or budgets[-1] != end:
+        raise ValueError(f"budget points {budgets} must ascend to the fit's own end, {end}")
     return budgets
 
 
@@ -282,12 +283,15 @@ def _train_chunks(
             flops = train_chunk.step_flops(state, train_data, indices, train_key)
         return flops
 
+    def projected_past(budget: float) -> bool:
+        """Whether the training seconds when the pending chunk ends, plus half of a next call, reach `budget`:
+        then stopping after the pending chunk ends the run nearer the budget than another call would."""
+        return start.prior_seconds + chunk_log.projected_seconds(config.steps_per_call) >= budget
+
     with StopRequests() as stops:
         for end in _segment_ends(config, points):
             budget, last = (end, config.num_steps) if timed else (0.0, int(end))
-            out_of_time = bool(budget) and (
-                spent >= budget or start.prior_seconds + chunk_log.projected_seconds(config.steps_per_call) >= budget
-            )
+            out_of_time = bool(budget) and (spent >= budget or projected_past(budget))
             plan = chunk_schedule(final_step, last, (config.steps_per_call, config.eval_every, config.checkpoint_every))
             for first_step, length in plan:
                 if out_of_time:
@@ -300,9 +304,7 @@ def _train_chunks(
                 step = final_step = first_step + length
                 stopping = any_process(stops.signum is not None)  # every process must stop at the same step
                 # the chunk just dispatched is still running: project its end, and stop where the run ends nearest the budget
-                out_of_time = bool(budget) and any_process(
-                    start.prior_seconds + chunk_log.projected_seconds(config.steps_per_call) >= budget
-                )
+                out_of_time = bool(budget) and any_process(projected_past(budget))
                 at_eval = step % config.eval_every == 0 or out_of_time
                 at_checkpoint = step % config.checkpoint_every == 0 or step == last or stopping or out_of_time
                 if at_eval or at_checkpoint:
