@@ -79,35 +79,51 @@ def expected_best_figure(path: str, protocol, units: list[dict]) -> bool:
     return True
 
 
+def _kid_series(protocol, unit: dict) -> dict:
+    """One family's best-setting KID along the budget points: {axis: x values}, centres (the re-seeds' mean, or
+    the search seed's score) and each centre's interval (low, high; None without re-seeds)."""
+    series = {"x": {axis: [] for axis, _ in AXES}, "centre": [], "interval": []}
+    for i in range(len(protocol.budgets)):
+        cell = family_cell(unit, i, ("kid",))
+        point = unit["search"][unit["best"][i]]["points"]
+        if not cell or i >= len(point):
+            continue
+        centre = cell["interval"][0] if cell["interval"] else cell["search"]
+        if not math.isfinite(centre):
+            continue
+        for axis, _ in AXES:
+            series["x"][axis].append(point[i][axis])
+        series["centre"].append(centre)
+        series["interval"].append(cell["interval"][1:] if cell["interval"] else None)
+    return series
+
+
 def budget_figure(path: str, protocol, units: list[dict]) -> bool:
     """Each family's best setting's KID against steps, training seconds and FLOPs (rows: data sizes), with
-    the seed interval where it has one."""
+    the seed interval where it has one. KID is an unbiased estimate, so a mean (and an interval's end) can be
+    <= 0, which a log axis cannot show: such a point is drawn at the figure's floor, a tenth of its smallest
+    positive KID, with a downward marker, and a bar below a tenth of its point is cut there."""
     groups = _by_size(protocol, units)
+    series = {id(unit): _kid_series(protocol, unit) for unit in units}
+    positive = [c for s in series.values() for c in s["centre"] if c > 0]
+    floor = min(positive) / 10 if positive else 1.0
     fig, axes = plt.subplots(len(groups), len(AXES), figsize=(14, 3.6 * len(groups)), squeeze=False)
     for row, (size, of_size) in zip(axes, groups.items()):
         for unit in of_size:
-            xs = {axis: [] for axis, _ in AXES}
-            ys, lows, highs = [], [], []
-            for i in range(len(protocol.budgets)):
-                cell = family_cell(unit, i, ("kid",))
-                point = unit["search"][unit["best"][i]]["points"]
-                if not cell or i >= len(point):
-                    continue
-                centre = cell["interval"][0] if cell["interval"] else cell["search"]
-                if not math.isfinite(centre):
-                    continue
-                for axis, _ in AXES:
-                    xs[axis].append(point[i][axis])
-                # a log axis cannot show KID <= 0 (the unbiased estimate, and a mean over seeds, can be): the point
-                # is drawn at 1e-5 at least, and a lower bar below a tenth of the value is cut there
-                shown = max(centre, 1e-5)
-                ys.append(shown)
-                lows.append(shown - max(cell["interval"][1], shown / 10, 0.0) if cell["interval"] else 0.0)
-                highs.append(max(cell["interval"][2] - shown, 0.0) if cell["interval"] else 0.0)
+            found = series[id(unit)]
+            if not found["centre"]:
+                continue
+            shown = [max(c, floor) for c in found["centre"]]
+            lows = [y - max(iv[0], y / 10) if iv else 0.0 for y, iv in zip(shown, found["interval"], strict=True)]
+            highs = [max(iv[1] - y, 0.0) if iv else 0.0 for y, iv in zip(shown, found["interval"], strict=True)]
+            family = unit["unit"]["family"]
+            style = family_style(units, family)
+            at_floor = [j for j, c in enumerate(found["centre"]) if c <= 0]
             for ax, (axis, _) in zip(row, AXES):
-                if ys:
-                    family = unit["unit"]["family"]
-                    ax.errorbar(xs[axis], ys, yerr=[lows, highs], capsize=3, label=family, **family_style(units, family))
+                xs = found["x"][axis]
+                ax.errorbar(xs, shown, yerr=[lows, highs], capsize=3, label=family, **style)
+                if at_floor:
+                    ax.plot([xs[j] for j in at_floor], [floor] * len(at_floor), "v", color=style.get("color"), markersize=9)
         for ax, (_, label) in zip(row, AXES):
             ax.set_xscale("log")
             ax.set_yscale("log")
