@@ -208,6 +208,7 @@ def test_the_studys_process_spreads_a_group_over_two_cpu_devices_and_each_trial_
                 assert a["metrics"][name] == pytest.approx(b["metrics"][name], rel=1e-3), name
     single = json.loads((unit / "setting0" / "seed0" / "trial.json").read_text())
     assert [p["steps"] for p in single["points"]] == [10, 300] and "group_size" not in single["points"][0]
+    assert json.loads((unit / "setting0" / "seed0" / "config.json").read_text())["num_devices"] == 1  # alone: one device
 
 
 SHARDED = """
