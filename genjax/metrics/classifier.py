@@ -27,6 +27,7 @@ from genjax.nn import ConvEncoder
 from genjax.train.family import Family, check_batch
 from genjax.train.loop import fit
 from genjax.train.optim import apply_gradients
+from genjax.train.parallel import small_run_devices
 
 FEATURES = 128
 NUM_STEPS = 1500
@@ -111,10 +112,7 @@ def load_classifier(train: Dataset, test: Dataset, num_steps: int = NUM_STEPS) -
     run instead of training it twice.
     """
     config = classifier_config(num_steps)
-    if jax.default_backend() == "cpu" and jax.process_count() == 1:
-        # one device, whose programs use every core: a process with one CPU device per core (the study's) would
-        # otherwise split the batch over them with an all-reduce each step, which XLA:CPU can deadlock on
-        config.num_devices = 1
+    config.num_devices = small_run_devices()
     name = f"{train.name}-{train.source}-{train.num_examples}-{num_steps}"
     workdir = os.path.join(cache_dir(), "classifier", name)
     os.makedirs(os.path.dirname(workdir), exist_ok=True)

@@ -132,9 +132,9 @@ def run_reseed_groups(protocol: Protocol, contender, unit, settings: list[dict],
     seeds = protocol.seeds[1:]
     if resolve(protocol.vectorize, contender) == "off" or protocol.dataset in TOY_DATASETS:  # toys: data per seed
         return {}
-    mode, records = resolve(protocol.vectorize, contender), {}
+    mode, records, seed_groups = resolve(protocol.vectorize, contender), {}, _spread(protocol, list(seeds))
     for k, num_points in until.items():
-        for members in _spread(protocol, list(seeds)):
+        for members in seed_groups:
             trials = [Trial(unit.family, unit.data_size, k, settings[k], seed) for seed in members]
             records.setdefault(k, {}).update(
                 zip(members, run_group(protocol, contender, trials, root, classifier, test, mode, num_points), strict=True)

@@ -23,6 +23,7 @@ from genjax.evaluate import evaluate_state
 from genjax.search import continuous_fields
 from genjax.study.plan import Protocol, read_plan
 from genjax.train import BudgetPoints, TrainingDiverged
+from genjax.train.parallel import small_run_devices
 from genjax.train.rundir import write_json_atomically
 
 log = logging.getLogger("genjax")
@@ -82,16 +83,8 @@ def trial_config(protocol: Protocol, contender, trial: Trial):
     config = contender_config(contender, protocol.dataset, trial.seed, protocol.batch_size)
     config.update(trial.setting)
     config.train_examples = trial.data_size
-    config.num_devices = run_devices()
+    config.num_devices = small_run_devices()  # a trial alone: one device, not the cores the groups spread over
     return config
-
-
-def run_devices() -> int:
-    """The devices a trial trained alone (and each of its stages) runs on (0: all). On CPU the study asks for one
-    device per core, for groups' trial axis (genjax.xla_flags.add_host_devices); a run alone trains on one of
-    them, whose programs still use every core, rather than splitting its small batch over the cores with an
-    all-reduce each step: half the speed, and XLA:CPU's in-process all-reduce can deadlock (a conv net's, seen)."""
-    return 1 if jax.default_backend() == "cpu" and jax.process_count() == 1 else 0
 
 
 def _read(path: str):

@@ -86,6 +86,15 @@ def make_mesh(num_devices: int = 0) -> Mesh:
     return Mesh(np.array(chosen), (DATA_AXIS,))
 
 
+def small_run_devices() -> int:
+    """`num_devices` for a small run beside others (a study's trial alone, its stages, the metric classifier): one
+    on a single-process CPU backend, else 0 (all). A process with one CPU device per core (the study's,
+    genjax.xla_flags.add_host_devices) would otherwise split the run's batch over the cores with an all-reduce each
+    step: half the speed of one device, whose programs use every core, and XLA:CPU's in-process all-reduce can
+    deadlock (a conv net's did)."""
+    return 1 if jax.default_backend() == "cpu" and jax.process_count() == 1 else 0
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     """Every device holds the whole array."""
     return NamedSharding(mesh, PartitionSpec())
