@@ -30,7 +30,7 @@ from genjax.metrics.likelihood import importance_weighted_bound
 from genjax.metrics.modes import NUM_SAMPLES as MODE_SAMPLES
 from genjax.metrics.modes import mode_coverage
 from genjax.train.evaluation import make_evaluate
-from genjax.train.family import count_params
+from genjax.train.family import count_params, initial_state
 from genjax.train.parallel import make_mesh, replicated
 
 SAMPLE_BATCH = 500
@@ -202,7 +202,7 @@ def load_run(run_dir: str):
         test = data.load(config.dataset, "test", config.source, config.data_dir or None, config.seed)
         family = models.get(config.model).make_family(config, train)
         example = data.to_model_batch(train.take(np.arange(config.batch_size)))
-        like = jax.jit(family.init)(jax.random.PRNGKey(0), example)
+        like = initial_state(family.init, jax.random.PRNGKey(0), example)
         _, state = checkpoints.restore_latest(like, meta)
     finally:
         checkpoints.close()

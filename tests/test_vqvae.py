@@ -17,6 +17,7 @@ from genjax.errors import UserError
 from genjax.models import vqvae, vqvae_prior
 from genjax.nn import vector_quantizer as vq
 from genjax.nn.transformer import CausalTransformer, sample_tokens
+from genjax.train.family import init_program, initial_state
 from genjax.train.rundir import refit_if_stale
 from tests.conftest import train_steps
 
@@ -298,3 +299,27 @@ def test_help_lists_the_prior_fields(capsys):
     for field in ["num_codes", "codebook_update", "restart_threshold", "prior_num_steps", "prior_width"]:
         line = next(line for line in text.splitlines() if line.startswith(f"  {field} "))
         assert len(line.split()) > 2, line  # a help text after the default
+
+
+def test_priors_of_two_vqvae_checkpoints_share_one_init_program(tmp_path, mnist, batch, ema_family):
+    """The frozen VQ-VAE enters the prior's init program as an argument: a constant would make a new program (a
+    compile, a 400 KB cache entry) for every checkpoint a prior is fitted to, as the study does at each budget point."""
+    vqvae_state = ema_family[1]
+    other = jax.tree.map(lambda x: x + 1 if jnp.issubdtype(x.dtype, jnp.floating) else x, vqvae_state)
+    checkpoints = Checkpoints(str(tmp_path / "checkpoints"))
+    checkpoints.save(4, vqvae_state, {"experiment": "vqvae_mnist", "model": "vqvae", "step": 4})
+    checkpoints.save(6, other, {"experiment": "vqvae_mnist", "model": "vqvae", "step": 6})
+    checkpoints.close()
+    texts, plain_texts, states = [], [], []
+    for step, frozen in ((4, vqvae_state), (6, other)):
+        family = vqvae_prior.make_family(vqvae_prior.stage_config(tiny_vqvae_config(), str(tmp_path), step), mnist[0])
+        program, constants = init_program(family.init, jax.random.PRNGKey(1), batch)
+        texts.append(program.lower(constants, jax.random.PRNGKey(1), batch).as_text())
+        plain_texts.append(jax.jit(family.init).lower(jax.random.PRNGKey(1), batch).as_text())
+        state = initial_state(family.init, jax.random.PRNGKey(1), batch)
+        chex.assert_trees_all_equal(state, jax.jit(family.init)(jax.random.PRNGKey(1), batch))
+        chex.assert_trees_all_equal(state["vqvae"], frozen["params"])
+        states.append(state)
+    assert plain_texts[0] != plain_texts[1], "a plain jax.jit of init embeds the VQ-VAE's parameters"
+    assert texts[0] == texts[1]
+    chex.assert_trees_all_equal(states[0]["params"], states[1]["params"])

@@ -39,7 +39,7 @@ from genjax.train import artifacts, policy
 from genjax.train.chunk_log import ChunkLog, TrainingDiverged, diverged
 from genjax.train.chunks import TrainChunks, tree_all_finite
 from genjax.train.evaluation import make_evaluate
-from genjax.train.family import Family, count_params
+from genjax.train.family import Family, count_params, initial_state
 from genjax.train.parallel import any_process, global_array, is_primary, make_mesh, put_data_shards, replicated, wait_for_all_processes
 from genjax.train.rundir import WorkdirLock, ensure_writable, prepare_workdir, write_json_atomically
 from genjax.train.signals import Interrupted, StopRequests
@@ -166,14 +166,14 @@ def _start(family, config, train: Dataset, workdir: str, experiment: str) -> _St
         )
     keys = Keys.from_seed(config.seed)
     example = to_model_batch(train.take(np.arange(batch_size)))
-    init = jax.jit(family.init, out_shardings=replicated(mesh))
+    shapes = jax.jit(family.init, out_shardings=replicated(mesh))  # traced for the shapes only, never compiled
     meta = {"experiment": experiment, "model": config.model, "config": config.to_dict()}
     checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
     try:
         # a resumed fit restores into the state's shapes only: running init too cost a compile and a pass (the
         # study resumes every trial at each budget point)
         start_step, state = (
-            checkpoints.restore_latest(init.eval_shape(keys.init, example), meta) if checkpoints.latest_step() else (0, None)
+            checkpoints.restore_latest(shapes.eval_shape(keys.init, example), meta) if checkpoints.latest_step() else (0, None)
         )
         # training seconds of earlier fit calls on this workdir: a time budget covers them all
         earlier = checkpoints.read_meta(start_step) if start_step else {}
@@ -183,7 +183,7 @@ def _start(family, config, train: Dataset, workdir: str, experiment: str) -> _St
     if start_step:
         log.info("resuming from checkpoint step %d in %s", start_step, checkpoints.directory)
     else:
-        state = init(keys.init, example)
+        state = initial_state(family.init, keys.init, example, out_shardings=replicated(mesh))
     seconds, spent, rate = (earlier.get(k, 0.0) for k in ("train_seconds", "budget_spent", "step_seconds"))
     return _Start(mesh, num_shards, keys, state, start_step, seconds, meta, checkpoints, spent, rate)
 
