@@ -142,7 +142,8 @@ def fit_one(config, workdir: str, experiment: str, points=None) -> FitResult:
     return fit(model.make_family(config, train), config, train, test, workdir, experiment, model.make_family, points)
 
 
-def _stage_dir(workdir: str, stage: Stage) -> str:
+def stage_dir(workdir: str, stage: Stage) -> str:
+    """The stage's run directory inside the experiment's `workdir`."""
     return os.path.join(workdir, stage.subdir) if stage.subdir else workdir
 
 
@@ -151,20 +152,16 @@ def stage_configs(config, workdir: str, stages=ONE_STAGE, adjust=None) -> list:
     list their fields, before any work. adjust(stage, config) -> config as in `run`."""
     earlier, configs = [], []
     for stage in stages:
-        stage_dir = os.path.abspath(_stage_dir(workdir, stage))
-        stage_config = stage.config_for(config, stage_dir, earlier)
+        directory = os.path.abspath(stage_dir(workdir, stage))
+        stage_config = stage.config_for(config, directory, earlier)
         configs.append(adjust(stage, stage_config) if adjust else stage_config)
-        earlier.append(Earlier(stage_dir, {"steps": 0}))
+        earlier.append(Earlier(directory, {"steps": 0}))
     return configs
 
 
-def run_stages(config, workdir: str, experiment: str, stages=ONE_STAGE, adjust=None) -> list:
-    """Fit each stage in order, in its own run directory (each resumes on its own); returns their FitResults.
-
-    adjust(stage, config) -> config changes a stage's config after `configure` (the comparison sets budgets
-    there). Every stage's config is validated before the first one trains. The experiment's run directory
-    gets stages.json, the stage layout, so that it describes itself.
-    """
+def prepare_stages(config, workdir: str, experiment: str, stages=ONE_STAGE, adjust=None) -> None:
+    """Validate every stage's config before the first one trains; a multi-stage experiment's run directory gets
+    stages.json, the stage layout, so that it describes itself."""
     for stage_config in stage_configs(config, workdir, stages, adjust):
         validate(stage_config)
     if len(stages) > 1 and is_primary():
@@ -172,13 +169,25 @@ def run_stages(config, workdir: str, experiment: str, stages=ONE_STAGE, adjust=N
         layout = [{"name": s.name, "subdir": s.subdir, "budget_share": s.budget_share} for s in stages]
         with open(os.path.join(workdir, "stages.json"), "w") as f:
             json.dump({"experiment": experiment, "stages": layout}, f, indent=2)
-    earlier, results = [], []
-    for stage in stages:
-        stage_dir = _stage_dir(workdir, stage)
-        stage_config = stage.config_for(config, os.path.abspath(stage_dir), earlier)
+
+
+def run_stages(config, workdir: str, experiment: str, stages=ONE_STAGE, adjust=None, fitted: tuple = ()) -> list:
+    """Fit each stage in order, in its own run directory (each resumes on its own); returns their FitResults.
+
+    adjust(stage, config) -> config changes a stage's config after `configure` (the comparison sets budgets
+    there). Every stage's config is validated before the first one trains (prepare_stages). `fitted`: the
+    Earlier of the first stages, fitted by the caller (the study fits the first through its budget points and
+    the later ones at each): only the stages after them run, and only their results are returned.
+    """
+    if not fitted:
+        prepare_stages(config, workdir, experiment, stages, adjust)
+    earlier, results = list(fitted), []
+    for stage in stages[len(fitted) :]:
+        directory = stage_dir(workdir, stage)
+        stage_config = stage.config_for(config, os.path.abspath(directory), earlier)
         stage_config = adjust(stage, stage_config) if adjust else stage_config
-        results.append(fit_one(stage_config, stage_dir, experiment))
-        earlier.append(Earlier(os.path.abspath(stage_dir), results[-1].summary))
+        results.append(fit_one(stage_config, directory, experiment))
+        earlier.append(Earlier(os.path.abspath(directory), results[-1].summary))
     return results
 
 

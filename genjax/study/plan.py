@@ -6,8 +6,8 @@ the same data, batch size and budget. A *unit* is one family on one training-set
 with the search seed, then the best setting at each budget point trains again with `reseeds` more seeds so
 that every claim carries a seed interval (and, with `reseed_default`, the default setting over every point, the
 reference that tells whether the search beat the defaults). Budget points lie along one training run (one fit
-measured at each point; a multi-stage family's stages fit again per point, each resuming the last), so the
-budget axis needs no retraining.
+measured at each point; a multi-stage family's first stage too, its later stages fitted at each point to the
+first stage's checkpoint there), so the budget axis needs no retraining.
 
 Units are the study's slices (`--shard i/n`): a unit's re-seeded trials depend on its own search only, so a
 unit runs anywhere without the others, and slices merge into one report.

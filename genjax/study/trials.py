@@ -135,8 +135,9 @@ def run_trial(protocol: Protocol, contender, trial: Trial, root: str, classifier
     """Train and measure `trial` at each of the first `num_points` budget points (default all) it has not
     reached yet; returns its record.
 
-    A one-stage family trains through all of them in one fit, measured at each point (genjax.train.BudgetPoints);
-    a multi-stage family fits its stages again for each point, each stage resuming its last fit."""
+    The first stage trains through all of them in one fit (genjax.train.BudgetPoints); at each point the later
+    stages of a multi-stage family (the VQ-VAE's prior) are fitted to its checkpoint there, and the whole model is
+    measured."""
     directory = trial.directory(root)
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, "trial.json")
@@ -163,33 +164,31 @@ def run_trial(protocol: Protocol, contender, trial: Trial, root: str, classifier
         record["points"].append({**point, "eval_seconds": time.perf_counter() - started, "metrics": metrics})
         write_json_atomically(path, record)
 
+    stages = contender.stages
+    first = stages[0]
+    first_dir = experiment.stage_dir(directory, first)
+    # each point's end as a fit of the first stage to it would have it (its time budget, or its steps); the last is
+    # the fit's own. The later stages (a prior) are fitted at each point to the first stage's checkpoint there
+    ends = [_first_stage_config(protocol, config, budget, stages, first_dir) for budget in budgets]
+    if len(stages) > 1:
+        experiment.prepare_stages(config, directory, contender.experiment, stages, budget_adjust(protocol, budgets[-1], stages))
+
+    def at_point(family, state, steps, seconds, flops_per_step):
+        """The first stage at a point: fit the later stages to it and measure the whole model."""
+        fit_config, flops = ends[-1], flops_per_step * steps
+        if len(stages) > 1:
+            budget = protocol.budgets[len(record["points"])]
+            adjust = budget_adjust(protocol, budget, stages)
+            fitted = (experiment.Earlier(os.path.abspath(first_dir), {"steps": steps}),)
+            later = experiment.run_stages(config.copy_and_resolve_references(), directory, contender.experiment, stages, adjust, fitted)
+            family, state, fit_config = later[-1].family, later[-1].state, later[-1].config
+            seconds += sum(r.summary["total_train_seconds"] for r in later)  # a refitted prior: only its last fit's
+            flops += sum(r.summary["flops_per_step"] * r.summary["steps"] for r in later)  # XLA's count per step times steps
+        measure(family, state, fit_config, steps, seconds, flops)
+
     try:
-        if len(contender.stages) == 1:
-            [stage] = contender.stages
-            # each point's end as a fit to it would have it (its time budget, or its steps); the last is the fit's own
-            ends = [budget_adjust(protocol, b, contender.stages)(stage, config.copy_and_resolve_references()) for b in budgets]
-            stage_config = ends[-1]
-            points = BudgetPoints(
-                tuple(c.time_budget or c.num_steps for c in ends),
-                lambda family, state, steps, seconds, flops: measure(family, state, stage_config, steps, seconds, flops * steps),
-            )
-            experiment.fit_one(stage_config, directory, contender.experiment, points)
-        else:
-            for budget in budgets:
-                adjust = budget_adjust(protocol, budget, contender.stages)
-                results = experiment.run_stages(
-                    config.copy_and_resolve_references(), directory, contender.experiment, contender.stages, adjust
-                )
-                last = results[-1]
-                measure(
-                    last.family,
-                    last.state,
-                    last.config,
-                    results[0].summary["steps"],
-                    sum(r.summary.get("total_train_seconds", r.summary["train_seconds"]) for r in results),
-                    # XLA's count per step of each stage times its steps (a refitted prior: only its last fit's)
-                    sum(r.summary["flops_per_step"] * r.summary["steps"] for r in results),
-                )
+        points = BudgetPoints(tuple(c.time_budget or c.num_steps for c in ends), at_point)
+        experiment.fit_one(ends[-1], first_dir, contender.experiment, points)
     except TrainingDiverged as error:
         budget = protocol.budgets[len(record["points"])]
         log.warning("%s diverged before budget %g: %s", trial, budget, error)
@@ -198,6 +197,13 @@ def run_trial(protocol: Protocol, contender, trial: Trial, root: str, classifier
         pass
     write_json_atomically(path, record)  # a diverged trial's last word
     return record
+
+
+def _first_stage_config(protocol: Protocol, config, budget: float, stages: tuple, first_dir: str):
+    """The first stage's config for a fit to `budget` (its share of it when later stages follow)."""
+    first = stages[0]
+    stage_config = first.config_for(config.copy_and_resolve_references(), os.path.abspath(first_dir), [])
+    return budget_adjust(protocol, budget, stages)(first, stage_config)
 
 
 class _Unmeasurable(Exception):

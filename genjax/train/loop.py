@@ -233,7 +233,8 @@ class BudgetPoints:
     """Points along one fit at which its caller measures the state (the study's budget points): `budgets`,
     ascending, in seconds of training when config.time_budget is set (it is the last of them), else in steps
     (config.num_steps the last). At each the fit checkpoints and draws its sample images as it does at its
-    end, then calls `measure(family, state, step, train_seconds, flops_per_step)` outside the training clock.
+    end, then, with the checkpoint on disk, calls `measure(family, state, step, train_seconds, flops_per_step)`
+    outside the training clock (the study fits a later stage, such as the VQ-VAE's prior, to that checkpoint).
 
     One fit through every point, instead of one fit per point each resuming the last, builds, traces and
     restores once. A fit resumed at a point (the checkpoint's budget_spent) measures it again without training."""
@@ -326,6 +327,7 @@ def _train_chunks(
                 chunk_log.flush()
                 if evaluations.step != final_step:  # the sample images a fit ending here draws
                     evaluations(state, final_step)
+                checkpoints.wait()  # the point's checkpoint on disk: a later stage (a prior) may be fitted to it
                 points.measure(family, state, final_step, start.prior_seconds + chunk_log.train_seconds, step_flops())
     chunk_log.flush()
     return state, final_step, out_of_time, train_chunk.compile_seconds, step_flops()
