@@ -2,9 +2,11 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import uuid
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TQDM_DISABLE", "1")
@@ -13,14 +15,26 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"genjax-test-xla-cache-{os.getuid()}"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-# The metric classifier is trained once per test run (shared by the xdist workers, which wait for each other
-# on its lock), never in the user's cache.
-_RUN_ID = os.environ.get("PYTEST_XDIST_TESTRUNUID", str(os.getpid()))
-os.environ["GENJAX_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), f"genjax-test-cache-{os.getuid()}-{_RUN_ID}")
+# Each test run has a directory of its own in the temp dir, removed when the run ends (pytest_unconfigure): the
+# metric classifier, trained once per run (shared by the xdist workers, which wait for each other on its lock; never
+# the user's cache), and the temporary files of the processes the tests start, which a process killed on purpose
+# (kill -9) cannot remove itself. The first process (xdist's controller) names it; the workers it starts inherit it.
+RUN_DIR = os.environ.setdefault(
+    "GENJAX_TEST_RUN_DIR", os.path.join(tempfile.gettempdir(), f"genjax-test-run-{os.getuid()}-{uuid.uuid4().hex}")
+)
+os.makedirs(RUN_DIR, exist_ok=True)
+os.environ["GENJAX_CACHE_DIR"] = os.path.join(RUN_DIR, "cache")
+os.environ["TMPDIR"] = RUN_DIR  # for the processes the tests start; this one's temp dir is already fixed
 
 import pytest  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pytest_unconfigure(config):
+    """The run's directory goes when the run ends, removed by the process that made it (not an xdist worker)."""
+    if not hasattr(config, "workerinput"):
+        shutil.rmtree(RUN_DIR, ignore_errors=True)
 
 
 def tiny_vae_config(**overrides):
