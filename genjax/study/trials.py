@@ -171,7 +171,8 @@ def run_trial(protocol: Protocol, contender, trial: Trial, root: str, classifier
     # the fit's own. The later stages (a prior) are fitted at each point to the first stage's checkpoint there
     ends = [_first_stage_config(protocol, config, budget, stages, first_dir) for budget in budgets]
     if len(stages) > 1:
-        experiment.prepare_stages(config, directory, contender.experiment, stages, budget_adjust(protocol, budgets[-1], stages))
+        last = budget_adjust(protocol, budgets[-1], stages)
+        experiment.prepare_stages(config.copy_and_resolve_references(), directory, contender.experiment, stages, last)
 
     def at_point(family, state, steps, seconds, flops_per_step):
         """The first stage at a point: fit the later stages to it and measure the whole model."""
