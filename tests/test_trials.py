@@ -53,6 +53,14 @@ def _gan_config():
     return config
 
 
+def _mlp_gan_config():
+    from experiments import gan_mnist
+
+    config = gan_mnist.get_config()
+    config.update(dict(g_hidden_sizes=(32,), d_hidden_sizes=(32,), latent_dim=8, batch_size=16, n_critic=5, source="embedded"))
+    return config
+
+
 @pytest.mark.parametrize(
     "make_config, settings, steps",
     [
@@ -62,8 +70,9 @@ def _gan_config():
             12,
         ),
         (_gan_config, [{"learning_rate": 2e-4, "adam_b1": 0.5}, {"learning_rate": 1e-3, "adam_b1": 0.0}], 7),
+        (_mlp_gan_config, [{"learning_rate": 2e-4, "adam_b1": 0.5}, {"learning_rate": 1e-3, "adam_b1": 0.0}], 7),
     ],
-    ids=["mlp_vae", "dcgan_batchnorm_n_critic_5"],
+    ids=["mlp_vae", "dcgan_batchnorm_n_critic_5", "mlp_gan_n_critic_5"],
 )
 @pytest.mark.parametrize("vectorize", ["vmap", "unroll"])
 def test_each_trial_equals_its_setting_trained_alone(mnist, make_config, settings, steps, vectorize):
@@ -100,6 +109,17 @@ def test_each_trial_of_a_group_of_seeds_equals_that_seed_trained_alone(mnist, ma
             loose = ("generator" in path or "discriminator" in path) and any(name in path for name in PRE_NORM_BIASES)  # as above
             np.testing.assert_allclose(got, want, rtol=2e-4, atol=2 * steps * 1e-3 if loose else 2e-5, err_msg=path)
     assert any(not np.allclose(a, b, atol=1e-3) for a, b in zip(jax.tree.leaves(states[0]), jax.tree.leaves(states[1])))  # seeds differ
+
+
+def test_a_vmapped_group_skips_the_generator_update_by_a_branch(mnist):
+    """With n_critic 5 the MLP GAN's generator turn comes from the run's step, one value for the whole group, so
+    under jax.vmap it stays a lax.cond. From each trial's own step count the predicate was batched and vmap made the
+    cond a select, computing the generator's update at every step (the group trained 0.83x as fast as alone)."""
+    group = TrialGroup(_mlp_gan_config(), [{"learning_rate": 2e-4}, {"learning_rate": 1e-3}], mnist[0], "vmap")
+    steps, indices = np.arange(1, dtype=np.int32), group._indices(0, 1)
+    jaxpr = jax.make_jaxpr(group._one_step)(group.init(), steps[0], indices[0], group.train_keys)
+    primitives = {equation.primitive.name for equation in jaxpr.jaxpr.eqns}
+    assert "cond" in primitives
 
 
 def test_a_group_of_seeds_is_refused_for_a_toy_mixture_and_needs_one_seed_per_trial(mnist):

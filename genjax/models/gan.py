@@ -32,7 +32,8 @@ One train_step updates D, then G, on one batch:
      the PyTorch DCGAN example, which also reuses one batch of fakes for both updates.
   2. D takes one Adam step on its loss over the real batch and the (gradient-stopped) fakes; its batch
      statistics and spectral-norm power iterations advance.
-  3. G takes one Adam step on its loss through the updated D, every n_critic-th step. With n_critic > 1
+  3. G takes one Adam step on its loss through the updated D, every n_critic-th step of the run (the train
+     batch's 'step'; the state's own count for a caller that gives none). With n_critic > 1
      (WGAN-GP's 5) the other steps skip it (genjax.train.policy.update_when: a lax.cond, or on CPU with
      conv networks a select): so every critic update sees a fresh batch of
      real data and fresh z, as in algorithm 1 of Gulrajani et al. (2017), and num_steps counts critic
@@ -289,7 +290,8 @@ def make_family(config, dataset) -> Family:
         if n_critic == 1:
             g_params, g_opt_state = update_generator(g_params, g_opt_state)
         else:
-            generator_turn = (state["step"] + 1) % n_critic == 0
+            # the run's step from the batch: in a vectorized group one for all trials, so the turn stays a branch
+            generator_turn = (batch.get("step", state["step"]) + 1) % n_critic == 0
             g_params, g_opt_state = policy.update_when(generator_turn, update_generator, (g_params, g_opt_state), conv_networks)
         new_state = {
             "generator": {**g_variables, "params": g_params},

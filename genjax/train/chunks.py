@@ -51,7 +51,7 @@ class TrainChunks:
         self.hyper = dict(hyper or {})
 
         def one_step(state, data, step, batch_indices_, train_key, hyper):
-            batch = to_model_batch(gather_batch(mesh, data, batch_indices_))
+            batch = {**to_model_batch(gather_batch(mesh, data, batch_indices_)), "step": step}
             step_family = family_for(hyper) if hyper else family
             new_state, metrics = step_family.train_step(state, batch, jax.random.fold_in(train_key, step))
             if not skip_nonfinite:

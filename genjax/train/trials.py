@@ -154,7 +154,8 @@ class TrialGroup:
         shared_key = jax.random.fold_in(self.keys.train, step)
 
         def trial(state, hyper, diverged_at, rows, train_key):
-            batch = self._batch(rows) if own_rows else shared_batch
+            # the step from outside the vmap: one value for the trials, so a schedule on it stays a branch
+            batch = {**(self._batch(rows) if own_rows else shared_batch), "step": step}
             key = jax.random.fold_in(train_key, step) if self.per_trial_seeds else shared_key
             new_state, metrics = self.family_for(hyper).train_step(state, batch, key)
             # the metrics (the loss) decide: a scalar check, where checking every leaf of the state cost 30%
