@@ -11,11 +11,13 @@ and logs them; it never looks inside the state.
     reconstruct(state, batch, key)-> data             families with an encoder; else None
 
 `batch` is a dict of model inputs (see genjax.data.to_model_batch): float32 'image' [B, H, W, C] in [0, 1]
-or 'point' [B, 2], and int32 'label' [B]. The engine's train batches also carry int32 'step', the run's step
-number (a scalar): one value for every trial of a vectorized group (genjax.train.trials), so a schedule on it
-(a GAN's generator update every n_critic-th step) stays a branch under jax.vmap, where a schedule on a count in
-the state, one per trial, would turn into a select that computes the update at every step and discards it. Two-player families (GANs) keep both networks and both optimizer
+or 'point' [B, 2], and int32 'label' [B]. Two-player families (GANs) keep both networks and both optimizer
 states in one state pytree and update both inside one train_step.
+
+The engine's train batches also carry int32 'step', the run's step number (a scalar): one value for every
+trial of a vectorized group (genjax.train.trials), so a schedule on it (a GAN's generator update every
+n_critic-th step) stays a branch under jax.vmap, where a schedule on a count in the state, one per trial, would
+turn into a select that computes the update at every step and discards it.
 
 Optional hooks:
     summarize_eval(means)             turns the test-set means of eval_step's outputs into scalar metrics
