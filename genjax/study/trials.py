@@ -169,7 +169,10 @@ def run_trial(protocol: Protocol, contender, trial: Trial, root: str, classifier
     first_dir = experiment.stage_dir(directory, first)
     # each point's end as a fit of the first stage to it would have it (its time budget, or its steps); the last is
     # the fit's own. The later stages (a prior) are fitted at each point to the first stage's checkpoint there
-    ends = [_first_stage_config(protocol, config, budget, stages, first_dir) for budget in budgets]
+    ends = [
+        experiment.stage_configs(config.copy_and_resolve_references(), directory, stages, budget_adjust(protocol, b, stages))[0]
+        for b in budgets
+    ]
     if len(stages) > 1:
         last = budget_adjust(protocol, budgets[-1], stages)
         experiment.prepare_stages(config.copy_and_resolve_references(), directory, contender.experiment, stages, last)
@@ -198,13 +201,6 @@ def run_trial(protocol: Protocol, contender, trial: Trial, root: str, classifier
         pass
     write_json_atomically(path, record)  # a diverged trial's last word
     return record
-
-
-def _first_stage_config(protocol: Protocol, config, budget: float, stages: tuple, first_dir: str):
-    """The first stage's config for a fit to `budget` (its share of it when later stages follow)."""
-    first = stages[0]
-    stage_config = first.config_for(config.copy_and_resolve_references(), os.path.abspath(first_dir), [])
-    return budget_adjust(protocol, budget, stages)(first, stage_config)
 
 
 class _Unmeasurable(Exception):
