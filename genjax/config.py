@@ -36,7 +36,7 @@ BASE_FIELDS = {
     "num_devices": "devices to shard the batch over (0: all)",
     "data_shards": "split the training set into this many shards over the devices (0: one per process)",
     "distributed": "join a multi-process run (JAX finds the cluster; also on when JAX_COORDINATOR_ADDRESS is set)",
-    "num_samples": "samples drawn for images and samples.npz",
+    "num_samples": "samples drawn for images and samples.npz (0: neither; the study draws its own)",
     "figures": "draw curves.png and the family's own figures at the end (the study turns them off: it draws its own)",
     "fresh": "delete this workdir's checkpoints and logs and start over",
     "skip_nonfinite": "discard steps whose loss or new parameters are NaN/inf (counted as skipped_steps) instead of stopping",
@@ -172,7 +172,8 @@ def validate_base(config) -> None:
     check_choice(config, "dataset", DATASETS)
     check_choice(config, "source", SOURCES)
     check_positive(config, "batch_size", "learning_rate", "eval_every", "checkpoint_every")
-    check_positive(config, "keep_checkpoints", "steps_per_call", "num_samples")
+    check_positive(config, "keep_checkpoints", "steps_per_call")
+    check(config.num_samples >= 0, f"num_samples must be >= 0 (0: no sample pictures), got {config.num_samples}")
     for field in ("adam_b1", "adam_b2"):
         check(0 <= config[field] < 1, f"{field} must be in [0, 1), got {config[field]}")
     check(config.num_steps >= 0, f"num_steps must be >= 0, got {config.num_steps}")

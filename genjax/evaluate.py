@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 import sys
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -50,6 +51,7 @@ class Context:
     classifier: object = None
     classifier_steps: int = CLASSIFIER_STEPS
     likelihood_examples: int = 0
+    on_samples: Callable | None = None
 
     def get_classifier(self):
         if self.classifier is None:
@@ -77,6 +79,8 @@ def _test_batches(test: data.Dataset, size: int = SAMPLE_BATCH, limit: int = 0):
 def _sample_quality(ctx: Context) -> dict:
     classifier = ctx.get_classifier()
     fakes = draw_samples(ctx.family, ctx.state, ctx.key, ctx.num_samples)
+    if ctx.on_samples is not None:
+        ctx.on_samples(fakes)
     return {**sample_quality(classifier, images_of(ctx.test), fakes, ctx.test.num_classes), "classifier_accuracy": classifier.test_accuracy}
 
 
@@ -146,15 +150,19 @@ def evaluate_state(
     classifier=None,
     classifier_steps: int = CLASSIFIER_STEPS,
     likelihood_examples: int = 0,
+    on_samples: Callable | None = None,
 ) -> dict:
-    """Every metric the family supports (module docstring), as a flat dict of floats."""
+    """Every metric the family supports (module docstring), as a flat dict of floats. `on_samples(samples)` is
+    handed the samples the sample-quality metrics are computed on (the study draws its pictures from them)."""
     keys = [*jax.random.split(key, 4), jax.random.fold_in(key, 4)]  # 0: eval_step
     mesh = make_mesh(config.num_devices)
     evaluate = make_evaluate(family, mesh, test.num_examples, config.batch_size)
     test_data = jax.device_put(test.arrays, replicated(mesh))
     metrics = {k: float(v) for k, v in jax.device_get(evaluate(state, test_data, keys[0])).items()}
     metrics["num_params"] = count_params(state)
-    ctx = Context(family, state, train, test, keys[0], num_samples, iwae_samples, classifier, classifier_steps, likelihood_examples)
+    ctx = Context(
+        family, state, train, test, keys[0], num_samples, iwae_samples, classifier, classifier_steps, likelihood_examples, on_samples
+    )
     for suite in applicable_suites(family, test):
         compute, key_index = SUITES[suite]
         ctx.key = keys[key_index]

@@ -1,15 +1,23 @@
 """The study's two-stage trials: the VQ-VAE trains through the budget points in one fit and its prior is fitted at
 each point to the VQ-VAE's checkpoint there; each point equals the two stages fitted straight to it, and a trial
-stopped after a point resumes to the same numbers."""
+stopped after a point resumes to the same numbers. Each point's samples picture is drawn from the samples its
+metrics were computed on."""
 
 import dataclasses
+import tempfile
+from pathlib import Path
 
+import jax
+import numpy as np
 import pytest
+from PIL import Image
 
 from experiments import study as study_cli
-from genjax import data, experiment
-from genjax.metrics.classifier import load_classifier
-from genjax.study.trials import Trial, budget_adjust, evaluate_trial, run_trial, trial_config
+from genjax import data, experiment, viz
+from genjax.evaluate import evaluate_state
+from genjax.metrics import sample_quality
+from genjax.metrics.classifier import images_of, load_classifier
+from genjax.study.trials import PICTURE_SAMPLES, Trial, budget_adjust, evaluate_trial, run_trial, trial_config
 from tests.test_vqvae import TINY
 
 PROTOCOL = dataclasses.replace(
@@ -64,9 +72,56 @@ def test_each_point_equals_both_stages_fitted_straight_to_it(setup):
         prior = results[-1]
         assert [r.summary["steps"] for r in results] == [point["steps"], point["steps"] // 2]  # the prior: half the steps
         train, _ = experiment.load_data(config)
-        _close(point["metrics"], evaluate_trial(PROTOCOL, trial, prior.family, prior.state, prior.config, train, test, classifier))
+        measured = evaluate_trial(
+            PROTOCOL, trial, prior.family, prior.state, prior.config, train, test, classifier, directory, point["steps"]
+        )
+        _close(point["metrics"], measured)
         flops = sum(r.summary["flops_per_step"] * r.summary["steps"] for r in results)
         assert point["flops"] == pytest.approx(flops, rel=1e-6)
+
+
+def test_each_point_leaves_the_picture_of_its_evaluation_samples_and_the_runs_none(setup):
+    contender, trial, classifier, test, record, root = setup
+    directory = trial.directory(str(root / "through"))
+    pictures = sorted(p.name for p in Path(directory).rglob("*.png"))
+    # in the trial's directory, no reconstructions and no first stage's grids; the prior's run there starts afresh at each
+    # point, clearing the last point's picture (the report shows the last)
+    assert pictures == ["samples_8.png"]
+    assert not list(Path(directory).rglob("samples.npz"))
+    with Image.open(Path(directory) / "samples_8.png") as picture:
+        assert picture.size == _grid_size(PICTURE_SAMPLES)
+
+
+def _grid_size(n: int) -> tuple:
+    path = Path(tempfile.mkdtemp()) / "grid.png"
+    viz.save_image_grid(str(path), np.zeros((n, 28, 28, 1), np.float32))
+    with Image.open(path) as grid:
+        return grid.size
+
+
+def test_the_samples_handed_on_are_those_the_metrics_were_computed_on(setup):
+    contender, trial, classifier, test, record, root = setup
+    config = trial_config(PROTOCOL, contender, trial)
+    result = experiment.run_stages(
+        config, str(root / "handed"), contender.experiment, contender.stages, budget_adjust(PROTOCOL, 4.0, contender.stages)
+    )[-1]
+    handed = []
+    metrics = evaluate_state(
+        result.family,
+        result.state,
+        result.config,
+        *experiment.load_data(config)[:1],
+        test,
+        jax.random.PRNGKey(0),
+        100,
+        0,
+        classifier,
+        on_samples=handed.append,
+    )
+    (samples,) = handed
+    assert samples.shape == (100, 28, 28, 1)
+    again = sample_quality(classifier, images_of(test), samples, test.num_classes)
+    assert metrics["kid"] == again["kid"] and metrics["frechet_distance"] == again["frechet_distance"]
 
 
 def test_a_trial_stopped_after_a_point_resumes_to_the_same_numbers(setup, tmp_path):

@@ -40,9 +40,8 @@ from genjax.experiment import load_data, stage_configs
 from genjax.search import continuous_fields
 from genjax.study.plan import Protocol
 from genjax.study.trials import SECONDS_STEPS_PER_CALL, Trial, budget_adjust, evaluate_trial, is_finished, read_record, trial_config
-from genjax.train import artifacts
 from genjax.train.chunk_log import projected_seconds
-from genjax.train.loop import Keys, refit_ex_post
+from genjax.train.loop import refit_ex_post
 from genjax.train.rundir import write_json_atomically
 from genjax.train.trials import TrialGroup, group_key
 
@@ -259,13 +258,11 @@ def _measure(protocol, trial, record, family, state, config, train, test, classi
     started = time.perf_counter()
     state = refit_ex_post(family, state, train)  # as the engine does before it evaluates
     try:
-        metrics = evaluate_trial(protocol, trial, family, state, config, train, test, classifier)
+        metrics = evaluate_trial(protocol, trial, family, state, config, train, test, classifier, directory, meta["step"])
     except ValueError as error:
         log.warning("%s could not be evaluated at budget %g: %s", trial, budget, error)
         record["diverged"] = {"budget": budget, "error": f"evaluation failed: {error}"}
         return
-    sample_key = jax.random.fold_in(Keys.from_seed(trial.seed).sample, meta["step"])  # the run's own sample grid
-    artifacts.write_step_images(family, state, test, sample_key, meta["step"], directory, 16)
     record["points"].append(
         {
             "budget": budget,

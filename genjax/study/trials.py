@@ -22,7 +22,7 @@ from genjax.comparison import UNLIMITED_STEPS, contender_config, split_budget
 from genjax.evaluate import evaluate_state
 from genjax.search import continuous_fields
 from genjax.study.plan import Protocol, read_plan
-from genjax.train import BudgetPoints, TrainingDiverged
+from genjax.train import BudgetPoints, TrainingDiverged, artifacts
 from genjax.train.parallel import small_run_devices
 from genjax.train.rundir import write_json_atomically
 
@@ -31,6 +31,7 @@ log = logging.getLogger("genjax")
 # (genjax.train.loop), and a slow-step family's default 100-step call (the flow's U-Net on CPU) is longer than the
 # smallest budget point itself
 SECONDS_STEPS_PER_CALL = 10
+PICTURE_SAMPLES = 16  # in each budget point's samples picture
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +67,8 @@ def budget_adjust(protocol: Protocol, budget: float, stages: tuple):
         config.eval_every = config.checkpoint_every = UNLIMITED_STEPS
         if protocol.unit == "seconds":  # the engine checks the clock between calls: short calls end nearer the budget
             config.steps_per_call = min(config.steps_per_call, SECONDS_STEPS_PER_CALL)
-        config.num_samples, config.figures = 16, False  # the run's own sample grid only: the study draws its own figures
+        # no pictures of the run's own: the study draws the point's samples picture from its evaluation, and its figures
+        config.num_samples, config.figures = 0, False
         config.test_metrics = False  # the study measures each point itself: the engine's test-set pass went unread
         config.keep_checkpoints = 1  # resuming needs the last one only: a third of the disk
         # the settings of a family then lower to one train program: a new setting loads it from the persistent
@@ -113,10 +115,17 @@ def is_finished(record: dict | None, num_points: int) -> bool:
     return bool(record) and (record.get("diverged") is not None or len(record["points"]) >= num_points)
 
 
-def evaluate_trial(protocol: Protocol, trial: Trial, family, state, config, train, test, classifier) -> dict:
-    """The metrics of a trial's state at a budget point; every point and every family: the same evaluation keys."""
+def evaluate_trial(protocol: Protocol, trial: Trial, family, state, config, train, test, classifier, directory: str, step: int) -> dict:
+    """The metrics of a trial's state at a budget point; every point and every family: the same evaluation keys.
+    `directory`/samples_<step>.png shows the first PICTURE_SAMPLES of the samples they were computed on (the
+    report's samples figure reads the best trial's last): drawn once, where the run's own picture drew more
+    with a sampling program of its own size, traced, lowered and compiled apart (its runs draw none)."""
     p = protocol
     key = jax.random.PRNGKey(trial.seed)
+
+    def picture(samples):
+        artifacts.save_samples(family, test, samples[:PICTURE_SAMPLES], step, directory)
+
     return evaluate_state(
         family,
         state,
@@ -128,6 +137,7 @@ def evaluate_trial(protocol: Protocol, trial: Trial, family, state, config, trai
         p.iwae_samples,
         classifier=classifier,
         likelihood_examples=p.likelihood_examples,
+        on_samples=picture,
     )
 
 
@@ -155,7 +165,7 @@ def run_trial(protocol: Protocol, contender, trial: Trial, root: str, classifier
         budget = protocol.budgets[len(record["points"])]
         started = time.perf_counter()
         try:
-            metrics = evaluate_trial(protocol, trial, family, state, fit_config, train, test, classifier)
+            metrics = evaluate_trial(protocol, trial, family, state, fit_config, train, test, classifier, directory, steps)
         except ValueError as error:  # e.g. non-finite samples from finite parameters: scikit-learn refuses NaN
             log.warning("%s could not be evaluated at budget %g: %s", trial, budget, error)
             record["diverged"] = {"budget": budget, "error": f"evaluation failed: {error}"}

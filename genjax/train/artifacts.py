@@ -27,17 +27,22 @@ def write_step_images(family, state, test: Dataset, key, step: int, workdir: str
     samples = None
     if family.sample is not None:
         samples = np.asarray(jax.jit(family.sample, static_argnums=2)(state, sample_key, n))
-        path = os.path.join(workdir, f"samples_{step}.png")
-        if test.data_key == "point":
-            modes = mixture_modes(test.name)[0] if test.name in ("ring8", "grid25") else test.arrays["point"][:500]
-            viz.save_point_scatter(path, samples, modes, title=f"{test.name}, step {step}")
-        else:
-            viz.save_image_grid(path, samples, columns=_grid_columns(n, test.num_classes, family))
+        save_samples(family, test, samples, step, workdir)
     if family.reconstruct is not None and test.data_key == "image":
         batch = to_model_batch(test.take(np.arange(min(NUM_RECONSTRUCTIONS, test.num_examples))))  # classes interleaved
         reconstructions = np.asarray(jax.jit(family.reconstruct)(state, batch, reconstruct_key))
         viz.save_reconstructions(os.path.join(workdir, f"reconstructions_{step}.png"), np.asarray(batch["image"]), reconstructions)
     return samples
+
+
+def save_samples(family, test: Dataset, samples: np.ndarray, step: int, workdir: str) -> None:
+    """samples_<step>.png in `workdir`: a grid of the images, or a scatter of the points over the data."""
+    path = os.path.join(workdir, f"samples_{step}.png")
+    if test.data_key == "point":
+        modes = mixture_modes(test.name)[0] if test.name in ("ring8", "grid25") else test.arrays["point"][:500]
+        viz.save_point_scatter(path, samples, modes, title=f"{test.name}, step {step}")
+    else:
+        viz.save_image_grid(path, samples, columns=_grid_columns(len(samples), test.num_classes, family))
 
 
 def _grid_columns(n: int, num_classes: int, family) -> int | None:

@@ -207,6 +207,8 @@ class _Evaluations:
             self.writer.write(step, "test", self.metrics)
             if is_primary():
                 self.chunk_log.progress.write(f"step {step} test " + " ".join(f"{k}={v:.4g}" for k, v in self.metrics.items()))
+        if not self.config.num_samples:
+            return
         sample_key = jax.random.fold_in(keys.sample, step)
         self.samples = artifacts.write_step_images(self.family, state, self.test, sample_key, step, self.files_dir, self.config.num_samples)
 
