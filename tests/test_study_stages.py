@@ -4,7 +4,6 @@ stopped after a point resumes to the same numbers. Each point's samples picture 
 metrics were computed on."""
 
 import dataclasses
-import tempfile
 from pathlib import Path
 
 import jax
@@ -80,7 +79,7 @@ def test_each_point_equals_both_stages_fitted_straight_to_it(setup):
         assert point["flops"] == pytest.approx(flops, rel=1e-6)
 
 
-def test_each_point_leaves_the_picture_of_its_evaluation_samples_and_the_runs_none(setup):
+def test_each_point_leaves_the_picture_of_its_evaluation_samples_and_the_runs_none(setup, tmp_path):
     contender, trial, classifier, test, record, root = setup
     directory = trial.directory(str(root / "through"))
     pictures = sorted(p.name for p in Path(directory).rglob("*.png"))
@@ -89,11 +88,10 @@ def test_each_point_leaves_the_picture_of_its_evaluation_samples_and_the_runs_no
     assert pictures == ["samples_8.png"]
     assert not list(Path(directory).rglob("samples.npz"))
     with Image.open(Path(directory) / "samples_8.png") as picture:
-        assert picture.size == _grid_size(PICTURE_SAMPLES)
+        assert picture.size == _grid_size(PICTURE_SAMPLES, tmp_path / "grid.png")
 
 
-def _grid_size(n: int) -> tuple:
-    path = Path(tempfile.mkdtemp()) / "grid.png"
+def _grid_size(n: int, path: Path) -> tuple:
     viz.save_image_grid(str(path), np.zeros((n, 28, 28, 1), np.float32))
     with Image.open(path) as grid:
         return grid.size
@@ -105,12 +103,13 @@ def test_the_samples_handed_on_are_those_the_metrics_were_computed_on(setup):
     result = experiment.run_stages(
         config, str(root / "handed"), contender.experiment, contender.stages, budget_adjust(PROTOCOL, 4.0, contender.stages)
     )[-1]
+    train, _ = experiment.load_data(config)
     handed = []
     metrics = evaluate_state(
         result.family,
         result.state,
         result.config,
-        *experiment.load_data(config)[:1],
+        train,
         test,
         jax.random.PRNGKey(0),
         100,
