@@ -352,6 +352,36 @@ def test_separated_needs_disjoint_intervals_and_a_diverged_re_seed_loses():
     assert analysis.against_default(protocol, [diverged])[0]["verdict"] == "does not beat"
 
 
+def test_a_missed_quality_bar_says_which_of_three_causes_it_was():
+    """Seed variance (the chosen setting met the bar on the search seed only), the selection (another setting
+    met it, KID chose this one) or the training (no setting met it) read differently, with the settings'
+    numbers; a family that meets the bar has no why."""
+
+    def run(kid, recall, classes=10):
+        return {"points": [{"steps": 700, "metrics": {"kid": kid, "recall": recall, "classes_covered": classes}}]}
+
+    def bar(search, reseeds):
+        best = min(range(len(search)), key=lambda k: search[k]["points"][0]["metrics"]["kid"])
+        unit = {"unit": {"family": "sngan", "data_size": 500}, "best": [best], "search": search, "reseeded": {str(best): reseeds}}
+        return analysis.quality_bars(Protocol(families=("sngan",), budgets=(1.0,), data_sizes=(500,)), [unit])[0]
+
+    met = bar([run(2.0, 0.5), run(1.0, 0.6)], [run(1.0, 0.5), run(1.1, 0.4)])
+    assert met["passed"] and met["why"] == ""
+    seeds = bar([run(2.0, 0.5), run(1.0, 0.6)], [run(1.0, 0.1), run(1.1, 0.2)])
+    assert not seeds["passed"] and seeds["recall"] == pytest.approx(0.15)
+    assert "recall 0.15 < 0.3" in seeds["why"] and "setting 1 (KID 1, recall 0.60, 10 classes)" in seeds["why"]
+    assert "not on average over its 2 re-seeds: seed variance" in seeds["why"]
+    # setting 2 meets the bar with the lower KID of the two that do: it is the one named
+    chosen = bar([run(3.0, 0.9), run(1.0, 0.2, 9), run(2.0, 0.7)], [run(1.0, 0.2), run(1.1, 0.2)])
+    assert "setting 2 (KID 2, recall 0.70, 10 classes) met it on the search seed" in chosen["why"]
+    assert "KID chose setting 1 (KID 1, recall 0.20, 9 classes): the selection, not the training" in chosen["why"]
+    # classes alone can miss it too; with no re-seeds the search run is the value
+    none = bar([run(3.0, 0.1, 3), run(1.0, 0.5, 8), run(2.0, 0.2, 9)], [])
+    assert "8 classes < 9" in none["why"] and "recall" not in none["why"].split(";")[0]
+    assert "no setting of the 3 met it on the search seed; the highest recall: setting 1 (KID 1, recall 0.50, 8 classes)" in none["why"]
+    assert none["why"].endswith("the chosen setting trained 700 steps in the budget")
+
+
 def test_an_older_study_keeps_its_protocol_id_when_a_field_is_added():
     protocol = Protocol(families=("gan",))
     values = {k: v for k, v in dataclasses.asdict(protocol).items() if k != "reseed_default"}
