@@ -76,6 +76,10 @@ class Checkpoints:
 
     def restore(self, step: int, like_state, expected_meta: dict):
         """The state saved at `step`, placed like `like_state`; refuses incompatible checkpoints."""
+        return self._restore(step, like_state, expected_meta)[0]
+
+    def _restore(self, step: int, like_state, expected_meta: dict) -> tuple:
+        """(state, its meta) at `step`: the meta is read once, to check the checkpoint and for the caller."""
         where = f"checkpoint step {step} in {self.directory}"
         meta = self.read_meta(step)
         for field in ("experiment", "model"):
@@ -88,23 +92,23 @@ class Checkpoints:
             raise UserError(f"{where} does not fit this model: {mismatch}; {FRESH_HINT}")
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
         restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
-        return restored["state"]
+        return restored["state"], meta
 
     def restore_latest(self, like_state, expected_meta: dict):
-        """(step, state) of the newest readable checkpoint, or (0, None) when there is none.
+        """(step, state, meta) of the newest readable checkpoint, or (0, None, {}) when there is none.
 
         Unreadable checkpoints are moved aside with a warning; incompatible ones raise UserError.
         """
         for step in sorted(self.manager.all_steps(), reverse=True):
             try:
-                return step, self.restore(step, like_state, expected_meta)
+                return step, *self._restore(step, like_state, expected_meta)
             except UserError:
                 raise
             except Exception as error:  # Orbax/TensorStore raise many types for damaged files
                 aside = self._move_aside(step)
                 reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
                 log.warning("checkpoint step %d is unreadable (%s); moved it to %s and fell back to the previous one", step, reason, aside)
-        return 0, None
+        return 0, None, {}
 
     def _move_aside(self, step: int) -> str:
         aside = os.path.join(os.path.dirname(self.directory), "corrupt_checkpoints", str(step))

@@ -31,7 +31,7 @@ from genjax.metrics.likelihood import importance_weighted_bound
 from genjax.metrics.modes import NUM_SAMPLES as MODE_SAMPLES
 from genjax.metrics.modes import mode_coverage
 from genjax.train.evaluation import make_evaluate
-from genjax.train.family import count_params, initial_state
+from genjax.train.family import count_params
 from genjax.train.parallel import make_mesh, replicated
 
 SAMPLE_BATCH = 500
@@ -210,8 +210,8 @@ def load_run(run_dir: str):
         test = data.load(config.dataset, "test", config.source, config.data_dir or None, config.seed)
         family = models.get(config.model).make_family(config, train)
         example = data.to_model_batch(train.take(np.arange(config.batch_size)))
-        like = initial_state(family.init, jax.random.PRNGKey(0), example)
-        _, state = checkpoints.restore_latest(like, meta)
+        like = jax.eval_shape(family.init, jax.random.PRNGKey(0), example)  # the shapes only: init is never run
+        _, state, _ = checkpoints.restore_latest(like, meta)
     finally:
         checkpoints.close()
     return config, family, state, train, test

@@ -172,11 +172,11 @@ def _start(family, config, train: Dataset, workdir: str, experiment: str) -> _St
     try:
         # a resumed fit restores into the state's shapes only: running init too cost a compile and a pass (the
         # study resumes every trial at each budget point)
-        start_step, state = (
-            checkpoints.restore_latest(shapes.eval_shape(keys.init, example), meta) if checkpoints.latest_step() else (0, None)
+        # `earlier`: the checkpoint's meta, with the training seconds of earlier fit calls on this workdir (a time
+        # budget covers them all)
+        start_step, state, earlier = (
+            checkpoints.restore_latest(shapes.eval_shape(keys.init, example), meta) if checkpoints.latest_step() else (0, None, {})
         )
-        # training seconds of earlier fit calls on this workdir: a time budget covers them all
-        earlier = checkpoints.read_meta(start_step) if start_step else {}
     except BaseException:
         checkpoints.close()
         raise
