@@ -6,8 +6,9 @@ U-Net with levels 28x28 (16 channels) and 14x14 (32), a 7x7 middle block, one re
 and direction, GroupNorm, sinusoidal time embedding added in every block (165 k parameters); on 2 CPU
 cores its train step took 0.18 s at batch 64 when this default was chosen (widths (32, 64): 0.58 s, too
 slow for the budget), and 0.12 s since genjax's GroupNorm (`python benchmarks/group_norm.py`, 2026-12-06:
-0.134 s with Flax's nn.GroupNorm beside it), so the default 2,200 steps train in about 4.5 minutes. Adam 2e-3 after a 200-step linear warm-up, batch 64,
-parameter average with decay 0.995 for samples, evaluation and likelihood. Samples: Heun's method, 20
+0.134 s with Flax's nn.GroupNorm beside it), so the default 2,200 steps train in about 4.5 minutes. Adam
+2e-3 after a 200-step linear warm-up, batch 64, parameter average with decay 0.995 for samples,
+evaluation and likelihood. Samples: Heun's method, 20
 uniform steps (40 network evaluations). Measured on the embedded subset: Frechet distance 60.7,
 precision 0.63, recall 0.90, 10 classes (`python -m genjax.evaluate RUN_DIR`); log_likelihood with 100
 Heun steps on the grid of power 3 and one Hutchinson probe (200 jvps an image, 3 minutes for the 500

@@ -55,19 +55,30 @@ def setup(tmp_path_factory):
     return contender, trial, classifier, test, record, root
 
 
+@pytest.fixture(scope="module")
+def straight(setup):
+    """{budget: (the stages' fit results, their directory)}: both stages fitted straight to each budget point."""
+    contender, trial, _, _, record, root = setup
+    fitted = {}
+    for point in record["points"]:
+        config = trial_config(PROTOCOL, contender, trial)
+        adjust = budget_adjust(PROTOCOL, point["budget"], contender.stages)
+        directory = str(root / f"straight{point['budget']:g}")
+        fitted[point["budget"]] = experiment.run_stages(config, directory, contender.experiment, contender.stages, adjust), directory
+    return fitted
+
+
 def _close(got: dict, want: dict) -> None:
     for name in METRICS:
         assert got[name] == pytest.approx(want[name], rel=1e-4, abs=1e-6), name
 
 
-def test_each_point_equals_both_stages_fitted_straight_to_it(setup):
+def test_each_point_equals_both_stages_fitted_straight_to_it(setup, straight):
     contender, trial, classifier, test, record, root = setup
     assert record["diverged"] is None and [p["steps"] for p in record["points"]] == [4, 8]
     for point in record["points"]:
         config = trial_config(PROTOCOL, contender, trial)
-        adjust = budget_adjust(PROTOCOL, point["budget"], contender.stages)
-        directory = str(root / f"straight{point['budget']:g}")
-        results = experiment.run_stages(config, directory, contender.experiment, contender.stages, adjust)
+        results, directory = straight[point["budget"]]
         prior = results[-1]
         assert [r.summary["steps"] for r in results] == [point["steps"], point["steps"] // 2]  # the prior: half the steps
         train, _ = experiment.load_data(config)
@@ -97,13 +108,10 @@ def _grid_size(n: int, path: Path) -> tuple:
         return grid.size
 
 
-def test_the_samples_handed_on_are_those_the_metrics_were_computed_on(setup):
+def test_the_samples_handed_on_are_those_the_metrics_were_computed_on(setup, straight):
     contender, trial, classifier, test, record, root = setup
-    config = trial_config(PROTOCOL, contender, trial)
-    result = experiment.run_stages(
-        config, str(root / "handed"), contender.experiment, contender.stages, budget_adjust(PROTOCOL, 4.0, contender.stages)
-    )[-1]
-    train, _ = experiment.load_data(config)
+    result = straight[4.0][0][-1]  # the prior fitted to the VQ-VAE at the first point
+    train, _ = experiment.load_data(trial_config(PROTOCOL, contender, trial))
     handed = []
     metrics = evaluate_state(
         result.family,

@@ -10,9 +10,9 @@ which is Flax's `nn.GroupNorm` (the same parameters, `scale` and `bias` [C], ini
 the same epsilon; the same one-pass variance, clamped at 0), reorganised: the two sums run over the positions
 of [B, H W, C] with the channels kept apart and are then added within each group, and the normalization is one
 multiply-add per value with a and b per example and channel. Flax reduces a [B, H, W, G, C/G] view over three
-of its axes and normalizes in that 5-D shape; on 2 CPU cores that took 2.3x as long forward and 2.3-6x as long
-with its gradient at the flow's U-Net shapes (`python benchmarks/group_norm.py`), where the GroupNorms were about
-half of a forward pass. The statistics and the normalization are float32 whatever the compute dtype (as in
+of its axes and normalizes in that 5-D shape; on 2 CPU cores that took 1.5-5x as long forward and 2-4.8x as
+long with its gradient at the flow's U-Net shapes (`python benchmarks/group_norm.py`), where the GroupNorms were
+about half of a forward pass. The statistics and the normalization are float32 whatever the compute dtype (as in
 Flax); the output is in `dtype`.
 """
 
