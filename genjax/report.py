@@ -62,9 +62,17 @@ def markdown_table(rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows[1:]])
 
 
+PROSE_CHARACTERS = 40  # a cell longer than this, with spaces, is a sentence: left-aligned, where numbers align right
+
+
 def html_table(rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows[1:])
+
+    def cell(c: str) -> str:
+        prose = len(c) > PROSE_CHARACTERS and " " in c
+        return f"<td class='prose'>{html.escape(c)}</td>" if prose else f"<td>{html.escape(c)}</td>"
+
+    body = "".join("<tr>" + "".join(cell(c) for c in row) + "</tr>" for row in rows[1:])
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -192,7 +200,7 @@ def write_pages(out_dir: str, stem: str, title: str, sections: list, figures: li
     page = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child{text-align:left}</style>",
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child,td.prose{text-align:left}</style>",
         f"</head><body><h1>{html.escape(title)}</h1>",
     ]
     for heading, content in sections:

@@ -332,6 +332,41 @@ def test_reseed_default_re_seeds_the_default_over_every_point_and_the_report_jud
     unit = study_run.run_unit(protocol, study_cli.CONTENDERS["vae"], study_run.Unit("vae", 500), str(tmp_path), None, None, bar)
     assert sorted(asked[2:]) == [(1, 1, 3), (1, 2, 3)]
     assert {r["verdict"] for r in analysis.against_default(protocol, [unit])} == {"search seed only"}
+    _, note = study_report.search_section(protocol, [unit, {**unit, "unit": {"family": "vae", "data_size": 4500}}])
+    # each unit named once, the caveat said once
+    assert note == (
+        "At 20 seconds: it chose another setting for vae (setting 1 on 500 images, setting 1 on 4500 images), compared "
+        "on the search seed only (the default was not re-seeded here: --reseed_default)."
+    )
+
+
+def test_the_search_summary_lists_each_verdict_once_and_each_compared_unit_in_a_clause():
+    from genjax.study import report as study_report
+
+    def row(family, size, setting, verdict):
+        return {
+            "family": family,
+            "data_size": size,
+            "setting": setting,
+            "verdict": verdict,
+            "lower_on_seeds": 3,
+            "chosen_seeds": [1, 2, 3],
+            "paired_gain": None,
+        }
+
+    protocol = Protocol(families=("gan", "vae", "ae"), budgets=(5.0, 20.0))
+    found = [
+        row("gan", 500, 0, "default"),
+        row("gan", 4500, 0, "default"),
+        row("vae", 500, 2, "search seed only"),
+        row("ae", 500, 1, "beats"),
+    ]
+    assert study_report._search_summary(protocol, found) == (
+        "At 20 seconds: the search chose the default for gan (500 images, 4500 images); it chose another setting for vae "
+        "(setting 2 on 500 images), compared on the search seed only (the default was not re-seeded here: --reseed_default); "
+        "ae on 500 images, the search chose setting 1, which beats the default on the re-seeds' mean, not separated by the "
+        "intervals (3 of 3 paired seeds lower)."
+    )
 
 
 def test_separated_needs_disjoint_intervals_and_a_diverged_re_seed_loses():

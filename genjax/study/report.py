@@ -186,21 +186,35 @@ def search_section(protocol, units: list[dict]) -> tuple[list, str]:
                 VERDICTS[r["verdict"]],
             ]
         )
-    last = protocol.budgets[-1]
+    return rows, _search_summary(protocol, [r for r in found if r["budget"] == protocol.budgets[-1]])
+
+
+def _search_summary(protocol, found: list[dict]) -> str:
+    """The largest budget point's verdicts in sentences: the units that kept the default, and those whose choice
+    was compared on the search seed only, each named once in a list; a clause for each re-seeded comparison."""
+
+    def listed(verdict: str, what) -> str:
+        by_family = {}
+        for r in found:
+            if r["verdict"] == verdict:
+                by_family.setdefault(r["family"], []).append(what(r))
+        return ", ".join(f"{family} ({', '.join(items)})" for family, items in by_family.items())
+
     parts = []
+    kept = listed("default", lambda r: f"{r['data_size']} images")
+    if kept:
+        parts.append(f"the search chose the default for {kept}")
+    unjudged = listed("search seed only", lambda r: f"setting {r['setting']} on {r['data_size']} images")
+    if unjudged:
+        parts.append(f"it chose another setting for {unjudged}, {VERDICTS['search seed only'].removeprefix('was ')}")
     for r in found:
-        if r["budget"] != last:
-            continue
-        if r["verdict"] == "default":
-            parts.append(f"{r['family']} on {r['data_size']} images, the search chose the default")
-            continue
-        clause = f"{r['family']} on {r['data_size']} images, the search chose setting {r['setting']}, which {VERDICTS[r['verdict']]}"
         if r["verdict"] in COMPARED:
             gain = f"; default - chosen, paired: {_span_text(r['paired_gain'])}" if r["paired_gain"] else ""
-            clause += f" ({r['lower_on_seeds']} of {len(r['chosen_seeds'])} paired seeds lower{gain})"
-        parts.append(clause)
-    note = f"At {last:g} {protocol.unit}: " + "; ".join(parts) + "."
-    return rows, note
+            parts.append(
+                f"{r['family']} on {r['data_size']} images, the search chose setting {r['setting']}, which {VERDICTS[r['verdict']]} "
+                f"({r['lower_on_seeds']} of {len(r['chosen_seeds'])} paired seeds lower{gain})"
+            )
+    return f"At {protocol.budgets[-1]:g} {protocol.unit}: " + "; ".join(parts) + "."
 
 
 def _samples_figure(path: str, protocol, units: list[dict]) -> bool:
