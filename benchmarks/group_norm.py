@@ -35,22 +35,20 @@ LIKELIHOOD_EXAMPLES = 20  # the study's exact likelihoods: 100 Heun steps back t
 SHAPES = [(64, 28, 28, 16), (64, 14, 14, 32), (500, 28, 28, 16), (500, 14, 14, 32)]  # U-Net (16, 32) activations
 
 
-def timed(fn, args, rounds: int) -> list[float]:
-    jax.block_until_ready(fn(*args))  # compiles
-    times = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - started)
-    return times
+def seconds(fn, args) -> float:
+    started = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    return time.perf_counter() - started
 
 
 def side_by_side(programs: dict, args: tuple, rounds: int) -> dict:
-    """{name: median seconds}, the programs alternating round by round."""
+    """{name: median seconds}, the programs alternating round by round after one untimed call each (compiles)."""
+    for fn in programs.values():
+        jax.block_until_ready(fn(*args))
     times = {name: [] for name in programs}
     for _ in range(rounds):
         for name, fn in programs.items():
-            times[name] += timed(fn, args, 1)
+            times[name].append(seconds(fn, args))
     return {name: float(np.median(t)) for name, t in times.items()}
 
 

@@ -141,11 +141,12 @@ def why_not_met(unit: dict, k: int, budget_index: int, values: dict, reseeds: in
     if not values["classes_covered"] >= CLASSES_BAR:
         why.append(f"{values['classes_covered']:.0f} classes < {CLASSES_BAR}")
     found = [(j, (point_at(r, budget_index) or {}).get("metrics", {})) for j, r in enumerate(unit["search"])]
+    scores = search_scores(unit, budget_index)
 
     def described(j, metrics):
         return f"setting {j} (KID {metrics.get('kid', math.nan):.4g}, recall {metrics.get('recall', math.nan):.2f}, {metrics.get('classes_covered', 0):.0f} classes)"
 
-    passing = sorted((score(point_at(unit["search"][j], budget_index)), j) for j, m in found if meets_bar(m))
+    passing = sorted((scores[j], j) for j, m in found if meets_bar(m))
     if reseeds and meets_bar(found[k][1]):
         why.append(
             f"it met the bar on the search seed as {described(*found[k])} but not on average over its {reseeds} re-seeds: seed variance"
@@ -156,7 +157,7 @@ def why_not_met(unit: dict, k: int, budget_index: int, values: dict, reseeds: in
             f"{described(*found[j])} met it on the search seed, but KID chose {described(*found[k])}: the selection, not the training"
         )
     else:
-        j = max(range(len(found)), key=lambda i: (found[i][1].get("recall", -1.0), -score(point_at(unit["search"][i], budget_index))))
+        j = max(range(len(found)), key=lambda i: (found[i][1].get("recall", -1.0), -scores[i]))
         why.append(f"no setting of the {len(found)} met it on the search seed; the highest recall: {described(*found[j])}")
     return why
 
