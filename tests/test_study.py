@@ -19,6 +19,7 @@ from genjax import models
 from genjax.errors import EXIT_BAD_INPUT, UserError
 from genjax.search import Choice, LogUniform, Uniform, draw_settings, space_of
 from genjax.study import analysis
+from genjax.study import report as study_report
 from genjax.study.plan import Protocol, protocol_from
 from genjax.study.trials import budget_adjust
 from tests.conftest import run_module
@@ -415,6 +416,43 @@ def test_a_missed_quality_bar_says_which_of_three_causes_it_was():
     assert "8 classes < 9" in none["why"] and "recall" not in none["why"].split(";")[0]
     assert "no setting of the 3 met it on the search seed; the highest recall: setting 1 (KID 1, recall 0.50, 8 classes)" in none["why"]
     assert none["why"].endswith("the chosen setting trained 700 steps in the budget")
+    assert bar([run(1.0, 0.5, 1)], [])["why"].startswith("1 class < 9; ")  # one class, not "1 classes"
+
+
+def test_how_decisive_a_choice_is_reads_the_kid_standard_errors():
+    """The margin of a choice: the runner-up's KID minus the chosen one's over the root sum of their squared
+    standard errors; under 2 it is a tie, said in the quality bar's why and in the report's summary. Records
+    without kid_se (trials measured before it) give no margin and a sentence that says so."""
+
+    def run(kid, se, recall=0.5):
+        metrics = {"kid": kid, "recall": recall, "classes_covered": 10} | ({"kid_se": se} if se is not None else {})
+        return {"points": [{"steps": 700, "metrics": metrics}]}
+
+    def unit(search, family="sngan"):
+        best = min(range(len(search)), key=lambda k: search[k]["points"][0]["metrics"]["kid"])
+        settings = [{"learning_rate": 10.0**-k} for k in range(len(search))]
+        return {"unit": {"family": family, "data_size": 500}, "best": [best], "search": search, "reseeded": {}, "settings": settings}
+
+    protocol = Protocol(families=("sngan", "vae"), budgets=(1.0,), data_sizes=(500,))
+    # chosen setting 1 (KID 100 +- 30), runner-up setting 2 (160 +- 40): 60 / 50 = 1.2 standard errors
+    close = unit([run(300.0, 10.0), run(100.0, 30.0, recall=0.1), run(160.0, 40.0)])
+    margin = analysis.selection_margin(close, 0)
+    assert margin == {"setting": 1, "runner_up": 2, "difference": 60.0, "z": pytest.approx(1.2), "tie": True}
+    clear = unit([run(300.0, 10.0), run(100.0, 3.0), run(160.0, 4.0)], "vae")
+    assert analysis.selection_margin(clear, 0)["z"] == pytest.approx(12.0) and not analysis.selection_margin(clear, 0)["tie"]
+    assert analysis.selection_margin(unit([run(1.0, None), run(2.0, 1.0)]), 0) is None  # a record from before kid_se
+    assert analysis.selection_margin(unit([run(1.0, 1.0), run(math.inf, 1.0)]), 0) is None  # one measured setting
+
+    why = analysis.quality_bars(protocol, [close])[0]["why"]
+    assert "setting 2 (KID 160 +- 40, recall 0.50, 10 classes) met it on the search seed" in why
+    assert "KID chose setting 1 (KID 100 +- 30, recall 0.10, 10 classes) (1.2 standard errors apart, within one KID's noise (< 2))" in why
+    summary = study_report.margin_summary(protocol, [close, clear])
+    assert summary.startswith("On the search seed KID chose by at least 2 standard errors in 1 of 2 choices; within 2 standard errors")
+    assert "in sngan (500 images at 1 seconds: setting 1 over 2, 1.2)." in summary and "vae (" not in summary
+    assert study_report.margin_summary(protocol, [clear]).endswith("in 1 of 1 choices.")
+    assert "before kid_se" in study_report.margin_summary(protocol, [unit([run(1.0, None), run(2.0, None)])])
+    table = study_report.settings_table(protocol, [close])
+    assert table[0][4] == "KID margin over the runner-up" and table[1][4] == "60 over setting 2: 1.2 s.e. (a tie)"
 
 
 def test_an_older_study_keeps_its_protocol_id_when_a_field_is_added():

@@ -18,7 +18,7 @@ from genjax.metrics.manifold import density_coverage, precision_recall
 
 
 def sample_quality(classifier, real_images: np.ndarray, fake_images: np.ndarray, num_classes: int) -> dict:
-    """Frechet distance (and its FD-infinity), KID (and its spread over subsets), precision, recall, density, coverage and class coverage
+    """Frechet distance (and its FD-infinity), KID (its spread over subsets and its standard error), precision, recall, density, coverage and class coverage
     of fakes against reals, in the feature space of `classifier` (a genjax.metrics.classifier.TrainedClassifier)."""
     real_features, _ = classifier.embed(real_images)
     fake_features, fake_logits = classifier.embed(fake_images)

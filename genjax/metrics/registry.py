@@ -105,6 +105,17 @@ METRICS = (
         column=False,
     ),
     Metric(
+        "kid_se",
+        "KID s.e.",
+        "sample_quality",
+        fmt="{:.4g}",
+        needs="sample",
+        data="image",
+        reference="the KID estimate's own sampling standard deviation over fresh draws of both sets, estimated from one "
+        "(Sutherland et al. 2017, the U-statistic variance; an upper bound with subsets)",
+        column=False,
+    ),
+    Metric(
         "precision",
         "precision",
         "sample_quality",

@@ -9,6 +9,13 @@ The map. At each (budget, data size) cell the family with the best mean wins; th
 only when its interval and every other family's are disjoint from it ("A"), and otherwise every family
 whose interval overlaps the winner's ("A ~ B").
 
+How decisive the choice is. KID picks the best setting on one seed, and one KID has sampling noise of its own
+(its 500 samples and test images; `kid_se`, genjax.metrics.kid). The margin of a choice is the runner-up's
+KID minus the chosen one's in standard errors, z = (KID_2 - KID_1) / sqrt(se_1^2 + se_2^2): under
+TIE_STANDARD_ERRORS (2) the choice is one KID's noise could have made either way. The two share the test
+images, which makes their errors move together, so the true spread of the difference is smaller than this
+denominator and z is conservative: a "tie" here may be a real if small difference, a clear margin is clear.
+
 Expected best after k settings (Lucic et al. 2018, Fig. 4): the expected minimum of the scores of k
 settings drawn without replacement from the K tried; with the scores sorted s_(1) <= ... <= s_(K),
 P(min = s_(i)) = C(K - i, k - 1) / C(K, k).
@@ -122,12 +129,36 @@ def search_scores(unit: dict, budget_index: int) -> list[float]:
     return [score(point_at(r, budget_index)) for r in unit["search"]]
 
 
+TIE_STANDARD_ERRORS = 2.0  # a KID margin under this many standard errors: a choice within one KID's noise
+
+
+def selection_margin(unit: dict, budget_index: int) -> dict | None:
+    """The chosen setting's KID margin over the runner-up's on the search seed (module docstring): {"setting",
+    "runner_up", "difference", "z", "tie"}; None with fewer than two measured settings or without a recorded
+    standard error (records written before kid_se)."""
+    scores = search_scores(unit, budget_index)
+    ranked = sorted((s, j) for j, s in enumerate(scores) if math.isfinite(s))
+    if len(ranked) < 2:
+        return None
+    (first, k), (second, j) = ranked[:2]
+    errors = [(point_at(unit["search"][i], budget_index) or {}).get("metrics", {}).get("kid_se") for i in (k, j)]
+    if None in errors or not all(map(math.isfinite, errors)):
+        return None
+    spread = math.hypot(*errors)
+    z = (second - first) / spread if spread > 0 else math.inf
+    return {"setting": k, "runner_up": j, "difference": second - first, "z": z, "tie": z < TIE_STANDARD_ERRORS}
+
+
 RECALL_BAR, CLASSES_BAR = 0.3, 9  # the issue's bar: recall >= 0.3 and >= 9 classes covered
 
 
 def meets_bar(metrics: dict) -> bool:
     recall, classes = metrics.get("recall"), metrics.get("classes_covered")
     return recall is not None and classes is not None and recall >= RECALL_BAR and classes >= CLASSES_BAR
+
+
+def _classes(count: float) -> str:
+    return f"{count:.0f} class" if f"{count:.0f}" == "1" else f"{count:.0f} classes"
 
 
 def why_not_met(unit: dict, k: int, budget_index: int, values: dict, reseeds: int) -> list[str]:
@@ -139,12 +170,16 @@ def why_not_met(unit: dict, k: int, budget_index: int, values: dict, reseeds: in
     if not values["recall"] >= RECALL_BAR:
         why.append(f"recall {values['recall']:.2f} < {RECALL_BAR}")
     if not values["classes_covered"] >= CLASSES_BAR:
-        why.append(f"{values['classes_covered']:.0f} classes < {CLASSES_BAR}")
+        why.append(f"{_classes(values['classes_covered'])} < {CLASSES_BAR}")
     found = [(j, (point_at(r, budget_index) or {}).get("metrics", {})) for j, r in enumerate(unit["search"])]
     scores = search_scores(unit, budget_index)
 
     def described(j, metrics):
-        return f"setting {j} (KID {metrics.get('kid', math.nan):.4g}, recall {metrics.get('recall', math.nan):.2f}, {metrics.get('classes_covered', 0):.0f} classes)"
+        error = f" +- {metrics['kid_se']:.3g}" if metrics.get("kid_se") is not None else ""
+        return (
+            f"setting {j} (KID {metrics.get('kid', math.nan):.4g}{error}, recall {metrics.get('recall', math.nan):.2f}, "
+            f"{_classes(metrics.get('classes_covered', 0))})"
+        )
 
     passing = sorted((scores[j], j) for j, m in found if meets_bar(m))
     if reseeds and meets_bar(found[k][1]):
@@ -153,8 +188,14 @@ def why_not_met(unit: dict, k: int, budget_index: int, values: dict, reseeds: in
         )
     elif passing:
         j = passing[0][1]
+        errors = [found[i][1].get("kid_se") for i in (j, k)]
+        apart = ""
+        if None not in errors and math.hypot(*errors) > 0:
+            z = (scores[j] - scores[k]) / math.hypot(*errors)
+            within = f", within one KID's noise (< {TIE_STANDARD_ERRORS:g})" if z < TIE_STANDARD_ERRORS else ""
+            apart = f" ({z:.1f} standard errors apart{within})"
         why.append(
-            f"{described(*found[j])} met it on the search seed, but KID chose {described(*found[k])}: the selection, not the training"
+            f"{described(*found[j])} met it on the search seed, but KID chose {described(*found[k])}{apart}: the selection, not the training"
         )
     else:
         j = max(range(len(found)), key=lambda i: (found[i][1].get("recall", -1.0), -scores[i]))

@@ -99,10 +99,40 @@ def ranking_table(protocol, units: list[dict]) -> list:
     return rows
 
 
+def _margin_text(margin: dict | None) -> str:
+    if margin is None:
+        return ""
+    tie = " (a tie)" if margin["tie"] else ""
+    return f"{_fmt('kid', margin['difference'])} over setting {margin['runner_up']}: {margin['z']:.1f} s.e.{tie}"
+
+
+def margin_summary(protocol, units: list[dict]) -> str:
+    """How decisive the choices were (analysis.selection_margin), generated: how many were clear of one KID's
+    noise, and which were not, per family."""
+    margins = [(u, b, analysis.selection_margin(u, i)) for u in units for i, b in enumerate(protocol.budgets)]
+    measured = [(u, b, m) for u, b, m in margins if m]
+    if not measured:
+        return "No KID standard errors in these records (their trials were measured before kid_se), so no margins."
+    ties = {}
+    for unit, budget, margin in measured:
+        if margin["tie"]:
+            where = f"{unit['unit']['data_size']} images at {budget:g} {protocol.unit}: setting {margin['setting']} over {margin['runner_up']}, {margin['z']:.1f}"
+            ties.setdefault(unit["unit"]["family"], []).append(where)
+    bound = f"{analysis.TIE_STANDARD_ERRORS:g} standard errors"
+    text = f"On the search seed KID chose by at least {bound} in {len(measured) - sum(map(len, ties.values()))} of {len(measured)} choices"
+    if not ties:
+        return text + "."
+    listed = "; ".join(f"{family} ({', '.join(items)})" for family, items in ties.items())
+    return (
+        f"{text}; within {bound}, where one KID's sampling noise could have made the choice either way (re-seeding both "
+        f"settings would tell them apart), in {listed}."
+    )
+
+
 def settings_table(protocol, units: list[dict]) -> list:
-    rows = [["family", "training images", "budget", "chosen setting", "values"]]
+    rows = [["family", "training images", "budget", "chosen setting", "KID margin over the runner-up", "values"]]
     for unit in units:
-        for budget, k in zip(protocol.budgets, unit["best"]):
+        for i, (budget, k) in enumerate(zip(protocol.budgets, unit["best"])):
             values = ", ".join(
                 f"{field}={value:.4g}" if isinstance(value, float) else f"{field}={value}" for field, value in unit["settings"][k].items()
             )
@@ -112,6 +142,7 @@ def settings_table(protocol, units: list[dict]) -> list:
                     str(unit["unit"]["data_size"]),
                     f"{budget:g} {protocol.unit}",
                     "default" if k == 0 else str(k),
+                    _margin_text(analysis.selection_margin(unit, i)),
                     values,
                 ]
             )
@@ -245,6 +276,7 @@ def write_study_report(root: str, protocol, units: list[dict], header: dict) -> 
     sections.append(
         ("Published rankings (only the orders compare: Inception FIDs against classifier-feature KIDs)", ranking_table(protocol, units))
     )
+    sections.append(("How decisive is each choice? (KID margin over the runner-up, in standard errors)", margin_summary(protocol, units)))
     sections.append(("Chosen settings (best KID on the search seed)", settings_table(protocol, units)))
     figures = []
     for name, title, draw in (
