@@ -24,29 +24,33 @@ and features but are not comparable with published KIDs. The kernel is not scale
 classifier features (norms about 40 in 128 dimensions) give values in the units to hundreds where
 Inception's give hundredths, hence a format of significant digits rather than fixed decimals.
 
-`kid_se` is the estimate's own sampling noise: the standard deviation MMD^2_u would show over fresh draws of
-both sets, estimated from the one draw at hand (where the study compares settings on one seed, kid_std is 0:
-see above). Pairing the sets, z_i = (x_i, y_i), with
-h(z_i, z_j) = k(x_i, x_j) + k(y_i, y_j) - k(x_i, y_j) - k(x_j, y_i), the estimate is (up to its cross term's
-diagonal, O(1/n)) the one-sample U-statistic U = 1/(n(n-1)) sum_{i!=j} h_ij of order 2 (Gretton et al. 2012,
-eq. 4), whose variance is (Hoeffding 1948; Serfling 1980, 5.2.1)
+`kid_se` is the estimate's own sampling noise from the generated samples: the standard deviation MMD^2_u
+would show over fresh samples of the model, the real images held fixed, estimated from the one draw at hand
+(where the study compares settings on one seed, kid_std is 0: see above). Holding them fixed is what a
+comparison on one test set needs: every model is measured against the same real images, so their noise is
+common to all and cancels in a difference, while the samples' is each model's own; two models' KIDs then differ
+by noise of standard deviation sqrt(se_1^2 + se_2^2), exactly (their samples are independent). Given the real
+set X (m images), with g(y) = 1/m sum_x k(x, y) the estimate is a constant plus the one-sample U-statistic
+
+    U = 1/(n(n-1)) sum_{i!=j} h(y_i, y_j),   h(y, y') = k(y, y') - g(y) - g(y')
+
+of order 2 in the n samples (the cross term's 2/(mn) sum k(x_i, y_j) is 2/n sum_i g(y_i)), whose variance is
+(Hoeffding 1948; Serfling 1980, 5.2.1; the same form Sutherland et al. 2017, "Generative Models and Model
+Criticism via Optimized MMD", Appendix A, estimate for MMD^2 over both sets)
 
     Var U = 4 (n-2) / (n (n-1)) zeta_1 + 2 / (n (n-1)) zeta_2,
-    zeta_1 = Cov(h(z_1, z_2), h(z_1, z_3)),   zeta_2 = Var h(z_1, z_2),
+    zeta_1 = Cov(h(y_1, y_2), h(y_1, y_3)),   zeta_2 = Var h(y_1, y_2).
 
-as Sutherland et al. (2017, "Generative Models and Model Criticism via Optimized MMD", Appendix A) use it and
-Binkowski et al. (2018)'s reference code computes it for KID. Each moment is estimated without bias by an
-average over distinct indices: with row sums r_i = sum_{j!=i} h_ij, S = sum_i r_i, R = sum_i r_i^2 and
-Q = sum_{i!=j} h_ij^2,
+Each moment is estimated without bias by an average over distinct indices: with H_ij = h(y_i, y_j) (i != j),
+row sums r_i = sum_{j!=i} H_ij, S = sum_i r_i, R = sum_i r_i^2 and Q = sum_{i!=j} H_ij^2,
 
     E h_12 h_13 ~ (R - Q) / (n (n-1) (n-2)),   E h_12^2 ~ Q / (n (n-1)),
     (E h_12)^2 ~ (S^2 - 4 R + 2 Q) / (n (n-1) (n-2) (n-3)),
 
-so the variance estimate is unbiased (on Gaussians its mean matches the spread of the estimate over 2,000 fresh
-draws within a few percent, and within 1% of the diagonal-free U's: tests/test_metrics.py). Being unbiased, it
-can fall below 0 where the true variance is near 0 (two samples of one distribution: about one draw in six);
-kid_se clips it there. With subsets (sets larger than subset_size) it is the root of the mean variance of one
-subset's estimate: the mean over subsets is no noisier than one subset, so then an upper bound.
+so the variance estimate is unbiased (on Gaussians, for one real set and 2,000 fresh sample sets, its mean
+is within a few percent of the variance of the 2,000 KIDs: tests/test_metrics.py). Being unbiased it can fall
+below 0 where the true variance is near 0; kid_se clips it there. With subsets it is the root of the mean
+variance of one subset's estimate: the mean over subsets is no noisier than one subset, so then an upper bound.
 """
 
 from collections.abc import Iterable
@@ -72,17 +76,20 @@ def unbiased_mmd2(x: np.ndarray, y: np.ndarray) -> float:
     return float(within_x + within_y - 2.0 * k_xy.mean())
 
 
-def mmd2_and_variance(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """(MMD^2_u, its estimated variance) for x, y [n, d] of one size n >= 4 under the cubic kernel: the
-    module's formulas, from one computation of the three Gram matrices (the variance may be below 0)."""
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    n = len(x)
-    if len(y) != n or n < 4:
-        raise ValueError(f"the variance estimate needs two sets of one size n >= 4, got {len(x)} and {len(y)}")
+def mmd2_and_variance(real: np.ndarray, fake: np.ndarray) -> tuple[float, float]:
+    """(MMD^2_u of real [m, d] against fake [n, d], its variance over fresh fakes with the reals held fixed),
+    m >= 2, n >= 4, under the cubic kernel: the module's formulas, from one computation of the three Gram
+    matrices (the variance estimate may be below 0)."""
+    x, y = np.asarray(real, np.float64), np.asarray(fake, np.float64)
+    m, n = len(x), len(y)
+    if m < 2 or n < 4:
+        raise ValueError(f"the variance estimate needs >= 2 real and >= 4 generated examples, got {m} and {n}")
     k_xx, k_yy, k_xy = polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y)
-    within = (k_xx.sum() - np.trace(k_xx) + k_yy.sum() - np.trace(k_yy)) / (n * (n - 1))
-    estimate = float(within - 2.0 * k_xy.mean())
-    h = k_xx + k_yy - k_xy - k_xy.T
+    within_x = (k_xx.sum() - np.trace(k_xx)) / (m * (m - 1))
+    within_y = (k_yy.sum() - np.trace(k_yy)) / (n * (n - 1))
+    estimate = float(within_x + within_y - 2.0 * k_xy.mean())
+    to_real = k_xy.mean(axis=0)  # g(y_j): each sample's mean kernel against the real set
+    h = k_yy - to_real[:, None] - to_real[None, :]
     np.fill_diagonal(h, 0.0)
     rows = h.sum(axis=1)
     total, squares, row_squares = rows.sum(), np.square(h).sum(), rows @ rows
@@ -116,7 +123,7 @@ def _subset_pairs(real: np.ndarray, fake: np.ndarray, num_subsets: int, subset_s
 def _estimates_and_variances(real, fake, num_subsets, subset_size, seed) -> tuple[np.ndarray, np.ndarray]:
     """[num_subsets] estimates and [num_subsets] variance estimates (NaN under 4 examples a subset)."""
     pairs = _subset_pairs(real, fake, num_subsets, subset_size, seed)
-    both = [mmd2_and_variance(x, y) if len(x) >= 4 else (unbiased_mmd2(x, y), np.nan) for x, y in pairs]
+    both = [mmd2_and_variance(x, y) if len(y) >= 4 else (unbiased_mmd2(x, y), np.nan) for x, y in pairs]
     estimates, variances = np.array(both).T
     return np.resize(estimates, num_subsets), np.resize(variances, num_subsets)
 
@@ -132,7 +139,7 @@ def subset_estimates(
 def kernel_inception_distance(
     real: np.ndarray, fake: np.ndarray, num_subsets: int = NUM_SUBSETS, subset_size: int | None = None, seed: int = 0
 ) -> dict:
-    """{"kid": mean, "kid_std": standard deviation, of the subset estimates; "kid_se": the estimate's own sampling
-    standard deviation (module docstring)} of real [N1, D] against fake [N2, D]."""
+    """{"kid": mean, "kid_std": standard deviation, of the subset estimates; "kid_se": the estimate's sampling
+    standard deviation from the generated samples (module docstring)} of real [N1, D] against fake [N2, D]."""
     estimates, variances = _estimates_and_variances(real, fake, num_subsets, subset_size, seed)
     return {"kid": float(estimates.mean()), "kid_std": float(estimates.std()), "kid_se": float(np.sqrt(max(variances.mean(), 0.0)))}

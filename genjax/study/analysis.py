@@ -9,12 +9,12 @@ The map. At each (budget, data size) cell the family with the best mean wins; th
 only when its interval and every other family's are disjoint from it ("A"), and otherwise every family
 whose interval overlaps the winner's ("A ~ B").
 
-How decisive the choice is. KID picks the best setting on one seed, and one KID has sampling noise of its own
-(its 500 samples and test images; `kid_se`, genjax.metrics.kid). The margin of a choice is the runner-up's
-KID minus the chosen one's in standard errors, z = (KID_2 - KID_1) / sqrt(se_1^2 + se_2^2): under
-TIE_STANDARD_ERRORS (2) the choice is one KID's noise could have made either way. The two share the test
-images, which makes their errors move together, so the true spread of the difference is smaller than this
-denominator and z is conservative: a "tie" here may be a real if small difference, a clear margin is clear.
+How decisive the choice is. KID picks the best setting on one seed, and one KID has sampling noise of its own:
+its 500 samples (`kid_se`, genjax.metrics.kid, the test images held fixed, since every setting is measured
+against the same ones). The margin of a choice is the runner-up's KID minus the chosen one's in standard
+errors of that difference, z = (KID_2 - KID_1) / sqrt(se_1^2 + se_2^2) (the two sample sets are independent):
+under TIE_STANDARD_ERRORS (2) the samples' noise could have made the choice either way. It says nothing of the
+training seed's noise, which only re-seeding measures.
 
 Expected best after k settings (Lucic et al. 2018, Fig. 4): the expected minimum of the scores of k
 settings drawn without replacement from the K tried; with the scores sorted s_(1) <= ... <= s_(K),
@@ -132,21 +132,27 @@ def search_scores(unit: dict, budget_index: int) -> list[float]:
 TIE_STANDARD_ERRORS = 2.0  # a KID margin under this many standard errors: a choice within one KID's noise
 
 
+def standard_errors_apart(unit: dict, budget_index: int, chosen: int, other: int) -> float | None:
+    """(KID_other - KID_chosen) / sqrt(se_chosen^2 + se_other^2) on the search seed (module docstring); None
+    where a KID or its standard error is missing (records written before kid_se) or not finite."""
+    metrics = [(point_at(unit["search"][i], budget_index) or {}).get("metrics", {}) for i in (chosen, other)]
+    values = [m.get(name) for m in metrics for name in ("kid", "kid_se")]
+    if None in values or not all(map(math.isfinite, values)):
+        return None
+    spread = math.hypot(values[1], values[3])
+    return (values[2] - values[0]) / spread if spread > 0 else math.inf
+
+
 def selection_margin(unit: dict, budget_index: int) -> dict | None:
-    """The chosen setting's KID margin over the runner-up's on the search seed (module docstring): {"setting",
-    "runner_up", "difference", "z", "tie"}; None with fewer than two measured settings or without a recorded
-    standard error (records written before kid_se)."""
-    scores = search_scores(unit, budget_index)
-    ranked = sorted((s, j) for j, s in enumerate(scores) if math.isfinite(s))
-    if len(ranked) < 2:
+    """The chosen setting's KID margin over the runner-up's on the search seed: {"setting", "runner_up",
+    "difference", "z", "tie"}; None with fewer than two measured settings or no standard errors."""
+    scores, k = search_scores(unit, budget_index), unit["best"][budget_index]
+    others = sorted((s, j) for j, s in enumerate(scores) if j != k and math.isfinite(s))
+    z = standard_errors_apart(unit, budget_index, k, others[0][1]) if others and math.isfinite(scores[k]) else None
+    if z is None:
         return None
-    (first, k), (second, j) = ranked[:2]
-    errors = [(point_at(unit["search"][i], budget_index) or {}).get("metrics", {}).get("kid_se") for i in (k, j)]
-    if None in errors or not all(map(math.isfinite, errors)):
-        return None
-    spread = math.hypot(*errors)
-    z = (second - first) / spread if spread > 0 else math.inf
-    return {"setting": k, "runner_up": j, "difference": second - first, "z": z, "tie": z < TIE_STANDARD_ERRORS}
+    j = others[0][1]
+    return {"setting": k, "runner_up": j, "difference": scores[j] - scores[k], "z": z, "tie": z < TIE_STANDARD_ERRORS}
 
 
 RECALL_BAR, CLASSES_BAR = 0.3, 9  # the issue's bar: recall >= 0.3 and >= 9 classes covered
@@ -188,10 +194,8 @@ def why_not_met(unit: dict, k: int, budget_index: int, values: dict, reseeds: in
         )
     elif passing:
         j = passing[0][1]
-        errors = [found[i][1].get("kid_se") for i in (j, k)]
-        apart = ""
-        if None not in errors and math.hypot(*errors) > 0:
-            z = (scores[j] - scores[k]) / math.hypot(*errors)
+        z, apart = standard_errors_apart(unit, budget_index, k, j), ""
+        if z is not None:
             within = f", within one KID's noise (< {TIE_STANDARD_ERRORS:g})" if z < TIE_STANDARD_ERRORS else ""
             apart = f" ({z:.1f} standard errors apart{within})"
         why.append(
