@@ -455,6 +455,28 @@ def test_how_decisive_a_choice_is_reads_the_kid_standard_errors():
     assert table[0][4] == "KID margin over the runner-up" and table[1][4] == "60 over setting 2: 1.2 s.e. (a tie)"
 
 
+def test_what_the_intervals_are_made_of_splits_the_reseeds_variance_by_kid_se():
+    """The samples' share of a cell's re-seed variance is mean(kid_se^2) / var(KIDs, ddof 1); the summary gives
+    its median and quartiles and what 4x the samples or 4x the re-seeds would leave of the intervals."""
+
+    def run(kid, se):
+        return {"points": [{"metrics": {"kid": kid} | ({"kid_se": se} if se is not None else {})}]}
+
+    def unit(family, reseeds):
+        return {"unit": {"family": family, "data_size": 500}, "best": [0], "search": [run(1.0, 1.0)], "reseeded": {"0": reseeds}}
+
+    protocol = Protocol(families=("ae", "vae", "gan"), budgets=(1.0,), data_sizes=(500,), reseeds=3)
+    # KIDs 10, 20, 30: variance 100; kid_se^2 of 20, 30, 40 (mean 30): a share of 30%
+    half = unit("ae", [run(10.0, math.sqrt(20.0)), run(20.0, math.sqrt(30.0)), run(30.0, math.sqrt(40.0))])
+    rows = analysis.noise_shares(protocol, [half, unit("vae", [run(1.0, 0.5)]), unit("gan", [run(1.0, None), run(2.0, 1.0)])])
+    assert rows == [{"family": "ae", "data_size": 500, "budget": 1.0, "seeds_variance": 100.0, "samples_variance": 30.0, "share": 0.3}]
+    summary = study_report.noise_summary(protocol, [half])
+    # 4x samples: sqrt(0.7 + 0.3 / 4) = 0.88; 4x re-seeds: t(0.975, 11) / t(0.975, 2) / 2 = 2.201 / 4.303 / 2 = 0.26
+    assert "makes up a median 30% of the variance of the re-seeds' KIDs (quartiles 30% and 30%" in summary
+    assert "(--num_samples 2000) would leave the intervals 88% as wide; 4x the re-seeds (12 a setting), 26%" in summary
+    assert "No cell has two re-seeds" in study_report.noise_summary(protocol, [unit("gan", [run(1.0, None), run(2.0, 1.0)])])
+
+
 def test_an_older_study_keeps_its_protocol_id_when_a_field_is_added():
     protocol = Protocol(families=("gan",))
     values = {k: v for k, v in dataclasses.asdict(protocol).items() if k != "reseed_default"}

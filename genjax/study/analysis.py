@@ -16,6 +16,13 @@ errors of that difference, z = (KID_2 - KID_1) / sqrt(se_1^2 + se_2^2) (the two 
 under TIE_STANDARD_ERRORS (2) the samples' noise could have made the choice either way. It says nothing of the
 training seed's noise, which only re-seeding measures.
 
+What the intervals are made of. A re-seed's KID varies with its training seed and with its 500 samples; the
+second part is measured in each run (kid_se^2, the test images fixed as for the re-seeds, which share them).
+In a cell the samples' share of the re-seeds' KID variance is mean(kid_se^2) / var(KIDs) (an estimate: it can
+pass 1 with few seeds). The rest is the training seed's, which only more seeds average; the samples' part
+falls like 1/N with N samples a point (the U-statistic's leading term), so N x c leaves a variance of
+(1 - share) + share / c of it and the interval sqrt of that as wide.
+
 Expected best after k settings (Lucic et al. 2018, Fig. 4): the expected minimum of the scores of k
 settings drawn without replacement from the K tried; with the scores sorted s_(1) <= ... <= s_(K),
 P(min = s_(i)) = C(K - i, k - 1) / C(K, k).
@@ -110,6 +117,33 @@ def when_map(protocol, units: list[dict]) -> dict:
         if any(any(cells for cells in row) for row in details.values()):
             result[title] = {"verdicts": rows, "cells": details}
     return result
+
+
+def noise_shares(protocol, units: list[dict]) -> list[dict]:
+    """Per unit and budget point with >= 2 re-seeds of the chosen setting that recorded kid_se: the variance
+    of their KIDs (ddof 1), the mean of their kid_se^2, and the samples' share of the first (module docstring)."""
+    rows = []
+    for unit in units:
+        for i, budget in enumerate(protocol.budgets):
+            points = [point_at(r, i) for r in unit["reseeded"].get(str(unit["best"][i]), [])]
+            found = [(p["metrics"].get("kid"), p["metrics"].get("kid_se")) for p in points if p]
+            found = [(k, se) for k, se in found if k is not None and se is not None and math.isfinite(k) and math.isfinite(se)]
+            if len(found) < 2 or len(found) < len(points):
+                continue
+            kids, errors = np.array(found).T
+            seeds, samples = float(np.var(kids, ddof=1)), float(np.mean(np.square(errors)))
+            share = samples / seeds if seeds > 0 else math.inf
+            rows.append(
+                {
+                    "family": unit["unit"]["family"],
+                    "data_size": unit["unit"]["data_size"],
+                    "budget": budget,
+                    "seeds_variance": seeds,
+                    "samples_variance": samples,
+                    "share": share,
+                }
+            )
+    return rows
 
 
 def expected_best(scores: list[float]) -> list[float]:

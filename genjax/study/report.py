@@ -7,6 +7,9 @@ import json
 import math
 import os
 
+import numpy as np
+from scipy import stats
+
 from genjax.metrics.registry import BY_NAME as METRICS
 from genjax.report import write_pages
 from genjax.report_figures import figure_of_pngs, final_file
@@ -126,6 +129,29 @@ def margin_summary(protocol, units: list[dict]) -> str:
     return (
         f"{text}; within {bound}, where one KID's sampling noise could have made the choice either way (re-seeding both "
         f"settings would tell them apart), in {listed}."
+    )
+
+
+SAMPLES_FACTOR = 4  # the what-if of the noise summary: this many times the samples a point
+
+
+def noise_summary(protocol, units: list[dict]) -> str:
+    """What the map's intervals are made of (analysis.noise_shares), generated: the samples' median share of the
+    re-seeds' KID variance and what SAMPLES_FACTOR times the samples would leave of the interval's width."""
+    rows = analysis.noise_shares(protocol, units)
+    if not rows:
+        return "No cell has two re-seeds with KID standard errors (trials measured before kid_se, or no re-seeds)."
+    shares = np.array([min(r["share"], 1.0) for r in rows])  # above 1 is the estimate's noise: all of it the samples'
+    low, median, high = np.percentile(shares, [25, 50, 75])
+    width = math.sqrt(1.0 - median + median / SAMPLES_FACTOR)
+    n = protocol.reseeds  # a 95% t interval's half-width is t(0.975, n - 1) s / sqrt(n)
+    seeds_width = stats.t.ppf(0.975, SAMPLES_FACTOR * n - 1) / stats.t.ppf(0.975, n - 1) / math.sqrt(SAMPLES_FACTOR) if n > 1 else math.nan
+    return (
+        f"Over the {len(rows)} cells with re-seeds, the samples' own noise ({protocol.num_samples} a point; kid_se^2) makes up a median "
+        f"{median:.0%} of the variance of the re-seeds' KIDs (quartiles {low:.0%} and {high:.0%}; shares above 100%, an estimate's "
+        f"noise, counted as 100%), the training seed the rest. At that median {SAMPLES_FACTOR}x the samples a point "
+        f"(--num_samples {SAMPLES_FACTOR * protocol.num_samples}) would leave the intervals {width:.0%} as wide; "
+        f"{SAMPLES_FACTOR}x the re-seeds ({SAMPLES_FACTOR * n} a setting), {seeds_width:.0%} (Student's t with more degrees of freedom included)."
     )
 
 
@@ -270,6 +296,7 @@ def write_study_report(root: str, protocol, units: list[dict], header: dict) -> 
     sections = [("setup", "\n".join(f"- {k}: {v}" for k, v in header.items()))]
     sections += map_tables(protocol, when)
     sections.append(("Which, when (generated from the map)", paragraph(protocol, when) or "no claims: no family has a seed interval"))
+    sections.append(("What the intervals are made of: the samples' noise and the training seed's", noise_summary(protocol, units)))
     sections.append(("Quality bars (largest budget and data size; seed means)", bars))
     sections.append(("Does the search work? The chosen setting against the default (KID, lower is better)", search_note))
     sections.append(("The chosen setting against the default, per cell", search_rows))
@@ -302,6 +329,7 @@ def write_study_report(root: str, protocol, units: list[dict], header: dict) -> 
                 "units": units,
                 "quality_bars": analysis.quality_bars(protocol, units),
                 "against_default": analysis.against_default(protocol, units),
+                "noise_shares": analysis.noise_shares(protocol, units),
             },
             f,
             indent=1,
