@@ -470,10 +470,15 @@ def test_what_the_intervals_are_made_of_splits_the_reseeds_variance_by_kid_se():
     half = unit("ae", [run(10.0, math.sqrt(20.0)), run(20.0, math.sqrt(30.0)), run(30.0, math.sqrt(40.0))])
     rows = analysis.noise_shares(protocol, [half, unit("vae", [run(1.0, 0.5)]), unit("gan", [run(1.0, None), run(2.0, 1.0)])])
     assert rows == [{"family": "ae", "data_size": 500, "budget": 1.0, "seeds_variance": 100.0, "samples_variance": 30.0, "share": 0.3}]
-    summary = study_report.noise_summary(protocol, [half])
-    # 4x samples: sqrt(0.7 + 0.3 / 4) = 0.88; 4x re-seeds: t(0.975, 11) / t(0.975, 2) / 2 = 2.201 / 4.303 / 2 = 0.26
-    assert "makes up a median 30% of the variance of the re-seeds' KIDs (quartiles 30% and 30%" in summary
-    assert "(--num_samples 2000) would leave the intervals 88% as wide; 4x the re-seeds (12 a setting), 26%" in summary
+    # a second family whose re-seeds differ by less than their samples' noise: its share counts as 100%
+    noisy = unit("vae", [run(10.0, 10.0), run(11.0, 10.0)])
+    summary = study_report.noise_summary(protocol, [half, noisy])
+    # 4x samples: sqrt(0.7 + 0.3 / 4) = 0.88 and sqrt(0 + 1 / 4) = 0.5; 4x re-seeds: t(0.975, 11) / t(0.975, 2) / 2
+    # = 2.201 / 4.303 / 2 = 0.26
+    assert (
+        "(--num_samples 2000): vae 100% (50%), ae 30% (88%). 4x the re-seeds (12 a setting) would leave every family's intervals 26% as wide"
+        in summary
+    )
     assert "No cell has two re-seeds" in study_report.noise_summary(protocol, [unit("gan", [run(1.0, None), run(2.0, 1.0)])])
 
 

@@ -136,22 +136,26 @@ SAMPLES_FACTOR = 4  # the what-if of the noise summary: this many times the samp
 
 
 def noise_summary(protocol, units: list[dict]) -> str:
-    """What the map's intervals are made of (analysis.noise_shares), generated: the samples' median share of the
-    re-seeds' KID variance and what SAMPLES_FACTOR times the samples would leave of the interval's width."""
+    """What the map's intervals are made of (analysis.noise_shares), generated: per family the samples' median
+    share of its cells' re-seed KID variance, what SAMPLES_FACTOR times the samples would leave of its intervals'
+    width at that share, and what SAMPLES_FACTOR times the re-seeds would (the same for every family)."""
     rows = analysis.noise_shares(protocol, units)
     if not rows:
         return "No cell has two re-seeds with KID standard errors (trials measured before kid_se, or no re-seeds)."
-    shares = np.array([min(r["share"], 1.0) for r in rows])  # above 1 is the estimate's noise: all of it the samples'
-    low, median, high = np.percentile(shares, [25, 50, 75])
-    width = math.sqrt(1.0 - median + median / SAMPLES_FACTOR)
+    by_family = {}
+    for r in rows:  # a share above 1 is the estimate's own noise: all of the variance the samples'
+        by_family.setdefault(r["family"], []).append(min(r["share"], 1.0))
+    medians = sorted(((float(np.median(v)), f, len(v)) for f, v in by_family.items()), reverse=True)
+    listed = ", ".join(f"{f} {m:.0%} ({math.sqrt(1.0 - m + m / SAMPLES_FACTOR):.0%})" for m, f, _ in medians)
     n = protocol.reseeds  # a 95% t interval's half-width is t(0.975, n - 1) s / sqrt(n)
     seeds_width = stats.t.ppf(0.975, SAMPLES_FACTOR * n - 1) / stats.t.ppf(0.975, n - 1) / math.sqrt(SAMPLES_FACTOR) if n > 1 else math.nan
     return (
-        f"Over the {len(rows)} cells with re-seeds, the samples' own noise ({protocol.num_samples} a point; kid_se^2) makes up a median "
-        f"{median:.0%} of the variance of the re-seeds' KIDs (quartiles {low:.0%} and {high:.0%}; shares above 100%, an estimate's "
-        f"noise, counted as 100%), the training seed the rest. At that median {SAMPLES_FACTOR}x the samples a point "
-        f"(--num_samples {SAMPLES_FACTOR * protocol.num_samples}) would leave the intervals {width:.0%} as wide; "
-        f"{SAMPLES_FACTOR}x the re-seeds ({SAMPLES_FACTOR * n} a setting), {seeds_width:.0%} (Student's t with more degrees of freedom included)."
+        f"A re-seed's KID moves with its training seed and with its {protocol.num_samples} samples; kid_se^2 measures the second. "
+        f"The samples' share of the re-seeds' KID variance, the median over each family's cells (shares above 100%, an "
+        f"estimate's noise, counted as 100%), and in brackets how wide its intervals would be at that share with "
+        f"{SAMPLES_FACTOR}x the samples a point (--num_samples {SAMPLES_FACTOR * protocol.num_samples}): {listed}. "
+        f"{SAMPLES_FACTOR}x the re-seeds ({SAMPLES_FACTOR * n} a setting) would leave every family's intervals {seeds_width:.0%} as "
+        f"wide (Student's t with more degrees of freedom included)."
     )
 
 
