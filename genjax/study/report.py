@@ -116,19 +116,18 @@ def margin_summary(protocol, units: list[dict]) -> str:
     measured = [(u, b, m) for u, b, m in margins if m]
     if not measured:
         return "No KID standard errors in these records (their trials were measured before kid_se), so no margins."
-    ties = {}
-    for unit, budget, margin in measured:
-        if margin["tie"]:
-            where = f"{unit['unit']['data_size']} images at {budget:g} {protocol.unit}: setting {margin['setting']} over {margin['runner_up']}, {margin['z']:.1f}"
-            ties.setdefault(unit["unit"]["family"], []).append(where)
+    ties = [
+        f"{u['unit']['family']} on {u['unit']['data_size']} images at {b:g} {protocol.unit} (setting {m['setting']} over {m['runner_up']}, {m['z']:.1f})"
+        for u, b, m in measured
+        if m["tie"]
+    ]
     bound = f"{analysis.TIE_STANDARD_ERRORS:g} standard errors"
-    text = f"On the search seed KID chose by at least {bound} in {len(measured) - sum(map(len, ties.values()))} of {len(measured)} choices"
+    text = f"On the search seed KID chose by at least {bound} in {len(measured) - len(ties)} of {len(measured)} choices"
     if not ties:
         return text + "."
-    listed = "; ".join(f"{family} ({', '.join(items)})" for family, items in ties.items())
     return (
-        f"{text}; within {bound}, where one KID's sampling noise could have made the choice either way (re-seeding both "
-        f"settings would tell them apart), in {listed}."
+        f"{text}; within {bound}, where the samples' noise could have made the choice either way (re-seeding both "
+        f"settings would tell them apart), in {len(ties)}: {'; '.join(ties)}."
     )
 
 
