@@ -1,7 +1,7 @@
 """Metrics for comparing generative models, each documented with its definition and reference.
 
 frechet       Frechet distance between Gaussian fits of features (FID-style) and its FD-infinity
-kid           kernel (KID-style) unbiased squared MMD between features, over random subsets
+kid           kernel (KID-style) unbiased squared MMD between features, over random subsets, and its standard error
 manifold      improved precision/recall (k-NN balls) and density/coverage
 classes       class coverage of generated images (label-histogram KL, classes covered)
 modes         mode coverage on 2-D mixtures (VEEGAN / PacGAN protocol)
