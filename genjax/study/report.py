@@ -110,8 +110,8 @@ def _margin_text(margin: dict | None) -> str:
 
 
 def margin_summary(protocol, units: list[dict]) -> str:
-    """How decisive the choices were (analysis.selection_margin), generated: how many were clear of one KID's
-    noise, and which were not, per family."""
+    """How decisive the choices were (analysis.selection_margin), generated: how many were clear of the samples'
+    noise, and each that was not."""
     margins = [(u, b, analysis.selection_margin(u, i)) for u in units for i, b in enumerate(protocol.budgets)]
     measured = [(u, b, m) for u, b, m in margins if m]
     if not measured:
@@ -144,8 +144,8 @@ def noise_summary(protocol, units: list[dict]) -> str:
     by_family = {}
     for r in rows:  # a share above 1 is the estimate's own noise: all of the variance the samples'
         by_family.setdefault(r["family"], []).append(min(r["share"], 1.0))
-    medians = sorted(((float(np.median(v)), f, len(v)) for f, v in by_family.items()), reverse=True)
-    listed = ", ".join(f"{f} {m:.0%} ({math.sqrt(1.0 - m + m / SAMPLES_FACTOR):.0%})" for m, f, _ in medians)
+    medians = sorted(((float(np.median(v)), f) for f, v in by_family.items()), reverse=True)
+    listed = ", ".join(f"{f} {m:.0%} ({math.sqrt(1.0 - m + m / SAMPLES_FACTOR):.0%})" for m, f in medians)
     n = protocol.reseeds  # a 95% t interval's half-width is t(0.975, n - 1) s / sqrt(n)
     seeds_width = stats.t.ppf(0.975, SAMPLES_FACTOR * n - 1) / stats.t.ppf(0.975, n - 1) / math.sqrt(SAMPLES_FACTOR) if n > 1 else math.nan
     return (
