@@ -472,14 +472,16 @@ def test_what_the_intervals_are_made_of_splits_the_reseeds_variance_by_kid_se():
     assert rows == [{"family": "ae", "data_size": 500, "budget": 1.0, "seeds_variance": 100.0, "samples_variance": 30.0, "share": 0.3}]
     # a second family whose re-seeds differ by less than their samples' noise: its share counts as 100%
     noisy = unit("vae", [run(10.0, 10.0), run(11.0, 10.0)])
-    summary = study_report.noise_summary(protocol, [half, noisy])
+    summary = study_report.noise_summary(protocol, analysis.noise_shares(protocol, [half, noisy]))
     # 4x samples: sqrt(0.7 + 0.3 / 4) = 0.88 and sqrt(0 + 1 / 4) = 0.5; 4x re-seeds: t(0.975, 11) / t(0.975, 2) / 2
     # = 2.201 / 4.303 / 2 = 0.26
     assert (
         "(--num_samples 2000): vae 100% (50%), ae 30% (88%). 4x the re-seeds (12 a setting) would leave every family's intervals 26% as wide"
         in summary
     )
-    assert "No cell has two re-seeds" in study_report.noise_summary(protocol, [unit("gan", [run(1.0, None), run(2.0, 1.0)])])
+    assert "No cell has two re-seeds" in study_report.noise_summary(
+        protocol, analysis.noise_shares(protocol, [unit("gan", [run(1.0, None), run(2.0, 1.0)])])
+    )
 
 
 def test_an_older_study_keeps_its_protocol_id_when_a_field_is_added():

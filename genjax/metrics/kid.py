@@ -66,28 +66,32 @@ def polynomial_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a @ b.T / a.shape[1] + 1.0) ** 3
 
 
-def unbiased_mmd2(x: np.ndarray, y: np.ndarray) -> float:
-    """MMD^2_u above between x [m, d] and y [n, d] (m, n >= 2) under the cubic polynomial kernel."""
+def _grams(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    m, n = len(x), len(y)
-    k_xx, k_yy, k_xy = polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y)
+    return polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y)
+
+
+def _mmd2_of_grams(k_xx: np.ndarray, k_yy: np.ndarray, k_xy: np.ndarray) -> float:
+    m, n = k_xy.shape
     within_x = (k_xx.sum() - np.trace(k_xx)) / (m * (m - 1))
     within_y = (k_yy.sum() - np.trace(k_yy)) / (n * (n - 1))
     return float(within_x + within_y - 2.0 * k_xy.mean())
+
+
+def unbiased_mmd2(x: np.ndarray, y: np.ndarray) -> float:
+    """MMD^2_u above between x [m, d] and y [n, d] (m, n >= 2) under the cubic polynomial kernel."""
+    return _mmd2_of_grams(*_grams(x, y))
 
 
 def mmd2_and_variance(real: np.ndarray, fake: np.ndarray) -> tuple[float, float]:
     """(MMD^2_u of real [m, d] against fake [n, d], its variance over fresh fakes with the reals held fixed),
     m >= 2, n >= 4, under the cubic kernel: the module's formulas, from one computation of the three Gram
     matrices (the variance estimate may be below 0)."""
-    x, y = np.asarray(real, np.float64), np.asarray(fake, np.float64)
-    m, n = len(x), len(y)
+    m, n = len(real), len(fake)
     if m < 2 or n < 4:
         raise ValueError(f"the variance estimate needs >= 2 real and >= 4 generated examples, got {m} and {n}")
-    k_xx, k_yy, k_xy = polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y)
-    within_x = (k_xx.sum() - np.trace(k_xx)) / (m * (m - 1))
-    within_y = (k_yy.sum() - np.trace(k_yy)) / (n * (n - 1))
-    estimate = float(within_x + within_y - 2.0 * k_xy.mean())
+    k_xx, k_yy, k_xy = _grams(real, fake)
+    estimate = _mmd2_of_grams(k_xx, k_yy, k_xy)
     to_real = k_xy.mean(axis=0)  # g(y_j): each sample's mean kernel against the real set
     h = k_yy - to_real[:, None] - to_real[None, :]
     np.fill_diagonal(h, 0.0)

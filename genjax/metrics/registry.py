@@ -111,8 +111,8 @@ METRICS = (
         fmt="{:.4g}",
         needs="sample",
         data="image",
-        reference="the KID estimate's own sampling standard deviation over fresh draws of both sets, estimated from one "
-        "(Sutherland et al. 2017, the U-statistic variance; an upper bound with subsets)",
+        reference="the KID estimate's sampling standard deviation over fresh generated samples, the real ones held fixed, "
+        "estimated from one set (its U-statistic variance, the form of Sutherland et al. 2017; an upper bound with subsets)",
         column=False,
     ),
     Metric(

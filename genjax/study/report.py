@@ -134,11 +134,10 @@ def margin_summary(protocol, units: list[dict]) -> str:
 SAMPLES_FACTOR = 4  # the what-if of the noise summary: this many times the samples a point
 
 
-def noise_summary(protocol, units: list[dict]) -> str:
-    """What the map's intervals are made of (analysis.noise_shares), generated: per family the samples' median
-    share of its cells' re-seed KID variance, what SAMPLES_FACTOR times the samples would leave of its intervals'
-    width at that share, and what SAMPLES_FACTOR times the re-seeds would (the same for every family)."""
-    rows = analysis.noise_shares(protocol, units)
+def noise_summary(protocol, rows: list[dict]) -> str:
+    """What the map's intervals are made of (`rows`: analysis.noise_shares), generated: per family the samples'
+    median share of its cells' re-seed KID variance, what SAMPLES_FACTOR times the samples would leave of its
+    intervals' width at that share, and what SAMPLES_FACTOR times the re-seeds would (the same for every family)."""
     if not rows:
         return "No cell has two re-seeds with KID standard errors (trials measured before kid_se, or no re-seeds)."
     by_family = {}
@@ -181,8 +180,8 @@ def settings_table(protocol, units: list[dict]) -> list:
 def bars_section(protocol, units: list[dict]) -> list:
     names = ("recall", "classes_covered", "kid", "frechet_distance", "frechet_distance_infinity")
     titles = [METRICS[name].title for name in names]
-    bar = f"recall >= {analysis.RECALL_BAR} and >= {analysis.CLASSES_BAR} classes"
-    rows = [["family", "best setting", "steps", *titles, "diverged settings", bar]]
+    bar_title = f"recall >= {analysis.RECALL_BAR} and >= {analysis.CLASSES_BAR} classes"
+    rows = [["family", "best setting", "steps", *titles, "diverged settings", bar_title]]
     for bar in analysis.quality_bars(protocol, units):
         verdict = "met" if bar["passed"] else f"NOT met: {bar['why']}"
         values = [_fmt(name, bar[name]) for name in names]
@@ -296,10 +295,11 @@ def write_study_report(root: str, protocol, units: list[dict], header: dict) -> 
     when = analysis.when_map(protocol, units)
     bars = bars_section(protocol, units)
     search_rows, search_note = search_section(protocol, units)
+    noise_shares = analysis.noise_shares(protocol, units)
     sections = [("setup", "\n".join(f"- {k}: {v}" for k, v in header.items()))]
     sections += map_tables(protocol, when)
     sections.append(("Which, when (generated from the map)", paragraph(protocol, when) or "no claims: no family has a seed interval"))
-    sections.append(("What the intervals are made of: the samples' noise and the training seed's", noise_summary(protocol, units)))
+    sections.append(("What the intervals are made of: the samples' noise and the training seed's", noise_summary(protocol, noise_shares)))
     sections.append(("Quality bars (largest budget and data size; seed means)", bars))
     sections.append(("Does the search work? The chosen setting against the default (KID, lower is better)", search_note))
     sections.append(("The chosen setting against the default, per cell", search_rows))
@@ -332,7 +332,7 @@ def write_study_report(root: str, protocol, units: list[dict], header: dict) -> 
                 "units": units,
                 "quality_bars": analysis.quality_bars(protocol, units),
                 "against_default": analysis.against_default(protocol, units),
-                "noise_shares": analysis.noise_shares(protocol, units),
+                "noise_shares": noise_shares,
             },
             f,
             indent=1,
