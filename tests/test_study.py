@@ -325,7 +325,7 @@ def test_reseed_default_re_seeds_the_default_over_every_point_and_the_report_jud
     assert rows[1]["chosen_interval"] == analysis.interval([3.0, 2.0])
     assert rows[0]["search_default"] == 9.0 and rows[0]["search_chosen"] == 1.0
     assert rows[1]["paired_gain"] == analysis.interval([2.0, 3.0])  # default - chosen, seed by seed
-    _, note = study_report.search_section(protocol, [unit])
+    _, note = study_report.search_section(protocol, rows)
     assert "does not beat the default on the re-seeds (0 of 2 paired seeds lower; default - chosen, paired: -5 [" in note
     # without it the default is not re-seeded, and the search seed alone is no evidence
     asked.clear()
@@ -333,7 +333,8 @@ def test_reseed_default_re_seeds_the_default_over_every_point_and_the_report_jud
     unit = study_run.run_unit(protocol, study_cli.CONTENDERS["vae"], study_run.Unit("vae", 500), str(tmp_path), None, None, bar)
     assert sorted(asked[2:]) == [(1, 1, 3), (1, 2, 3)]
     assert {r["verdict"] for r in analysis.against_default(protocol, [unit])} == {"search seed only"}
-    _, note = study_report.search_section(protocol, [unit, {**unit, "unit": {"family": "vae", "data_size": 4500}}])
+    both = [unit, {**unit, "unit": {"family": "vae", "data_size": 4500}}]
+    _, note = study_report.search_section(protocol, analysis.against_default(protocol, both))
     # each unit named once, the caveat said once
     assert note == (
         "At 20 seconds: it chose another setting for vae (setting 1 on 500 images, setting 1 on 4500 images), compared "

@@ -177,12 +177,13 @@ def settings_table(protocol, units: list[dict]) -> list:
     return rows
 
 
-def bars_section(protocol, units: list[dict]) -> list:
+def bars_section(bars: list[dict]) -> list:
+    """The quality bars' table (`bars`: analysis.quality_bars)."""
     names = ("recall", "classes_covered", "kid", "frechet_distance", "frechet_distance_infinity")
     titles = [METRICS[name].title for name in names]
     bar_title = f"recall >= {analysis.RECALL_BAR} and >= {analysis.CLASSES_BAR} classes"
     rows = [["family", "best setting", "steps", *titles, "diverged settings", bar_title]]
-    for bar in analysis.quality_bars(protocol, units):
+    for bar in bars:
         verdict = "met" if bar["passed"] else f"NOT met: {bar['why']}"
         values = [_fmt(name, bar[name]) for name in names]
         rows.append([bar["family"], str(bar["setting"]), f"{bar['steps']:,}", *values, str(bar["diverged_settings"]), verdict])
@@ -212,8 +213,9 @@ def _seeds_text(values: list[float], span) -> str:
     return _span_text(span) if span else ", ".join(_fmt("kid", v) for v in values)
 
 
-def search_section(protocol, units: list[dict]) -> tuple[list, str]:
-    """The chosen setting against the default per unit and budget point (KID), and a summary generated from it."""
+def search_section(protocol, found: list[dict]) -> tuple[list, str]:
+    """The chosen setting against the default per unit and budget point (KID; `found`: analysis.against_default),
+    and a summary generated from it."""
     rows = [
         [
             "family",
@@ -228,7 +230,6 @@ def search_section(protocol, units: list[dict]) -> tuple[list, str]:
             "verdict",
         ]
     ]
-    found = analysis.against_default(protocol, units)
     for r in found:
         compared = r["verdict"] in COMPARED
         rows.append(
@@ -293,14 +294,15 @@ def write_study_report(root: str, protocol, units: list[dict], header: dict) -> 
     trials are in: `root` itself, or a slice's); returns the page paths."""
     os.makedirs(root, exist_ok=True)
     when = analysis.when_map(protocol, units)
-    bars = bars_section(protocol, units)
-    search_rows, search_note = search_section(protocol, units)
+    # each computed once, for its section and for study.json
+    quality_bars, against_default = analysis.quality_bars(protocol, units), analysis.against_default(protocol, units)
+    search_rows, search_note = search_section(protocol, against_default)
     noise_shares = analysis.noise_shares(protocol, units)
     sections = [("setup", "\n".join(f"- {k}: {v}" for k, v in header.items()))]
     sections += map_tables(protocol, when)
     sections.append(("Which, when (generated from the map)", paragraph(protocol, when) or "no claims: no family has a seed interval"))
     sections.append(("What the intervals are made of: the samples' noise and the training seed's", noise_summary(protocol, noise_shares)))
-    sections.append(("Quality bars (largest budget and data size; seed means)", bars))
+    sections.append(("Quality bars (largest budget and data size; seed means)", bars_section(quality_bars)))
     sections.append(("Does the search work? The chosen setting against the default (KID, lower is better)", search_note))
     sections.append(("The chosen setting against the default, per cell", search_rows))
     sections.append(
@@ -330,8 +332,8 @@ def write_study_report(root: str, protocol, units: list[dict], header: dict) -> 
                 "header": header,
                 "map": when,
                 "units": units,
-                "quality_bars": analysis.quality_bars(protocol, units),
-                "against_default": analysis.against_default(protocol, units),
+                "quality_bars": quality_bars,
+                "against_default": against_default,
                 "noise_shares": noise_shares,
             },
             f,
