@@ -80,3 +80,29 @@ def test_the_trials_benchmark_reports_trials_per_hour_and_the_share_of_the_matmu
     assert abs(share_vmapped / share_engine - vmapped / engine) < 0.1 * vmapped / engine + 0.02
     # the peak is timed before and after the models, and the shares are of the higher
     assert re.search(r"matmul peak .*: [\d,.]+ GFLOP/s before the models, [\d,.]+ after", result.stdout)
+
+
+def test_the_kid_se_check_measures_the_spread_of_kid_over_fresh_sample_sets(tmp_path):
+    from tests.conftest import run_module
+
+    run_dir = str(tmp_path / "run")
+    tiny = ["--config.hidden_sizes=(32,)", "--config.latent_dim=2", "--config.batch_size=32", "--config.num_steps=20"]
+    trained = run_module("experiments.vae_mnist", f"--workdir={run_dir}", *tiny, "--config.num_samples=16")
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    script = os.path.join(REPO, "benchmarks", "kid_se.py")
+    out = str(tmp_path / "kid_se.json")
+    argv = [sys.executable, script, run_dir, "--sets", "4", "--num_samples", "40", "--classifier_steps", "100", "--json", out]
+    result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(out) as f:
+        (row,) = json.load(f)
+    assert row["sets"] == 4 and row["kid_std"] > 0 and 0 <= row["kid_se_zero"] <= 4
+    # the root mean square is at least the mean (kid_se >= 0), and each ratio is its kid_se over the KIDs' spread
+    assert row["kid_se_rms"] >= row["kid_se_mean"] >= 0
+    assert abs(row["mean_ratio"] - row["kid_se_mean"] / row["kid_std"]) < 1e-9
+    assert abs(row["rms_ratio"] - row["kid_se_rms"] / row["kid_std"]) < 1e-9
+    printed = next(line for line in result.stdout.splitlines() if line.startswith(f"| {run_dir} | 4 |"))
+    assert printed.rstrip(" |").endswith(f"{row['rms_ratio']:.2f}")
+    # a directory that is not a run: one line naming it, exit 2
+    bad = subprocess.run([sys.executable, script, str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "is not a genjax run directory" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
