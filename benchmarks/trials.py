@@ -11,7 +11,7 @@ first chunk of each (compilation) is not timed. Reported: training images/s summ
 vmapped group, the unrolled group (the trials' unbatched steps side by side in one program) and the
 sequential groups, the engine's runs, and the ratios to the engine's runs (the decision a family's
 `cpu_vectorize` records); then, for the vmapped group and the engine's runs, trials per hour (trials of
-`--trial_steps` steps, the study's scale: about 4,000 MLP steps in its 20 s budget) and the share of this
+`--trial_steps` steps, the study's scale: 3,000-8,000 MLP steps in its 15 s budget) and the share of this
 machine's matmul peak (benchmarks/throughput.py's, measured in this process before and after the models: the
 higher of the two): images/s times XLA's FLOPs per training image of the engine's step, over the peak. Speeds
 on a shared machine vary: compare the ratio, measured side by side in one run, and read the CPU pressure printed.
