@@ -9,7 +9,7 @@ setting is re-trained with more seeds, and the report maps which family wins at 
     python -m experiments.study --full                      # K = 32, 3 data sizes, budgets to 16,000 steps
     python -m experiments.study --families vae,gan --settings 8 --budgets 5,10,20 --data_sizes 500,4500
     python -m experiments.study --families gan --settings 16 --reseed_default   # does the search beat the default?
-    python -m experiments.study --families all              # the default study grown by the families it leaves out
+    python -m experiments.study --families all              # every family (those OFF_BY_DEFAULT too, when any are)
     python -m experiments.study --shard 0/4 --workdir runs/study0   # one of 4 slices (a SLURM array task)
     python -m experiments.study --merge runs/study0 runs/study1 runs/study2 runs/study3 --workdir runs/study
 
