@@ -24,7 +24,7 @@ BASE_FIELDS = {
     "num_steps": "training steps; rerunning with more steps continues from the last checkpoint",
     "train_examples": "train on the first N examples of the training split (0: all of them); for data-size studies",
     "toy_train_points": "points drawn for a 2-D toy dataset's training split (0: 50,000); image datasets ignore it",
-    "time_budget": "stop after this many seconds of training (compilation excluded; 0: no limit), within half a chunk of steps either side",
+    "time_budget": "stop after this many seconds of training (compilation excluded; 0: no limit), within half a step either side where steps run one call each (convolutional families on CPU), else half a call of steps_per_call steps",
     "learning_rate": "optimizer step size",
     "adam_b1": "Adam beta1, the decay of the gradient's moving mean (in two-stage families the first stage's)",
     "adam_b2": "Adam beta2, the decay of the squared gradient's moving mean (the first stage's, as adam_b1)",

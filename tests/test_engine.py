@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import types
 
 import jax
 import numpy as np
@@ -161,6 +162,32 @@ def test_a_time_budget_stops_training_and_covers_resumed_runs(tmp_path):
     assert again["steps"] == first["steps"] and again["train_seconds"] == 0
     longer = _fit(tmp_path, time_budget=0.6, **budget).summary
     assert longer["steps"] > first["steps"] and longer["total_train_seconds"] > first["total_train_seconds"]
+
+
+@pytest.mark.parametrize("scan, steps", [(True, 20), (False, 23)])
+def test_a_time_budget_ends_a_step_by_step_run_at_the_nearest_step(tmp_path, monkeypatch, scan, steps):
+    """On a faked clock where each step takes 0.1 s, a 2.34 s budget in calls of 10 steps: a run that scans its
+    chunks stops at 20 steps (2.0 s: the call nearest the budget, 30 would end 0.66 s past it); a run step by
+    step, where every chunk length shares one compiled step, cuts its third call to 3 steps and stops at 23
+    (2.3 s: the step nearest)."""
+    from genjax.train import chunk_log, loop, policy
+
+    clock = types.SimpleNamespace(now=0.0)
+    faked = types.SimpleNamespace(perf_counter=lambda: clock.now)
+    monkeypatch.setattr(chunk_log, "time", faked)
+    monkeypatch.setattr(loop, "time", faked)
+    record = chunk_log.ChunkLog._record
+
+    def record_after_its_steps_ran(self, first_step, length, metrics, dispatched_at):
+        clock.now += 0.1 * length  # the host waits for the chunk: its steps' device time passes
+        return record(self, first_step, length, metrics, dispatched_at)
+
+    monkeypatch.setattr(chunk_log.ChunkLog, "_record", record_after_its_steps_ran)
+    monkeypatch.setattr(policy, "scan_chunks", lambda platform, convolutional: scan)
+    budget = dict(num_steps=1_000_000, steps_per_call=10, eval_every=100_000, checkpoint_every=100_000)
+    summary = _fit(tmp_path, time_budget=2.34, **budget).summary
+    assert summary["steps"] == steps
+    assert summary["total_train_seconds"] == pytest.approx(0.1 * steps)
 
 
 def test_a_run_with_traced_hyperparameters_trains_as_with_constants(tmp_path):

@@ -109,6 +109,7 @@ TRIALS = textwrap.dedent(
     import jax, numpy as np
     from genjax import data
     from genjax.errors import UserError
+    from genjax.train.parallel import least_over_processes
     from genjax.train.trials import TrialGroup
     from tests.conftest import tiny_vae_config
     from tests.test_trials import _alone
@@ -135,6 +136,7 @@ TRIALS = textwrap.dedent(
         "errors": errors,
         "diverged": group.diverged(trained).tolist(),
         "refused": refused,
+        "least": least_over_processes(7 - jax.process_index()),  # a time budget's last call: process 1's length
     }
     print("RESULT" + json.dumps(result))
     """
@@ -142,6 +144,8 @@ TRIALS = textwrap.dedent(
 
 
 def test_a_trial_group_spans_two_processes_and_each_trial_equals_it_alone(tmp_path):
+    """A group's trial axis spans the two processes, each trial equal to it alone; and least_over_processes, by
+    which the processes of a run under a time budget cut its last call alike, agrees on both."""
     (tmp_path / "trials.py").write_text(TRIALS)
     address = f"127.0.0.1:{_free_port()}"
     processes = [
@@ -154,5 +158,6 @@ def test_a_trial_group_spans_two_processes_and_each_trial_equals_it_alone(tmp_pa
         assert max(result["errors"]) < 2e-5, result["errors"]  # every trial, gathered to each process, equals it alone
         assert result["diverged"] == [0, 0, 0, 0]
         assert "multiple of 2 settings (got 3)" in result["refused"]
+        assert result["least"] == 6  # every process cuts its last call alike
     for a, b in zip(_params(tmp_path / "trials0.npz"), _params(tmp_path / "trials1.npz"), strict=True):
         np.testing.assert_array_equal(a, b)  # both processes hold the same gathered states

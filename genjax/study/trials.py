@@ -27,9 +27,9 @@ from genjax.train.parallel import small_run_devices
 from genjax.train.rundir import write_json_atomically
 
 log = logging.getLogger("genjax")
-# steps per device call under a time budget: a run ends within half a call of the budget either side
-# (genjax.train.loop), and a slow-step family's default 100-step call (the flow's U-Net on CPU) is longer than the
-# smallest budget point itself
+# steps per device call under a time budget: a run ends within half a call of the budget either side, or half a
+# step where its steps run one call each (genjax.train.loop); either way it decides only between calls, and a
+# slow-step family's default 100-step call (the flow's U-Net on CPU) is longer than the smallest budget point itself
 SECONDS_STEPS_PER_CALL = 10
 PICTURE_SAMPLES = 16  # in each budget point's samples picture
 

@@ -75,6 +75,13 @@ def any_process(flag: bool) -> bool:
     return bool(np.any(multihost_utils.process_allgather(np.array(flag))))
 
 
+def least_over_processes(value: int) -> int:
+    """The least of `value` over the processes; every process must call this at the same point."""
+    if jax.process_count() == 1:
+        return value
+    return int(np.min(multihost_utils.process_allgather(np.array(value))))
+
+
 def make_mesh(num_devices: int = 0) -> Mesh:
     """A 1-D mesh over the first `num_devices` devices (0: all devices of all processes)."""
     devices = jax.devices()
