@@ -485,6 +485,36 @@ def test_what_the_intervals_are_made_of_splits_the_reseeds_variance_by_kid_se():
     )
 
 
+def test_equal_compute_gives_each_familys_range_of_training_seconds_over_the_budget():
+    """Every trial that reached a point counts (settings and re-seeds, every data size; a diverged trial's
+    missing points do not); a budget in steps says so instead."""
+
+    def run(*seconds):
+        return {"points": [{"budget": b, "train_seconds": s} for b, s in zip((2.0, 4.0), seconds)]}
+
+    def unit(family, size, search, reseeds):
+        return {"unit": {"family": family, "data_size": size}, "search": search, "reseeded": {"0": reseeds}}
+
+    protocol = Protocol(families=("flow", "gan"), budgets=(2.0, 4.0), data_sizes=(500, 4500))
+    units = [
+        unit("flow", 500, [run(1.6, 4.4), run(2.1)], [run(2.0, 4.0)]),  # the second setting diverged before 4 s
+        unit("flow", 4500, [run(2.2, 3.9)], []),
+        unit("gan", 500, [run(2.01, 4.02)], [None]),
+    ]
+    rows = analysis.budget_errors(protocol, units)
+    flow = {r["budget"]: r for r in rows if r["family"] == "flow"}
+    assert flow[2.0]["trials"] == 4 and flow[4.0]["trials"] == 3
+    assert flow[2.0]["low"] == pytest.approx(-0.2) and flow[2.0]["high"] == pytest.approx(0.1)
+    assert flow[4.0]["low"] == pytest.approx(-0.025) and flow[4.0]["high"] == pytest.approx(0.1)
+    table = study_report.equal_compute_table(protocol, rows)
+    assert table[0] == ["family", "2 seconds", "4 seconds"]
+    assert table[1] == ["flow", "-20.0% to +10.0% (4)", "-2.5% to +10.0% (3)"]
+    assert table[2] == ["gan", "+0.5% to +0.5% (1)", "+0.5% to +0.5% (1)"]
+    steps = Protocol(families=("gan",), budgets=(100.0,), unit="steps")
+    assert analysis.budget_errors(steps, units) == []
+    assert study_report.equal_compute_table(steps, []) == "A budget in steps: every trial trains exactly its steps."
+
+
 def test_an_older_study_keeps_its_protocol_id_when_a_field_is_added():
     protocol = Protocol(families=("gan",))
     values = {k: v for k, v in dataclasses.asdict(protocol).items() if k != "reseed_default"}

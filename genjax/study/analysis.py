@@ -146,6 +146,20 @@ def noise_shares(protocol, units: list[dict]) -> list[dict]:
     return rows
 
 
+def budget_errors(protocol, units: list[dict]) -> list[dict]:
+    """Under a budget in seconds, how far the trials trained from it (equal compute): per family and budget
+    point, the lowest and highest of training seconds / budget - 1 over every trial that reached the point
+    (its settings and re-seeds, every data size). Empty under a budget in steps: every trial trains its steps."""
+    if protocol.unit != "seconds":
+        return []
+    errors = {}
+    for unit in units:
+        for record in unit["search"] + [r for seeds in unit["reseeded"].values() for r in seeds]:
+            for point in (record or {}).get("points", []):
+                errors.setdefault((unit["unit"]["family"], point["budget"]), []).append(point["train_seconds"] / point["budget"] - 1)
+    return [{"family": f, "budget": b, "low": min(e), "high": max(e), "trials": len(e)} for (f, b), e in errors.items()]
+
+
 def expected_best(scores: list[float]) -> list[float]:
     """E[min of k of the scores drawn without replacement], k = 1..K (lower is better; inf stays inf)."""
     ordered = sorted(scores)

@@ -157,6 +157,21 @@ def noise_summary(protocol, rows: list[dict]) -> str:
     )
 
 
+def equal_compute_table(protocol, rows: list[dict]) -> list | str:
+    """Per family and budget point, the range of its trials' training seconds / budget - 1 (`rows`:
+    analysis.budget_errors) and how many trials reached the point."""
+    if protocol.unit == "steps":
+        return "A budget in steps: every trial trains exactly its steps."
+    if not rows:
+        return "No trial has reached a budget point yet."
+    table = [["family", *(f"{b:g} {protocol.unit}" for b in protocol.budgets)]]
+    for family in dict.fromkeys(r["family"] for r in rows):
+        cells = {r["budget"]: r for r in rows if r["family"] == family}
+        ranges = [f"{c['low']:+.1%} to {c['high']:+.1%} ({c['trials']})" if (c := cells.get(b)) else "" for b in protocol.budgets]
+        table.append([family, *ranges])
+    return table
+
+
 def settings_table(protocol, units: list[dict]) -> list:
     rows = [["family", "training images", "budget", "chosen setting", "KID margin over the runner-up", "values"]]
     for unit in units:
@@ -297,7 +312,7 @@ def write_study_report(root: str, protocol, units: list[dict], header: dict) -> 
     # each computed once, for its section and for study.json
     quality_bars, against_default = analysis.quality_bars(protocol, units), analysis.against_default(protocol, units)
     search_rows, search_note = search_section(protocol, against_default)
-    noise_shares = analysis.noise_shares(protocol, units)
+    noise_shares, budget_errors = analysis.noise_shares(protocol, units), analysis.budget_errors(protocol, units)
     sections = [("setup", "\n".join(f"- {k}: {v}" for k, v in header.items()))]
     sections += map_tables(protocol, when)
     sections.append(("Which, when (generated from the map)", paragraph(protocol, when) or "no claims: no family has a seed interval"))
@@ -310,6 +325,12 @@ def write_study_report(root: str, protocol, units: list[dict], header: dict) -> 
     )
     sections.append(("How decisive is each choice? (KID margin over the runner-up, in standard errors)", margin_summary(protocol, units)))
     sections.append(("Chosen settings (best KID on the search seed)", settings_table(protocol, units)))
+    sections.append(
+        (
+            "Equal compute: training seconds / budget - 1 over each family's trials (lowest to highest; trials)",
+            equal_compute_table(protocol, budget_errors),
+        )
+    )
     figures = []
     for name, title, draw in (
         ("fig_settings.png", "KID over the K settings (default circled)", settings_figure),
@@ -335,6 +356,7 @@ def write_study_report(root: str, protocol, units: list[dict], header: dict) -> 
                 "quality_bars": quality_bars,
                 "against_default": against_default,
                 "noise_shares": noise_shares,
+                "budget_errors": budget_errors,
             },
             f,
             indent=1,
