@@ -307,11 +307,15 @@ def _train_chunks(
         return start.prior_seconds + chunk_log.projected_seconds(finest) >= budget
 
     def nearest_length(length: int, budget: float) -> int:
-        """`length`, or fewer steps where they end nearer the budget (at the last chunk's rate)."""
-        if not (budget and any_length and chunk_log.step_seconds):
+        """`length`, or fewer steps where they end nearer the budget (at the last chunk's rate; none yet: `length`).
+        Every process takes the least of theirs, whatever its own rate, so that they run the same steps."""
+        if not (budget and any_length):
             return length
-        left = budget - start.prior_seconds - chunk_log.projected_seconds(0)
-        return least_over_processes(min(length, max(1, round(left / chunk_log.step_seconds))))
+        nearest = length
+        if chunk_log.step_seconds:
+            left = budget - start.prior_seconds - chunk_log.projected_seconds(0)
+            nearest = min(length, max(1, round(left / chunk_log.step_seconds)))
+        return least_over_processes(nearest)
 
     with StopRequests() as stops:
         for end in _segment_ends(config, points):
