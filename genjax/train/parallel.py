@@ -68,18 +68,21 @@ def wait_for_all_processes(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
+def _every_process(value) -> np.ndarray:
+    """`value` of each process, stacked; every process must call this at the same point."""
+    if jax.process_count() == 1:
+        return np.array([value])
+    return multihost_utils.process_allgather(np.array(value))
+
+
 def any_process(flag: bool) -> bool:
     """Whether `flag` is true on any process; every process must call this at the same point."""
-    if jax.process_count() == 1:
-        return flag
-    return bool(np.any(multihost_utils.process_allgather(np.array(flag))))
+    return bool(np.any(_every_process(flag)))
 
 
 def least_over_processes(value: int) -> int:
     """The least of `value` over the processes; every process must call this at the same point."""
-    if jax.process_count() == 1:
-        return value
-    return int(np.min(multihost_utils.process_allgather(np.array(value))))
+    return int(np.min(_every_process(value)))
 
 
 def make_mesh(num_devices: int = 0) -> Mesh:
