@@ -4,9 +4,9 @@ Per-step randomness is `fold_in(train_key, step)` and the batch of step s is `ba
 so a run resumed from a checkpoint draws the same numbers and sees the same data as an uninterrupted one.
 Several steps run per host call (`lax.scan` over a chunk); chunk boundaries fall on multiples of
 steps_per_call, eval_every and checkpoint_every (and where a time budget ends a run), so checkpoints and
-evaluations always see a finished chunk. Whole datasets live on the devices (uint8; each device holds the whole set or, with data shards,
-its shard) and each step gathers its batch there, sharded over the mesh: the host only sends a few
-kilobytes of indices per chunk. The host reads a chunk's metrics after dispatching the next chunk, so the
+evaluations always see a finished chunk. Whole datasets live on the devices (uint8; each device holds the
+whole set or, with data shards, its shard) and each step gathers its batch there, sharded over the mesh:
+the host only sends a few kilobytes of indices per chunk. The host reads a chunk's metrics after dispatching the next chunk, so the
 device never waits for logging (genjax.train.chunk_log). How a chunk runs on each backend is the
 execution policy's choice (genjax.train.policy).
 
