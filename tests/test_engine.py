@@ -164,12 +164,14 @@ def test_a_time_budget_stops_training_and_covers_resumed_runs(tmp_path):
     assert longer["steps"] > first["steps"] and longer["total_train_seconds"] > first["total_train_seconds"]
 
 
-@pytest.mark.parametrize("scan, steps", [(True, 20), (False, 23)])
-def test_a_time_budget_ends_a_step_by_step_run_at_the_nearest_step(tmp_path, monkeypatch, scan, steps):
+@pytest.mark.parametrize("scan, budget, steps", [(True, 2.34, 20), (False, 2.34, 23), (True, 1.34, 10), (False, 1.34, 13)])
+def test_a_time_budget_ends_a_step_by_step_run_at_the_nearest_step(tmp_path, monkeypatch, scan, budget, steps):
     """On a faked clock where each step takes 0.1 s, a 2.34 s budget in calls of 10 steps: a run that scans its
     chunks stops at 20 steps (2.0 s: the call nearest the budget, 30 would end 0.66 s past it); a run step by
     step, where every chunk length shares one compiled step, cuts its third call to 3 steps and stops at 23
-    (2.3 s: the step nearest)."""
+    (2.3 s: the step nearest). A budget under two calls, 1.34 s: the fit waits for its first call's rate before
+    the second, so it stops at 10 steps scanned and cuts the second call to 3 step by step (13); dispatching the
+    second blind, both trained 20 (2.0 s, 49% past)."""
     from genjax.train import chunk_log, loop, policy
 
     clock = types.SimpleNamespace(now=0.0)
@@ -184,8 +186,8 @@ def test_a_time_budget_ends_a_step_by_step_run_at_the_nearest_step(tmp_path, mon
 
     monkeypatch.setattr(chunk_log.ChunkLog, "_record", record_after_its_steps_ran)
     monkeypatch.setattr(policy, "scan_chunks", lambda platform, convolutional: scan)
-    budget = dict(num_steps=1_000_000, steps_per_call=10, eval_every=100_000, checkpoint_every=100_000)
-    summary = _fit(tmp_path, time_budget=2.34, **budget).summary
+    calls = dict(num_steps=1_000_000, steps_per_call=10, eval_every=100_000, checkpoint_every=100_000)
+    summary = _fit(tmp_path, time_budget=budget, **calls).summary
     assert summary["steps"] == steps
     assert summary["total_train_seconds"] == pytest.approx(0.1 * steps)
 

@@ -337,7 +337,7 @@ def test_reseed_default_re_seeds_the_default_over_every_point_and_the_report_jud
     _, note = study_report.search_section(protocol, analysis.against_default(protocol, both))
     # each unit named once, the caveat said once
     assert note == (
-        "At 15 seconds: it chose another setting for vae (setting 1 on 500 images, setting 1 on 4500 images), compared "
+        "At 12 seconds: it chose another setting for vae (setting 1 on 500 images, setting 1 on 4500 images), compared "
         "on the search seed only (the default was not re-seeded here: --reseed_default)."
     )
 

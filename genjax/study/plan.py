@@ -46,7 +46,7 @@ class Protocol:
     families: tuple
     dataset: str = "mnist"
     num_settings: int = 6
-    budgets: tuple = (3.75, 7.5, 15.0)
+    budgets: tuple = (3.0, 6.0, 12.0)
     unit: str = "seconds"
     data_sizes: tuple = (500, 4500)
     reseeds: int = 3

@@ -330,6 +330,11 @@ def _train_chunks(
                     chunk_log.flush()
                 state, metrics = train_chunk(state, train_data, indices, first_step, train_key, config.steps_per_call)
                 chunk_log.dispatched(first_step, length, metrics, time.perf_counter())
+                if budget and not chunk_log.step_seconds:
+                    # no rate yet (a fresh fit): wait for this first call, so that the next is cut, or the run stopped,
+                    # at a known rate. Dispatching a second blind would train two calls at least, past a budget under
+                    # two calls (a two-stage study trial's prior: about 1.75 s trained for a 1.25 s share)
+                    chunk_log.flush()
                 step = final_step = first_step + length
                 stopping = any_process(stops.signum is not None)  # every process must stop at the same step
                 # the chunk just dispatched is still running: project its end, and stop where the run ends nearest the budget
