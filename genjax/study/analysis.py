@@ -212,7 +212,9 @@ def meets_bar(metrics: dict) -> bool:
 
 
 def _classes(count: float) -> str:
-    return f"{count:.0f} class" if f"{count:.0f}" == "1" else f"{count:.0f} classes"
+    """A count of classes, or a mean over re-seeds to a tenth: 8.7 rounded to "9 classes < 9" read as met."""
+    text = f"{count:.0f}" if float(count).is_integer() else f"{count:.1f}"
+    return f"{text} class" if text == "1" else f"{text} classes"
 
 
 def why_not_met(unit: dict, k: int, budget_index: int, values: dict, reseeds: int) -> list[str]:
