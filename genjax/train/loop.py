@@ -7,7 +7,8 @@ steps_per_call, eval_every and checkpoint_every (and where a time budget ends a 
 evaluations always see a finished chunk. Whole datasets live on the devices (uint8; each device holds the
 whole set or, with data shards, its shard) and each step gathers its batch there, sharded over the mesh:
 the host only sends a few kilobytes of indices per chunk. The host reads a chunk's metrics after dispatching the next chunk, so the
-device never waits for logging (genjax.train.chunk_log). How a chunk runs on each backend is the
+device never waits for logging (genjax.train.chunk_log); only a fresh fit under a time budget waits for its first
+call, to know the step rate before it commits to a second. How a chunk runs on each backend is the
 execution policy's choice (genjax.train.policy).
 
 A fit is four parts: `_start` (checks, initial state, resume from the latest checkpoint), `_train_chunks`
