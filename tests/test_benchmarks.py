@@ -106,3 +106,48 @@ def test_the_kid_se_check_measures_the_spread_of_kid_over_fresh_sample_sets(tmp_
     # a directory that is not a run: one line naming it, exit 2
     bad = subprocess.run([sys.executable, script, str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "is not a genjax run directory" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_the_one_fusion_update_is_adam_and_the_weight_average():
+    import jax
+    import jax.numpy as jnp
+    import ml_collections
+    import numpy as np
+    import optax
+    import optimizer_passes
+
+    config = ml_collections.ConfigDict(dict(learning_rate=3e-3, adam_b1=0.7, adam_b2=0.99, ema_decay=0.9))
+    keys = jax.random.split(jax.random.PRNGKey(0), 6)
+    params = {"w": jax.random.normal(keys[0], (5, 3)), "b": jax.random.normal(keys[1], (3,))}
+    tx = optax.adam(config.learning_rate, b1=config.adam_b1, b2=config.adam_b2)
+    ours, opt_state, average = params, tx.init(params), params
+    stacked, count = jax.tree.map(lambda p: jnp.stack([p, jnp.zeros_like(p), jnp.zeros_like(p), p]), params), jnp.int32(0)
+    for key in keys[2:]:
+        grads = jax.tree.map(lambda p: jax.random.normal(key, p.shape), params)
+        updates, opt_state = tx.update(grads, opt_state, ours)
+        ours = optax.apply_updates(ours, updates)
+        average = optax.incremental_update(ours, average, 1 - config.ema_decay)
+        stacked, count = optimizer_passes.one_pass_update(stacked, grads, count, config)
+    mu, nu = opt_state[0].mu, opt_state[0].nu
+    for row, expected in enumerate((ours, mu, nu, average)):
+        for name in params:
+            np.testing.assert_allclose(stacked[name][row], expected[name], rtol=1e-5, atol=1e-7)
+    assert int(count) == 4
+
+
+def test_the_optimizer_passes_benchmark_bounds_the_step_with_a_free_update(tmp_path):
+    script = os.path.join(REPO, "benchmarks", "optimizer_passes.py")
+    out = tmp_path / "passes.json"
+    argv = [sys.executable, script, "--trials", "2", "--calls", "2", "--repeats", "1", "--scan", "2", "--peak_sizes", "256"]
+    result = subprocess.run([*argv, "--json", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    r = json.loads(out.read_text())
+    assert r["trials"] == 2 and r["batch_size"] == 64 and min(r["optax_ms"], r["fused_ms"], r["step_ms"]) > 0
+    assert abs(r["step_ms"] - 2 * 64 / r["images_per_s"] * 1e3) < 1e-6 * r["step_ms"]
+    assert abs(r["update_share_of_step"] - r["optax_ms"] / r["step_ms"]) < 1e-9
+    # the bound scales the step's share by step / (step - update)
+    expected = r["step_of_peak"] * r["step_ms"] / (r["step_ms"] - r["optax_ms"])
+    assert abs(r["step_of_peak_update_free"] - expected) < 1e-9 * expected
+    assert f"{r['step_of_peak']:.0%} of the peak" in result.stdout
+    bad = subprocess.run([sys.executable, script, "--trials", "0"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--trials" in bad.stderr.strip().splitlines()[-1]
