@@ -659,3 +659,26 @@ def test_train_examples_cuts_the_training_split_and_refuses_more_than_it_has():
     config.train_examples = 10**6
     with pytest.raises(UserError, match="train_examples=1000000 is more than the 4500 training examples"):
         experiment.load_data(config)
+
+
+def test_the_expected_best_figure_labels_a_range_within_one_decade():
+    """symlog labels only its decades: KIDs of 700 to 900 showed no number on the axis (seen in a small study)."""
+    import matplotlib.pyplot as plt
+
+    from genjax.study.figures import label_narrow_symlog
+
+    def labels(values):
+        fig, ax = plt.subplots()
+        ax.plot(range(len(values)), values)
+        ax.set_yscale("symlog", linthresh=10.0)
+        label_narrow_symlog(ax)
+        fig.canvas.draw()
+        low, high = ax.get_ylim()
+        shown = [t.get_text() for t in ax.get_yticklabels() if t.get_text() and low <= t.get_position()[1] <= high]
+        plt.close(fig)
+        return shown
+
+    narrow = labels([900.0, 800.0, 700.0])
+    assert len(narrow) >= 2 and all(text.replace(",", "").replace(".", "").isdigit() for text in narrow), narrow
+    wide = labels([60000.0, 5000.0, 500.0])  # decades in view: kept as they were
+    assert len(wide) >= 2 and all("10^" in text for text in wide), wide

@@ -6,6 +6,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker as ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from genjax.report_figures import _save  # noqa: E402
@@ -58,6 +59,17 @@ def settings_figure(path: str, protocol, units: list[dict]) -> bool:
     return drawn
 
 
+def label_narrow_symlog(ax) -> None:
+    """A symlog y axis labels its decades only (and, unlike a log axis, none of its minor ticks), so a view
+    within one decade (a small study's KIDs: 700 to 900, say) showed no numbers at all; there, plain numbers at
+    a few evenly spaced ticks instead. A view with two decades or more keeps them."""
+    low, high = ax.get_ylim()
+    if sum(low <= tick <= high for tick in ax.yaxis.get_major_locator()()) < 2:
+        ax.yaxis.set_major_locator(ticker.MaxNLocator(5))
+        ax.yaxis.set_major_formatter(ticker.ScalarFormatter())
+        ax.yaxis.set_minor_locator(ticker.NullLocator())
+
+
 def expected_best_figure(path: str, protocol, units: list[dict]) -> bool:
     """Expected best KID after k random settings, k = 1..K, per family (Lucic et al. 2018, Fig. 4)."""
     last = len(protocol.budgets) - 1
@@ -71,6 +83,8 @@ def expected_best_figure(path: str, protocol, units: list[dict]) -> bool:
             ax.plot(ks, [curve[k - 1] for k in ks], label=family, **family_style(units, family))
         # KID is unbiased, so a best of several settings can be <= 0: logarithmic beyond +-10, linear within
         ax.set_yscale("symlog", linthresh=10.0)
+        label_narrow_symlog(ax)
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))  # k counts settings: no 1.2, 1.4, ... ticks
         ax.set_xlabel("settings tried k")
         ax.set_ylabel("expected best KID")
         ax.set_title(f"{size} training images")
