@@ -31,6 +31,7 @@ with the optax update's time taken out of the step: no update, fused or not, can
 """
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -105,18 +106,15 @@ def measure(trials: int, batch_size: int, calls: int, repeats: int, scan: int, p
     import jax.numpy as jnp
     import optax
 
-    from genjax import experiment
     from genjax.data import to_model_batch
     from genjax.train.chunks import program_flops
     from genjax.train.loop import Keys
     from genjax.train.optim import adam, apply_gradients
 
     before = throughput.matmul_peak(peak_sizes)["peak_flops"]
-    config = throughput.genjax_config(throughput.ENTRIES["vae_mlp"])
-    config.batch_size = batch_size  # the study's 64 (benchmarks/throughput.py's windows use 128)
-    model = experiment.validate(config)
-    train, _ = experiment.load_data(config)
-    family = model.make_family(config, train)
+    # the study's batch of 64 (benchmarks/throughput.py's windows use 128)
+    entry = dataclasses.replace(throughput.ENTRIES["vae_mlp"], overrides={"batch_size": batch_size})
+    config, train, family = throughput.genjax_family(entry)
     keys = Keys.from_seed(config.seed)
     batch = to_model_batch(train.take(np.arange(config.batch_size)))
     state = jax.vmap(family.init, in_axes=(0, None))(jax.random.split(keys.init, trials), batch)
