@@ -31,6 +31,7 @@ import os
 import jax
 
 from genjax import data, experiment, report
+from genjax.compilation_cache import enable_compilation_cache
 from genjax.errors import UserError
 from genjax.evaluate import draw_samples, evaluate_result, load_run
 from genjax.metrics import registry, sample_quality
@@ -250,6 +251,7 @@ def compare(settings: Settings) -> dict:
     """Run the whole comparison; returns the paths of report.md and report.html."""
     settings.check()
     os.makedirs(settings.workdir, exist_ok=True)
+    enable_compilation_cache()  # before the classifier's programs, not at the first fit (genjax.experiment.fit_one)
     image_records, toy_records, header, trained, test = [], [], {}, {}, None
     if settings.models:
         train = data.load(settings.dataset, "train", seed=0)

@@ -30,3 +30,43 @@ def test_cache_directory_default_override_and_opt_out(tmp_path):
     assert _run(GENJAX_COMPILATION_CACHE="off", XDG_CACHE_HOME=str(tmp_path / "off")) == "None"
     assert not (tmp_path / "off").exists()
     assert _run(JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax"), GENJAX_COMPILATION_CACHE=str(tmp_path / "x")) == str(tmp_path / "jax")
+
+
+FIRST_PROGRAM = """
+import sys, jax
+import genjax.comparison, genjax.study
+
+class Reached(Exception):
+    pass
+
+def first_program(*args, **kwargs):  # stands for the command's first compiled program (the classifier's)
+    print(jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
+    raise Reached
+
+genjax.study.run_study = genjax.comparison.load_classifier = first_program
+try:
+    if sys.argv[1] == "study":
+        genjax.study.study(None, {}, "unused")
+    else:
+        genjax.comparison.compare(genjax.comparison.Settings(contenders={"vae": None}, workdir=sys.argv[2], toy_models=()))
+except Reached:
+    pass
+"""
+
+
+def test_study_and_comparison_turn_the_cache_on_before_their_first_program(tmp_path):
+    """Not at their first fit: the classifier, a study's vectorized groups and their evaluations compiled before it,
+    outside the cache (JAX asks for the cache once per program, so each compiled again in every process)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT", "GENJAX_"))}
+    env = {**clean, "JAX_PLATFORMS": "cpu", "GENJAX_COMPILATION_CACHE": str(tmp_path / "cache")}
+    for command in ("study", "compare"):
+        result = subprocess.run(
+            [sys.executable, "-c", FIRST_PROGRAM, command, str(tmp_path / "compare")],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert result.stdout.split() == [str(tmp_path / "cache"), "0.0"], command  # and every program's entry is kept

@@ -11,6 +11,7 @@ re-seeding, slices and merging), .analysis (intervals, the map, expected best), 
 
 from genjax import data
 from genjax.comparison import real_data_floor
+from genjax.compilation_cache import enable_compilation_cache
 from genjax.metrics.classifier import load_classifier
 from genjax.study.plan import Protocol, check
 from genjax.study.report import write_study_report
@@ -45,6 +46,9 @@ def header(protocol: Protocol, contenders: dict) -> dict:
 
 def study(protocol: Protocol, contenders: dict, root: str, shard: tuple[int, int] = (0, 1)) -> dict | None:
     """Run the study (or its slice `shard`) in `root`; returns the report's paths, or None for a slice."""
+    # before the first program: the classifier's, the groups' and their evaluations' compile into the persistent
+    # cache too, not only those compiled after the first fit (genjax.experiment.fit_one) turned it on
+    enable_compilation_cache()
     units = run_study(protocol, contenders, root, shard)
     if shard[1] > 1:
         return None
