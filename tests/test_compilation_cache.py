@@ -43,10 +43,12 @@ def first_program(*args, **kwargs):  # stands for the command's first compiled p
     print(jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
     raise Reached
 
-genjax.study.run_study = genjax.comparison.load_classifier = first_program
+genjax.study.run_study = genjax.study.merged_protocol = genjax.comparison.load_classifier = first_program
 try:
     if sys.argv[1] == "study":
         genjax.study.study(None, {}, "unused")
+    elif sys.argv[1] == "merge":
+        genjax.study.merge(["unused"], "unused", {})
     else:
         genjax.comparison.compare(genjax.comparison.Settings(contenders={"vae": None}, workdir=sys.argv[2], toy_models=()))
 except Reached:
@@ -54,12 +56,12 @@ except Reached:
 """
 
 
-def test_study_and_comparison_turn_the_cache_on_before_their_first_program(tmp_path):
+def test_study_merge_and_comparison_turn_the_cache_on_before_their_first_program(tmp_path):
     """Not at their first fit: the classifier, a study's vectorized groups and their evaluations compiled before it,
     outside the cache (JAX asks for the cache once per program, so each compiled again in every process)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT", "GENJAX_"))}
     env = {**clean, "JAX_PLATFORMS": "cpu", "GENJAX_COMPILATION_CACHE": str(tmp_path / "cache")}
-    for command in ("study", "compare"):
+    for command in ("study", "merge", "compare"):
         result = subprocess.run(
             [sys.executable, "-c", FIRST_PROGRAM, command, str(tmp_path / "compare")],
             cwd=REPO,

@@ -57,6 +57,7 @@ def study(protocol: Protocol, contenders: dict, root: str, shard: tuple[int, int
 
 def merge(roots: list[str], out: str, contenders: dict) -> dict:
     """The report of a study run in slices, from their workdirs, written to `out`: every family of every slice."""
+    enable_compilation_cache()  # the classifier's and the floor's programs (the header)
     protocol = merged_protocol(roots)
     check(protocol, contenders, data.load(protocol.dataset, "train").num_examples)
     units = read_units(protocol, roots)
