@@ -57,8 +57,8 @@ except Reached:
 
 
 def test_study_merge_and_comparison_turn_the_cache_on_before_their_first_program(tmp_path):
-    """Not at their first fit: the classifier, a study's vectorized groups and their evaluations compiled before it,
-    outside the cache (JAX asks for the cache once per program, so each compiled again in every process)."""
+    """Not at their first fit: the classifier's programs, and a study's vectorized groups and their evaluations,
+    compiled before it outside the cache (neither read nor written: every process compiled them again)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT", "GENJAX_"))}
     env = {**clean, "JAX_PLATFORMS": "cpu", "GENJAX_COMPILATION_CACHE": str(tmp_path / "cache")}
     for command in ("study", "merge", "compare"):
