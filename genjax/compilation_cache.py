@@ -1,10 +1,10 @@
 """A persistent XLA compilation cache, so that rerunning an experiment loads its compiled programs.
 
-Every fit turns it on (`experiment.fit_one`), and the study and the comparison before their first program (a
-program compiled while it is off neither reads nor writes it: the next process compiles it again). Compiled
-programs are kept in ~/.cache/genjax/xla ($XDG_CACHE_HOME/genjax/xla when that is set), at most 2 GiB, least
-recently used evicted first. A rerun of the same model, resumed or
-fresh, then starts training in about a second instead of compiling (see the README's benchmarks section).
+Every fit turns it on (`experiment.fit_one`); the study, the comparison and `python -m genjax.evaluate` before
+their first program (a program compiled while it is off neither reads nor writes it: the next process compiles
+it again). Compiled programs are kept in ~/.cache/genjax/xla ($XDG_CACHE_HOME/genjax/xla when that is set), at
+most 2 GiB, least recently used evicted first. A rerun of the same model, resumed or fresh, then starts
+training in about a second instead of compiling (see the README's benchmarks section).
 
     GENJAX_COMPILATION_CACHE=off    no cache
     GENJAX_COMPILATION_CACHE=DIR    keep it in DIR

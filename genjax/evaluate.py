@@ -22,6 +22,7 @@ import numpy as np
 
 from genjax import data, models
 from genjax.checkpoint import Checkpoints
+from genjax.compilation_cache import enable_compilation_cache
 from genjax.config import config_from_dict
 from genjax.errors import EXIT_BAD_INPUT, UserError
 from genjax.metrics import registry, sample_quality
@@ -229,6 +230,7 @@ def main(argv=None) -> int:
     from genjax.cli import configure_logging
 
     configure_logging()
+    enable_compilation_cache()  # a second evaluation loads the programs of the first
     try:
         config, family, state, train, test = load_run(args.run_dir)
         metrics = evaluate_state(

@@ -34,7 +34,7 @@ def test_cache_directory_default_override_and_opt_out(tmp_path):
 
 FIRST_PROGRAM = """
 import sys, jax
-import genjax.comparison, genjax.study
+import genjax.comparison, genjax.evaluate, genjax.study
 
 class Reached(Exception):
     pass
@@ -44,11 +44,14 @@ def first_program(*args, **kwargs):  # stands for the command's first compiled p
     raise Reached
 
 genjax.study.run_study = genjax.study.merged_protocol = genjax.comparison.load_classifier = first_program
+genjax.evaluate.load_run = first_program
 try:
     if sys.argv[1] == "study":
         genjax.study.study(None, {}, "unused")
     elif sys.argv[1] == "merge":
         genjax.study.merge(["unused"], "unused", {})
+    elif sys.argv[1] == "evaluate":
+        genjax.evaluate.main(["unused"])
     else:
         genjax.comparison.compare(genjax.comparison.Settings(contenders={"vae": None}, workdir=sys.argv[2], toy_models=()))
 except Reached:
@@ -56,12 +59,13 @@ except Reached:
 """
 
 
-def test_study_merge_and_comparison_turn_the_cache_on_before_their_first_program(tmp_path):
-    """Not at their first fit: the classifier's programs, and a study's vectorized groups and their evaluations,
-    compiled before it outside the cache (neither read nor written: every process compiled them again)."""
+def test_the_study_merge_comparison_and_evaluation_turn_the_cache_on_before_their_first_program(tmp_path):
+    """Not at their first fit (`python -m genjax.evaluate` has none): the classifier's programs, and a study's
+    vectorized groups and their evaluations, compiled before it outside the cache (neither read nor written:
+    every process compiled them again)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT", "GENJAX_"))}
     env = {**clean, "JAX_PLATFORMS": "cpu", "GENJAX_COMPILATION_CACHE": str(tmp_path / "cache")}
-    for command in ("study", "merge", "compare"):
+    for command in ("study", "merge", "compare", "evaluate"):
         result = subprocess.run(
             [sys.executable, "-c", FIRST_PROGRAM, command, str(tmp_path / "compare")],
             cwd=REPO,
