@@ -119,13 +119,18 @@ TRIALS = textwrap.dedent(
     group = TrialGroup(config, settings, train)
     trained, _ = group.train(group.init(), 0, 6)
     leaf = jax.tree.leaves(trained["state"]["params"])[0]
+    odd = TrialGroup(config, settings[:3], train)  # 3 trials padded to 4 slots: 2 on each process's device
+    odd_trained, odd_metrics = odd.train(odd.init(), 0, 6)
+    odd_leaf = jax.tree.leaves(odd_trained["state"]["params"])[0]
     errors, leaves = [], []
     for index, setting in enumerate(settings):
-        got, want = jax.tree.leaves(group.trial_state(trained, index)), jax.tree.leaves(_alone(config, setting, train, 6))
-        errors.append(max(float(np.max(np.abs(a - np.asarray(b)))) for a, b in zip(got, want)))
-        leaves += got
+        want = jax.tree.leaves(_alone(config, setting, train, 6))
+        for trials, state in ((group, trained), (odd, odd_trained))[: 2 if index < 3 else 1]:
+            got = jax.tree.leaves(trials.trial_state(state, index))
+            errors.append(max(float(np.max(np.abs(a - np.asarray(b)))) for a, b in zip(got, want)))
+        leaves += jax.tree.leaves(group.trial_state(trained, index))
     try:
-        TrialGroup(config, settings[:3], train)
+        TrialGroup(config, settings[:3], train, "unroll")
         refused = ""
     except UserError as error:
         refused = str(error)
@@ -135,6 +140,8 @@ TRIALS = textwrap.dedent(
         "local_rows": [shard.data.shape[0] for shard in leaf.addressable_shards],
         "errors": errors,
         "diverged": group.diverged(trained).tolist(),
+        "odd": [odd.slots, [shard.data.shape[0] for shard in odd_leaf.addressable_shards], odd.diverged(odd_trained).tolist()],
+        "odd_metrics": list(np.asarray(odd_metrics["loss"]).shape),  # the real trials', readable on each process
         "refused": refused,
         "least": least_over_processes(7 - jax.process_index()),  # a time budget's last call: process 1's length
     }
@@ -144,7 +151,8 @@ TRIALS = textwrap.dedent(
 
 
 def test_a_trial_group_spans_two_processes_and_each_trial_equals_it_alone(tmp_path):
-    """A group's trial axis spans the two processes, each trial equal to it alone; and least_over_processes, by
+    """A group's trial axis spans the two processes, each trial equal to it alone, and so does a group of 3 padded
+    to 4 (2 slots a process, the padding invisible); unroll is refused; and least_over_processes, by
     which the processes of a run under a time budget cut its last call alike, agrees on both."""
     (tmp_path / "trials.py").write_text(TRIALS)
     address = f"127.0.0.1:{_free_port()}"
@@ -155,9 +163,10 @@ def test_a_trial_group_spans_two_processes_and_each_trial_equals_it_alone(tmp_pa
     results = [json.loads(stdout.split("RESULT")[1]) for stdout, _ in _finish(processes)]
     for result in results:
         assert result["devices"] == 2 and result["local_rows"] == [2]  # 4 trials: 2 on each process's device
-        assert max(result["errors"]) < 2e-5, result["errors"]  # every trial, gathered to each process, equals it alone
-        assert result["diverged"] == [0, 0, 0, 0]
-        assert "multiple of 2 settings (got 3)" in result["refused"]
+        # every trial (of 4, and of 3 padded to 4), gathered to each process, equals it alone
+        assert len(result["errors"]) == 7 and max(result["errors"]) < 2e-5, result["errors"]
+        assert result["diverged"] == [0, 0, 0, 0] and result["odd"] == [4, [2], [0, 0, 0]] and result["odd_metrics"] == [6, 3]
+        assert "use vectorize 'vmap', not 'unroll'" in result["refused"]
         assert result["least"] == 6  # every process cuts its last call alike
     for a, b in zip(_params(tmp_path / "trials0.npz"), _params(tmp_path / "trials1.npz"), strict=True):
         np.testing.assert_array_equal(a, b)  # both processes hold the same gathered states

@@ -10,15 +10,20 @@ import subprocess
 import sys
 import time
 
+import jax
+import numpy as np
 import pytest
 
 from experiments import study as study_cli
 from genjax import data
+from genjax.checkpoint import Checkpoints
 from genjax.metrics.classifier import load_classifier
 from genjax.study import groups
 from genjax.study.trials import Trial, run_trial
-from tests.conftest import REPO
+from genjax.train.trials import TrialGroup
+from tests.conftest import REPO, tiny_vae_config
 from tests.test_sharding import run_on_eight_devices
+from tests.test_trials import _alone, _assert_equal_to_alone
 
 pytestmark = pytest.mark.xdist_group("study_groups")  # its module fixture once
 # settings 1 and 2 of the MLP GAN (search seed 0) share n_critic 5: one group; setting 0 (n_critic 1) is alone
@@ -211,12 +216,15 @@ def test_the_studys_process_spreads_a_group_over_two_cpu_devices_and_each_trial_
     assert json.loads((unit / "setting0" / "seed0" / "config.json").read_text())["num_devices"] == 1  # alone: one device
 
 
+SHARDED_META = {"experiment": "vae_mnist", "model": "vae"}
 SHARDED = """
 import json, sys
 import jax, numpy as np
 from genjax import data
 from genjax.train.trials import TrialGroup
 from tests.conftest import tiny_vae_config
+from genjax.checkpoint import Checkpoints
+from tests.test_study_groups import SHARDED_META as META
 from tests.test_trials import _alone
 
 train = data.load("mnist", "train", "embedded").first(256)
@@ -233,16 +241,40 @@ seeded = TrialGroup(config, [settings[0]] * 8, train, seeds=list(range(8)))  # a
 trained, _ = seeded.train(seeded.init(), 0, 6)
 got, want = jax.tree.leaves(seeded.trial_state(trained, 5)), jax.tree.leaves(_alone(config, {**settings[0], "seed": 5}, train, 6))
 errors.append(max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(got, want)))
-odd = TrialGroup(config, settings[:3], train)  # 3 trials do not split over 8 devices: one device holds them
-odd_devices = len({d.id for leaf in jax.tree.leaves(odd.init()["state"]) for d in leaf.sharding.device_set})
-print("RESULT" + json.dumps({"devices": devices, "errors": errors, "odd_devices": odd_devices}))
+# 3 trials padded to 8 slots, one a device: 3 steps, a checkpoint of the real trials, restored, 3 steps more
+odd = TrialGroup(config, settings[:3], train)
+half, metrics = odd.train(odd.init(), 0, 3)
+odd_devices = sorted({d.id for leaf in jax.tree.leaves(half["state"]) for d in leaf.sharding.device_set})
+checkpoints = Checkpoints(sys.argv[1] + "/odd", keep=1)
+checkpoints.save(3, odd.checkpointed(half), META)
+checkpoints.wait()
+restored = odd.from_checkpoint(checkpoints.restore(3, odd.checkpointed(odd.init()), META))
+trained, _ = odd.train(restored, 3, 3)
+for index in range(3):
+    got, want = jax.tree.leaves(odd.trial_state(trained, index)), jax.tree.leaves(_alone(config, settings[index], train, 6))
+    errors.append(max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(got, want)))
+odd_shapes = {"slots": odd.slots, "metrics": list(metrics["loss"].shape), "diverged": odd.diverged(trained).tolist()}
+print("RESULT" + json.dumps({"devices": devices, "errors": errors, "odd_devices": odd_devices, **odd_shapes}))
 """
 
 
 def test_the_trial_axis_is_sharded_over_eight_devices_and_each_trial_equals_it_alone(tmp_path):
+    """8 trials (settings, then seeds) one a device; 3 trials padded to 8 slots spread the same, their padding
+    invisible (metrics, divergence), and their checkpoint (the real trials only) restores on 8 devices and, in
+    this one-device process, into a group of 3 on one device: each trial equals it trained alone."""
     result = run_on_eight_devices(SHARDED, tmp_path)
-    assert result["devices"] == list(range(8)) and result["odd_devices"] == 1
-    assert len(result["errors"]) == 3 and max(result["errors"]) < 2e-5, result["errors"]
+    assert result["devices"] == list(range(8)) and result["odd_devices"] == list(range(8)) and result["slots"] == 8
+    assert result["metrics"] == [3, 3] and result["diverged"] == [0, 0, 0]
+    assert len(result["errors"]) == 6 and max(result["errors"]) < 2e-5, result["errors"]
+    train = data.load("mnist", "train", "embedded").first(256)
+    config = tiny_vae_config(batch_size=16)
+    settings = [{"learning_rate": float(lr)} for lr in np.geomspace(3e-4, 3e-3, 8)][:3]
+    one_device = TrialGroup(config, settings, train)
+    assert jax.device_count() == 1 and one_device.slots == 3
+    checkpoints = Checkpoints(str(tmp_path / "odd"), keep=1)
+    state = one_device.from_checkpoint(checkpoints.restore(3, one_device.checkpointed(one_device.init()), SHARDED_META))
+    for index, setting in enumerate(settings):
+        _assert_equal_to_alone(one_device.trial_state(state, index), _alone(config, setting, train, 3), setting, 3)
 
 
 def test_a_groups_seconds_budget_ends_within_half_a_chunk_of_it(monkeypatch):

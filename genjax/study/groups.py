@@ -173,7 +173,7 @@ def run_group(protocol: Protocol, contender, trials: list[Trial], root: str, cla
                 log.warning("group %s is past budget point %d that a trial lacks; training the group again", directory, need + 1)
                 meta = fresh
             else:
-                state = checkpoints.restore(saved, state, fresh)
+                state = group.from_checkpoint(checkpoints.restore(saved, group.checkpointed(state), fresh))
                 log.info("group %s resuming from checkpoint step %d", directory, saved)
         families = [_concrete_family(config, t, traced, train) for t in trials]
         flops = group.flops_per_trial_step(state)
@@ -184,7 +184,7 @@ def run_group(protocol: Protocol, contender, trials: list[Trial], root: str, cla
             state, meta = _train_to(group, state, meta, budget, protocol.unit, chunk, config.checkpoint_every, checkpoints)
             meta = {**meta, "points": max(meta["points"], point + 1)}
             if checkpoints.latest_step() != meta["step"]:  # else restored from this very checkpoint
-                checkpoints.save(meta["step"], state, meta)
+                checkpoints.save(meta["step"], group.checkpointed(state), meta)
             diverged_at = group.diverged(state)
             for index, (trial, record) in enumerate(zip(trials, records, strict=True)):
                 if len(record["points"]) > point or record["diverged"] is not None:
@@ -247,7 +247,7 @@ def _train_to(group: TrialGroup, state, meta: dict, budget: float, unit: str, ch
         seconds, step_seconds, step = seconds + elapsed, elapsed / length, step + length
         meta = {**meta, "step": step, "train_seconds": seconds, "step_seconds": step_seconds}
         if checkpoint_every and step % checkpoint_every == 0:
-            checkpoints.save(step, state, meta)
+            checkpoints.save(step, group.checkpointed(state), meta)
     return state, meta
 
 

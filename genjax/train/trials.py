@@ -27,14 +27,20 @@ in-place update of the parameters; once per call it is one copy and one select o
 
 On CPU a chunk of steps runs in one lax.scan for families without convolutions (the execution policy,
 genjax.train.policy); convolutional families run one jitted call per step. Programs are compiled ahead of
-their first call, so `compile_seconds` is apart from the time `train` takes. With several devices and T a
-multiple of their number, the trial axis of the state and of the hyperparameters is sharded over them (a 1-D
-mesh 'trials'; the batches are replicated): 8 devices train 8 groups' worth of trials at once. The devices
-are those of every process (`jax.devices()`): in a multi-process run (genjax.train.parallel, the engine's
-jax.distributed path) every process builds the same group and calls `train` with the same arguments, host
-values enter through `global_array`, each process's devices train their share of the trials, and
-`trial_state` and `diverged` gather a trial's state and the divergence steps to every process. Trials never
-communicate during training, so the trial axis needs no collective but that gather.
+their first call, so `compile_seconds` is apart from the time `train` takes. With several devices (and
+vmap), the trial axis of the state and of the hyperparameters is sharded over them (a 1-D mesh 'trials'; the
+batches are replicated): 8 devices train 8 groups' worth of trials at once. A group whose T the devices do
+not divide is padded to the next multiple (`slots`): the padding slots train copies of the last trial and are
+never seen outside (`train`'s metrics, `diverged` and `trial_state` are the T real trials', and a checkpoint
+holds the real trials only, `checkpointed` and `from_checkpoint`, so it restores on any number of devices);
+their compute is the real trials' cost, so a group of 3 on 8 TPU cores takes the time of 1 trial a core
+rather than of 3 on one core. (A group of one trial stays on one device in one process: its padding would
+only repeat it.) The devices are those of every process (`jax.devices()`): in a multi-process run
+(genjax.train.parallel, the engine's jax.distributed path) every process builds the same group and calls
+`train` with the same arguments, host values enter through `global_array`, each process's devices train
+their share of the trials, and `trial_state` and `diverged` gather a trial's state and the divergence steps
+to every process. Trials never communicate during training, so the trial axis needs no collective but that
+gather.
 """
 
 import dataclasses
@@ -96,16 +102,16 @@ class TrialGroup:
             concrete.update(setting)
             self.model = experiment.validate(concrete)
         devices = jax.devices()  # of every process
-        spread = len(devices) > 1 and self.size % len(devices) == 0 and self.vectorize == "vmap"
-        if jax.process_count() > 1 and not spread:
-            raise UserError(
-                f"a multi-process run spreads a group's trials over all {len(devices)} devices: give a multiple of "
-                f"{len(devices)} settings (got {self.size}) and vectorize 'vmap' (got '{self.vectorize}')"
-            )
+        if jax.process_count() > 1 and self.vectorize != "vmap":
+            raise UserError(f"a multi-process run spreads a group's trials over every device: use vectorize 'vmap', not '{self.vectorize}'")
+        spread = len(devices) > 1 and self.vectorize == "vmap" and (self.size > 1 or jax.process_count() > 1)
+        # the trial axis padded to a multiple of the devices with copies of the last trial (its setting and seed)
+        self.slots = -(-self.size // len(devices)) * len(devices) if spread else self.size
+        self._padded = list(range(self.size)) + [self.size - 1] * (self.slots - self.size)
         mesh = Mesh(np.array(devices if spread else devices[:1]), ("trials",))
         self.trial_sharding, self.replicated = NamedSharding(mesh, P("trials")), NamedSharding(mesh, P())
         self.keys = Keys.from_seed(self.config.seed)
-        trial_keys = [Keys.from_seed(seed) for seed in self.seeds]
+        trial_keys = [Keys.from_seed(self.seeds[i]) for i in self._padded]
         # each trial's init and train keys [T, 2], sharded like the state (used when the seeds differ)
         self.init_keys, self.train_keys = (
             global_array(np.stack([np.asarray(getattr(k, name)) for k in trial_keys]), self.trial_sharding) for name in ("init", "train")
@@ -119,6 +125,11 @@ class TrialGroup:
         # when its thread pool, one thread a core, is running the other device's part)
         self._take = jax.jit(lambda tree, index: jax.tree.map(lambda leaf: leaf[index], tree), out_shardings=self.replicated)
         self._gather = jax.jit(lambda tree: tree, out_shardings=self.replicated)
+        # the padding slots cut off a tree's trial axis (`axis`), and put back as copies of the last trial
+        cut = lambda tree, axis: jax.tree.map(lambda leaf: jax.lax.slice_in_dim(leaf, 0, self.size, axis=axis), tree)  # noqa: E731
+        self._cut = jax.jit(cut, static_argnums=1, out_shardings=self.replicated)
+        padded = np.array(self._padded)
+        self._pad = jax.jit(lambda tree: jax.tree.map(lambda leaf: leaf[padded], tree), out_shardings=self.trial_sharding)
         self._chunk = jax.jit(self._train_chunk, donate_argnums=0)
         self._step = jax.jit(self._one_step, donate_argnums=0)
         self._freeze_jit = jax.jit(self._freeze, donate_argnums=1)
@@ -136,17 +147,27 @@ class TrialGroup:
         """{'state': the trials' states stacked on axis 0, 'diverged_at': int32 [T] (0: not diverged), 'hyper':
         {field: float32 [T]}, the traced values (an argument of the programs, not a constant: it is sharded)}."""
         example = to_model_batch(self.dataset.take(np.arange(self.config.batch_size)))
-        hyper = {name: global_array(np.float32([s[name] for s in self.settings]), self.trial_sharding) for name in self.traced}
+        values = {name: np.float32([self.settings[i][name] for i in self._padded]) for name in self.traced}
+        hyper = {name: global_array(value, self.trial_sharding) for name, value in values.items()}
         init = jax.vmap(lambda hyper, key: self.family_for(hyper).init(key, example))
         state = jax.jit(init, out_shardings=self.trial_sharding)(hyper, self.init_keys)
-        return {"state": state, "diverged_at": global_array(np.zeros(self.size, np.int32), self.trial_sharding), "hyper": hyper}
+        return {"state": state, "diverged_at": global_array(np.zeros(self.slots, np.int32), self.trial_sharding), "hyper": hyper}
+
+    def checkpointed(self, group: dict) -> dict:
+        """`group` with its T real trials only (the padding slots cut): what a checkpoint holds, so that it
+        restores on any number of devices. Restore it into `checkpointed(init())` and pass it to `from_checkpoint`."""
+        return self._cut(group, 0) if self.slots > self.size else group
+
+    def from_checkpoint(self, group: dict) -> dict:
+        """A `checkpointed` group padded again (copies of its last trial) and placed on this group's devices."""
+        return self._pad(group) if self.slots > self.size else group
 
     def _batch(self, indices):
         return to_model_batch({k: jnp.take(v, indices, axis=0) for k, v in self.data.items()})
 
     def _one_step(self, group, step, indices, train_keys):
         """indices: int32 [B], the shared batch, or [T, B], one batch per trial when the seeds differ."""
-        vmapped = self.vectorize == "vmap" and self.size > 1
+        vmapped = self.vectorize == "vmap" and self.slots > 1
         # each trial gathers its own batch when its seed is its own, and on CPU (the policy) also when the batch
         # is shared, so that no matmul folds the trial axis and no stacked weight is transposed
         own_rows = self.per_trial_seeds or (vmapped and self.broadcast_batch)
@@ -162,12 +183,12 @@ class TrialGroup:
             diverged_at = jnp.where((diverged_at == 0) & ~tree_all_finite(metrics), step + 1, diverged_at)
             return new_state, diverged_at, metrics
 
-        rows = indices if self.per_trial_seeds else jnp.broadcast_to(indices, (self.size, *indices.shape))  # [T, B]
+        rows = indices if self.per_trial_seeds else jnp.broadcast_to(indices, (self.slots, *indices.shape))  # [T, B]
         inputs = (group["state"], group["hyper"], group["diverged_at"], rows, train_keys)
         if vmapped:
             state, diverged_at, metrics = jax.vmap(trial)(*inputs)
         else:  # each trial's step unbatched (one trial: as `fit` runs it), all in one program
-            outputs = [trial(*jax.tree.map(lambda leaf: leaf[i], inputs)) for i in range(self.size)]
+            outputs = [trial(*jax.tree.map(lambda leaf: leaf[i], inputs)) for i in range(self.slots)]
             state, diverged_at, metrics = jax.tree.map(lambda *leaves: jnp.stack(leaves), *outputs)
         return {"state": state, "diverged_at": diverged_at, "hyper": group["hyper"]}, metrics
 
@@ -187,19 +208,21 @@ class TrialGroup:
         steps = np.arange(first_step, first_step + num_steps, dtype=np.int32)
         if self.scan:
             args = (group, global_array(steps, self.replicated), global_array(indices, self.replicated), self.train_keys)
-            return self._compiled(self._chunk, num_steps, *args)(*args)
-        start, per_step = jax.tree.map(jnp.copy, group["state"]), []  # the steps donate theirs
-        for step, row in zip(steps, indices):
-            args = (group, global_array(step, self.replicated), global_array(row, self.replicated), self.train_keys)
-            group, metrics = self._compiled(self._step, 1, *args)(*args)
-            per_step.append(metrics)
-        return self._freeze_jit(start, group), jax.tree.map(lambda *values: jnp.stack(values), *per_step)
+            group, metrics = self._compiled(self._chunk, num_steps, *args)(*args)
+        else:
+            start, per_step = jax.tree.map(jnp.copy, group["state"]), []  # the steps donate theirs
+            for step, row in zip(steps, indices):
+                args = (group, global_array(step, self.replicated), global_array(row, self.replicated), self.train_keys)
+                group, step_metrics = self._compiled(self._step, 1, *args)(*args)
+                per_step.append(step_metrics)
+            group, metrics = self._freeze_jit(start, group), jax.tree.map(lambda *values: jnp.stack(values), *per_step)
+        return group, (self._cut(metrics, 1) if self.slots > self.size else metrics)
 
     def _indices(self, first_step: int, num_steps: int) -> np.ndarray:
         def of(seed):
             return batch_indices(seed, self.dataset.num_examples, self.config.batch_size, first_step, num_steps)
 
-        return np.stack([of(seed) for seed in self.seeds], axis=1) if self.per_trial_seeds else of(self.config.seed)
+        return np.stack([of(self.seeds[i]) for i in self._padded], axis=1) if self.per_trial_seeds else of(self.config.seed)
 
     def _compiled(self, function, num_steps: int, *args):
         """`function` compiled for these arguments, once per chunk length (its time: compile_seconds)."""
@@ -212,9 +235,10 @@ class TrialGroup:
 
     def flops_per_trial_step(self, group: dict) -> float:
         """XLA's count of the floating-point operations of one step of one trial: the group's one-step program
-        (lowered, not compiled) divided by T. Comparable with the engine's flops_per_step of one run."""
+        (lowered, not compiled) divided by its slots (T and the padding). Comparable with the engine's
+        flops_per_step of one run."""
         row = global_array(self._indices(0, 1)[0], self.replicated)
-        return program_flops(self._step.lower(group, global_array(np.int32(0), self.replicated), row, self.train_keys)) / self.size
+        return program_flops(self._step.lower(group, global_array(np.int32(0), self.replicated), row, self.train_keys)) / self.slots
 
     def trial_state(self, group: dict, index: int):
         """Trial `index`'s state, as one run's state, on the host of every process (numpy arrays)."""
@@ -225,5 +249,5 @@ class TrialGroup:
     def diverged(self, group: dict) -> np.ndarray:
         """The step at which each trial's loss became non-finite (0: never), int [T], on every process."""
         if jax.process_count() == 1:
-            return np.asarray(group["diverged_at"])
-        return np.asarray(jax.device_get(self._gather(group["diverged_at"])))
+            return np.asarray(group["diverged_at"])[: self.size]
+        return np.asarray(jax.device_get(self._gather(group["diverged_at"])))[: self.size]
