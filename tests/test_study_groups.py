@@ -241,8 +241,11 @@ seeded = TrialGroup(config, [settings[0]] * 8, train, seeds=list(range(8)))  # a
 trained, _ = seeded.train(seeded.init(), 0, 6)
 got, want = jax.tree.leaves(seeded.trial_state(trained, 5)), jax.tree.leaves(_alone(config, {**settings[0], "seed": 5}, train, 6))
 errors.append(max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(got, want)))
-# 3 trials padded to 8 slots, one a device: 3 steps, a checkpoint of the real trials, restored, 3 steps more
-odd = TrialGroup(config, settings[:3], train)
+# 3 trials padded to 8 slots, one a device (asked for: CPU groups are not padded by default, unpadded below):
+# 3 steps, a checkpoint of the real trials, restored, 3 steps more
+unpadded = TrialGroup(config, settings[:3], train)
+unpadded_devices = len({d.id for leaf in jax.tree.leaves(unpadded.init()["state"]) for d in leaf.sharding.device_set})
+odd = TrialGroup(config, settings[:3], train, pad=True)
 half, metrics = odd.train(odd.init(), 0, 3)
 odd_devices = sorted({d.id for leaf in jax.tree.leaves(half["state"]) for d in leaf.sharding.device_set})
 checkpoints = Checkpoints(sys.argv[1] + "/odd", keep=1)
@@ -253,17 +256,19 @@ trained, _ = odd.train(restored, 3, 3)
 for index in range(3):
     got, want = jax.tree.leaves(odd.trial_state(trained, index)), jax.tree.leaves(_alone(config, settings[index], train, 6))
     errors.append(max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(got, want)))
-odd_shapes = {"slots": odd.slots, "metrics": list(metrics["loss"].shape), "diverged": odd.diverged(trained).tolist()}
+odd_shapes = {"slots": [odd.slots, unpadded.slots, unpadded_devices], "metrics": list(metrics["loss"].shape)}
+odd_shapes["diverged"] = odd.diverged(trained).tolist()
 print("RESULT" + json.dumps({"devices": devices, "errors": errors, "odd_devices": odd_devices, **odd_shapes}))
 """
 
 
 def test_the_trial_axis_is_sharded_over_eight_devices_and_each_trial_equals_it_alone(tmp_path):
-    """8 trials (settings, then seeds) one a device; 3 trials padded to 8 slots spread the same, their padding
-    invisible (metrics, divergence), and their checkpoint (the real trials only) restores on 8 devices and, in
-    this one-device process, into a group of 3 on one device: each trial equals it trained alone."""
+    """8 trials (settings, then seeds) one a device; 3 trials on one device by default on CPU, and padded to 8
+    slots when asked, spread the same, their padding invisible (metrics, divergence), and their checkpoint (the
+    real trials only) restores on 8 devices and, in this one-device process, into a group of 3 on one device:
+    each trial equals it trained alone."""
     result = run_on_eight_devices(SHARDED, tmp_path)
-    assert result["devices"] == list(range(8)) and result["odd_devices"] == list(range(8)) and result["slots"] == 8
+    assert result["devices"] == list(range(8)) and result["odd_devices"] == list(range(8)) and result["slots"] == [8, 3, 1]
     assert result["metrics"] == [3, 3] and result["diverged"] == [0, 0, 0]
     assert len(result["errors"]) == 6 and max(result["errors"]) < 2e-5, result["errors"]
     train = data.load("mnist", "train", "embedded").first(256)

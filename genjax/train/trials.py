@@ -30,12 +30,13 @@ genjax.train.policy); convolutional families run one jitted call per step. Progr
 their first call, so `compile_seconds` is apart from the time `train` takes. With several devices (and
 vmap), the trial axis of the state and of the hyperparameters is sharded over them (a 1-D mesh 'trials'; the
 batches are replicated): 8 devices train 8 groups' worth of trials at once. A group whose T the devices do
-not divide is padded to the next multiple (`slots`): the padding slots train copies of the last trial and are
-never seen outside (`train`'s metrics, `diverged` and `trial_state` are the T real trials', and a checkpoint
-holds the real trials only, `checkpointed` and `from_checkpoint`, so it restores on any number of devices);
-their compute is the real trials' cost, so a group of 3 on 8 TPU cores takes the time of 1 trial a core
-rather than of 3 on one core. (A group of one trial stays on one device in one process: its padding would
-only repeat it.) The devices are those of every process (`jax.devices()`): in a multi-process run
+not divide is, on accelerators and in multi-process runs (`pad`, genjax.train.policy.pad_trial_groups),
+padded to the next multiple (`slots`): the padding slots train copies of the last trial and are never seen
+outside (`train`'s metrics, `diverged` and `trial_state` are the T real trials', and a checkpoint holds the
+real trials only, `checkpointed` and `from_checkpoint`, so it restores on any number of devices); their
+compute is the real trials' cost, so a group of 3 on 8 TPU cores takes the time of one trial a core rather
+than of 3 on one core. Unpadded (CPU), such a group trains on one device, as does a group of one trial in one
+process. The devices are those of every process (`jax.devices()`): in a multi-process run
 (genjax.train.parallel, the engine's jax.distributed path) every process builds the same group and calls
 `train` with the same arguments, host values enter through `global_array`, each process's devices train
 their share of the trials, and `trial_state` and `diverged` gather a trial's state and the divergence steps
@@ -84,6 +85,7 @@ class TrialGroup:
     dataset: Dataset
     vectorize: str = "vmap"
     seeds: list | None = None  # one per trial (default: config.seed for every trial)
+    pad: bool | None = None  # pad to spread over every device (default: genjax.train.policy.pad_trial_groups)
 
     def __post_init__(self):
         self.traced = tuple(sorted(self.settings[0]))
@@ -104,7 +106,9 @@ class TrialGroup:
         devices = jax.devices()  # of every process
         if jax.process_count() > 1 and self.vectorize != "vmap":
             raise UserError(f"a multi-process run spreads a group's trials over every device: use vectorize 'vmap', not '{self.vectorize}'")
-        spread = len(devices) > 1 and self.vectorize == "vmap" and (self.size > 1 or jax.process_count() > 1)
+        pad = policy.pad_trial_groups(devices[0].platform) if self.pad is None else self.pad
+        fits = self.size > 1 and (self.size % len(devices) == 0 or pad)
+        spread = len(devices) > 1 and self.vectorize == "vmap" and (fits or jax.process_count() > 1)
         # the trial axis padded to a multiple of the devices with copies of the last trial (its setting and seed)
         self.slots = -(-self.size // len(devices)) * len(devices) if spread else self.size
         self._padded = list(range(self.size)) + [self.size - 1] * (self.slots - self.size)
@@ -156,7 +160,7 @@ class TrialGroup:
     def checkpointed(self, group: dict) -> dict:
         """`group` with its T real trials only (the padding slots cut): what a checkpoint holds, so that it
         restores on any number of devices. Restore it into `checkpointed(init())` and pass it to `from_checkpoint`."""
-        return self._cut(group, 0) if self.slots > self.size else group
+        return self._real_trials(group, 0)
 
     def from_checkpoint(self, group: dict) -> dict:
         """A `checkpointed` group padded again (copies of its last trial) and placed on this group's devices."""
@@ -216,7 +220,17 @@ class TrialGroup:
                 group, step_metrics = self._compiled(self._step, 1, *args)(*args)
                 per_step.append(step_metrics)
             group, metrics = self._freeze_jit(start, group), jax.tree.map(lambda *values: jnp.stack(values), *per_step)
-        return group, (self._cut(metrics, 1) if self.slots > self.size else metrics)
+        return group, self._real_trials(metrics, 1)
+
+    def _real_trials(self, tree, axis: int):
+        """`tree` with the padding slots cut off its trial axis (`axis`); in one process, as numpy arrays on the
+        host: there it is a copy of the shards, where a program cutting it would gather them with a collective,
+        and XLA:CPU's in-process collectives deadlock (seen, as above)."""
+        if self.slots == self.size:
+            return tree
+        if jax.process_count() == 1:
+            return jax.tree.map(lambda leaf: np.asarray(leaf).take(np.arange(self.size), axis), tree)
+        return self._cut(tree, axis)
 
     def _indices(self, first_step: int, num_steps: int) -> np.ndarray:
         def of(seed):
