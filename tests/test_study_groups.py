@@ -163,11 +163,17 @@ def test_a_trial_that_diverges_in_a_group_is_recorded_and_the_others_are_not_dis
 
 
 def test_kill_9_during_a_group_resumes_it_exactly(reference, tmp_path):
+    """The study killed after a group's first checkpoint, in a process of 3 CPU devices that pads its groups (as
+    accelerators do: the group of 2 becomes 3 slots), and run again in a process of one device: the group resumes
+    from its checkpoint (the real trials only), and its trials equal the reference's."""
     _, grouped, _ = reference
     workdir = tmp_path / "study"
     command = [sys.executable, "-c", STUDY, str(workdir)]
+    padding = "from genjax.train import policy; policy.pad_trial_groups = lambda platform: True; "
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=3"}
     checkpoints = workdir / "runs" / "gan" / "n200" / "seed0" / "group1-2" / "checkpoints"
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    padded = [sys.executable, "-c", padding + STUDY, str(workdir)]
+    process = subprocess.Popen(padded, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 240
     while (
         time.time() < deadline
@@ -177,7 +183,7 @@ def test_kill_9_during_a_group_resumes_it_exactly(reference, tmp_path):
         time.sleep(0.05)
     assert process.poll() is None, process.communicate()[1][-2000:]
     process.send_signal(signal.SIGKILL)  # after the first budget point's checkpoint: measuring it or training on
-    process.communicate(timeout=60)
+    assert "2 trials padded to 3 slots over 3 devices" in process.communicate(timeout=60)[1]
     finish = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     assert finish.returncode == 0, finish.stderr[-2000:]
     assert "resuming from checkpoint step 10" in finish.stderr
@@ -258,6 +264,7 @@ for index in range(3):
     errors.append(max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(got, want)))
 odd_shapes = {"slots": [odd.slots, unpadded.slots, unpadded_devices], "metrics": list(metrics["loss"].shape)}
 odd_shapes["diverged"] = odd.diverged(trained).tolist()
+odd_shapes["flops"] = [odd.flops_per_trial_step(trained), unpadded.flops_per_trial_step(unpadded.init())]
 print("RESULT" + json.dumps({"devices": devices, "errors": errors, "odd_devices": odd_devices, **odd_shapes}))
 """
 
@@ -270,6 +277,7 @@ def test_the_trial_axis_is_sharded_over_eight_devices_and_each_trial_equals_it_a
     result = run_on_eight_devices(SHARDED, tmp_path)
     assert result["devices"] == list(range(8)) and result["odd_devices"] == list(range(8)) and result["slots"] == [8, 3, 1]
     assert result["metrics"] == [3, 3] and result["diverged"] == [0, 0, 0]
+    assert result["flops"][0] == pytest.approx(result["flops"][1], rel=0.02)  # a trial's FLOPs, the padding apart
     assert len(result["errors"]) == 6 and max(result["errors"]) < 2e-5, result["errors"]
     train = data.load("mnist", "train", "embedded").first(256)
     config = tiny_vae_config(batch_size=16)

@@ -10,7 +10,8 @@ format as a trial trained alone) holds the same numbers to float tolerance under
 budget in seconds a trial is charged its share of the group's training time (the group's seconds / T):
 equal compute, so a group that trains T trials faster than T runs gives each trial more steps.
 
-One Orbax checkpoint per group (`group_directory`/checkpoints, the last one kept), at
+One Orbax checkpoint per group (`group_directory`/checkpoints, the last one kept; its real trials only, where
+an accelerator pads the group to spread it over the devices, so it resumes on any number of them), at
 every budget point (and every `checkpoint_every` steps where the study's config keeps one), with the step, the
 group's training seconds and its budget points done; kill -9 during a group resumes it from there exactly
 (a budget in steps), and a group whose trials are finished is never retrained. A trial whose loss turns
@@ -161,6 +162,8 @@ def run_group(protocol: Protocol, contender, trials: list[Trial], root: str, cla
     train, _ = load_data(config)
     group = TrialGroup(config, [{f: t.setting[f] for f in traced} for t in trials], train, mode, [t.seed for t in trials])
     directory = group_directory(root, trials)
+    if group.slots > group.size:
+        log.info("group %s: %d trials padded to %d slots over %d devices", directory, group.size, group.slots, jax.device_count())
     checkpoints = Checkpoints(os.path.join(directory, "checkpoints"), keep=1)
     fresh = {"experiment": contender.experiment, "model": config.model, "step": 0, "train_seconds": 0.0, "points": 0}
     need = min(len(r["points"]) for r in records if not is_finished(r, num_points))  # the first point a trial lacks
