@@ -54,7 +54,7 @@ def pad_trial_groups(platform: str) -> bool:
     group: a group of 3 on 8 TPU cores ends in the time of one trial a core instead of three on one core (not
     measured: no accelerator here). On CPU, with one XLA device per core (the study's process), the padding
     slots take cores from the real trials: T = 3 over 2 devices, padded to 4 against 3 on one device, trained
-    the MLP VAE 8% faster and the MLP GAN 17% slower (the README's vectorized-trials section), so CPU groups
+    the MLP VAE 12% faster and the MLP GAN 13% slower (side by side; the README's vectorized-trials section), so CPU groups
     are not padded; the study's CPU groups are multiples of the devices anyway
     (genjax.study.groups.spread_groups). A multi-process run always pads: every process must take part."""
     return platform != "cpu"
