@@ -3,9 +3,12 @@
 one and through the engine's own run (`experiment.run`, what the study's one-at-a-time trials use: its
 training images/s from the run summary, compilation excluded).
 
-    python benchmarks/trials.py                      # vae (MLP), gan (MLP), dcgan (conv), T = 8
+    python benchmarks/trials.py                      # every one-stage family of the study, T = 8
     python benchmarks/trials.py vae --trials 4 16 --steps 300
 
+The families are the study's (experiments.study.CONTENDERS, from the registry) that train in one stage, each
+with its own config at the study's batch size, and the T settings are the study's draws from the family's own
+search space (its defaults first), cut to the fields a group traces, so that they form one group.
 Both sides run the same code (a group of one setting is the sequential case), the same steps and data; the
 first chunk of each (compilation) is not timed. Reported: training images/s summed over the trials, for the
 vmapped group, the unrolled group (the trials' unbatched steps side by side in one program) and the
@@ -34,22 +37,27 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.throughput import cpu_pressure, matmul_peak  # noqa: E402
 from genjax import data  # noqa: E402
 
-MODELS = {  # experiment, batch size, hyperparameters varied over the trials
-    "vae": ("vae_mnist", 64, ("learning_rate", "beta")),
-    "gan": ("gan_mnist", 64, ("learning_rate", "adam_b1")),
-    "ae": ("ae_mnist", 64, ("learning_rate", "adam_b1")),
-    "dcgan": ("dcgan_mnist", 64, ("learning_rate", "adam_b1")),
-}
+
+def families() -> dict:
+    """The study's one-stage families ({name: Contender}, experiments.study.CONTENDERS, from the registry): the
+    ones it can train as groups (a two-stage family's later stages fit each trial's own first stage)."""
+    from experiments.study import CONTENDERS
+
+    return {name: contender for name, contender in CONTENDERS.items() if len(contender.stages) == 1}
 
 
-def settings_for(names, count: int, seed: int = 0) -> list:
-    rng = np.random.default_rng(seed)
-    draws = {
-        "learning_rate": lambda: float(10 ** rng.uniform(-4, -3)),
-        "beta": lambda: float(rng.uniform(0.5, 4.0)),
-        "adam_b1": lambda: float(rng.uniform(0.0, 0.9)),
-    }
-    return [{name: draws[name]() for name in names} for _ in range(count)]
+def settings_for(contender, count: int, seed: int = 0) -> list:
+    """`count` settings of one group: the study's draws from the family's own search space (its defaults first,
+    search seed `seed`), cut to the traced fields (the untraced ones stay at the defaults)."""
+    import dataclasses
+
+    from experiments.study import DEFAULT
+    from genjax.study.groups import traced_fields
+    from genjax.study.plan import settings_of
+
+    traced = traced_fields(contender)
+    drawn = settings_of(dataclasses.replace(DEFAULT, num_settings=count, search_seed=seed), contender)
+    return [{field: setting[field] for field in traced} for setting in drawn]
 
 
 def images_per_s(config, settings, train, steps: int, chunk: int, vectorize: str = "vmap") -> float:
@@ -84,7 +92,8 @@ def engine_run(experiment_name: str, config, setting: dict, steps: int, chunk: i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", nargs="*", choices=[*MODELS, []], help=f"default: all of {', '.join(MODELS)}")
+    names = list(families())
+    parser.add_argument("models", nargs="*", choices=[*names, []], help=f"default: all of {', '.join(names)}")
     parser.add_argument("--trials", type=int, nargs="+", default=[8])
     parser.add_argument("--steps", type=int, default=200, help="timed steps per trial (conv models: a tenth)")
     parser.add_argument(
@@ -94,9 +103,8 @@ def main() -> None:
     parser.add_argument("--peak_sizes", type=int, nargs="+", default=[512, 1024, 2048], help="matmul sizes of the peak")
     parser.add_argument("--host_devices", type=int, default=0, help="XLA:CPU devices (0: one per core, as the study)")
     args = parser.parse_args()
-    import importlib
-
-    from genjax import xla_flags
+    from experiments.study import DEFAULT
+    from genjax import experiment, xla_flags
 
     xla_flags.add_host_devices(args.host_devices)  # before JAX's first computation
 
@@ -106,20 +114,21 @@ def main() -> None:
     # models, the shares are of the higher, so a slow moment of the peak's timing cannot inflate them
     before = matmul_peak(tuple(args.peak_sizes))["peak_flops"]
     rows = []
-    for name in args.models or list(MODELS):
-        experiment, batch_size, names = MODELS[name]
-        config = importlib.import_module(f"experiments.{experiment}").get_config()
+    for name in args.models or names:
+        contender = families()[name]
+        config = contender.config()
+        batch_size = DEFAULT.batch_size  # the study's
         config.update(dict(batch_size=batch_size, source="embedded"))
-        conv = config.get("architecture") == "conv"
+        conv = experiment.validate(config).make_family(config, train).convolutional
         steps = max(args.steps // 10, 10) if conv else args.steps
         chunk = args.chunk or (10 if conv else 50)
         steps = steps // chunk * chunk or chunk
         for count in args.trials:
-            settings = settings_for(names, count)
+            settings = settings_for(contender, count)
             vmapped = images_per_s(config, settings, train, steps, chunk, "vmap")
             unrolled = images_per_s(config, settings, train, steps, chunk, "unroll")
             sequential = count / sum(1 / images_per_s(config, [s], train, steps, chunk) for s in settings)
-            runs = [engine_run(experiment, config, s, steps, chunk) for s in settings]
+            runs = [engine_run(contender.experiment, config, s, steps, chunk) for s in settings]
             engine = count / sum(1 / speed for speed, _ in runs)
             flops_per_image = float(np.mean([flops for _, flops in runs])) / batch_size  # the same network: settings change no FLOPs
             rows.append((name, count, batch_size, vmapped, unrolled, sequential, engine, flops_per_image))
