@@ -44,7 +44,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [REPO, os.path.dirname(os.path.abspath(__file__))]  # measure this checkout, not an installed genjax
 
 import throughput  # noqa: E402  (imports JAX only when it measures)
-from trials import MODELS, settings_for  # noqa: E402
+from trials import families, settings_for  # noqa: E402
 from trials import images_per_s as group_images_per_s  # noqa: E402
 
 
@@ -150,7 +150,7 @@ def measure(trials: int, batch_size: int, calls: int, repeats: int, scan: int, p
     optax_ms = median_ms(optax_update, carry, calls, repeats, scan)
     fused_ms = median_ms(fused_update, stacked, calls, repeats, scan)
     # the group's step: benchmarks/trials.py's timing of a TrialGroup (the study's vmapped trials), T settings
-    images_per_s = group_images_per_s(config, settings_for(MODELS["vae"][2], trials), train, calls * scan, scan, "vmap")
+    images_per_s = group_images_per_s(config, settings_for(families()["vae"], trials), train, calls * scan, scan, "vmap")
     step_ms = trials * config.batch_size / images_per_s * 1e3
     one = jax.tree.map(lambda leaf: leaf[0], state)
     step_flops = trials * program_flops(jax.jit(family.train_step).lower(one, batch, keys.train))  # lowered, as the engine counts a step

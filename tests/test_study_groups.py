@@ -265,6 +265,21 @@ for index in range(3):
 odd_shapes = {"slots": [odd.slots, unpadded.slots, unpadded_devices], "metrics": list(metrics["loss"].shape)}
 odd_shapes["diverged"] = odd.diverged(trained).tolist()
 odd_shapes["flops"] = [odd.flops_per_trial_step(trained), unpadded.flops_per_trial_step(unpadded.init())]
+# a conv group (DCGAN, BatchNorm, n_critic 5) of 8 over the 8 devices: each device steps its own trial, with no
+# collective in the program (left to XLA's partitioner, its batched convolutions gathered every trial's weights)
+from genjax.train.parallel import global_array
+from tests.test_trials import _assert_equal_to_alone, _gan_config
+conv_config, conv_settings = _gan_config(), [{"learning_rate": float(lr), "adam_b1": 0.5} for lr in np.geomspace(1e-4, 1e-3, 8)]
+conv = TrialGroup(conv_config, conv_settings, train)
+state = conv.init()
+step_args = (state, global_array(np.int32(0), conv.replicated), global_array(conv._indices(0, 1)[0], conv.replicated), conv.train_keys)
+program = conv._step.lower(*step_args).compile().as_text()
+collectives = [kind for kind in ("all-gather", "all-reduce", "collective-permute", "all-to-all", "reduce-scatter") if kind in program]
+conv_trained, _ = conv.train(state, 0, 6)
+for index in (0, 7):  # raises where a trial differs from it alone
+    setting = conv_settings[index]
+    _assert_equal_to_alone(conv.trial_state(conv_trained, index), _alone(conv_config, setting, train, 6), setting, 6)
+odd_shapes["conv"] = {"scan": conv.scan, "collectives": collectives}
 print("RESULT" + json.dumps({"devices": devices, "errors": errors, "odd_devices": odd_devices, **odd_shapes}))
 """
 
@@ -277,6 +292,7 @@ def test_the_trial_axis_is_sharded_over_eight_devices_and_each_trial_equals_it_a
     result = run_on_eight_devices(SHARDED, tmp_path)
     assert result["devices"] == list(range(8)) and result["odd_devices"] == list(range(8)) and result["slots"] == [8, 3, 1]
     assert result["metrics"] == [3, 3] and result["diverged"] == [0, 0, 0]
+    assert result["conv"]["scan"] is False and result["conv"]["collectives"] == [], result["conv"]
     assert result["flops"][0] == pytest.approx(result["flops"][1], rel=0.02)  # a trial's FLOPs, the padding apart
     assert len(result["errors"]) == 6 and max(result["errors"]) < 2e-5, result["errors"]
     train = data.load("mnist", "train", "embedded").first(256)

@@ -29,7 +29,9 @@ On CPU a chunk of steps runs in one lax.scan for families without convolutions (
 genjax.train.policy); convolutional families run one jitted call per step. Programs are compiled ahead of
 their first call, so `compile_seconds` is apart from the time `train` takes. With several devices (and
 vmap), the trial axis of the state and of the hyperparameters is sharded over them (a 1-D mesh 'trials'; the
-batches are replicated): 8 devices train 8 groups' worth of trials at once. A group whose T the devices do
+batches are replicated) and each device vmaps its own trials (`shard_map`, `_per_device`: no collective in the
+step; left to XLA's partitioner, the conv families' steps gathered every trial's weights to every device):
+8 devices train 8 groups' worth of trials at once. A group whose T the devices do
 not divide is, on accelerators and in multi-process runs (`pad`, genjax.train.policy.pad_trial_groups),
 padded to the next multiple (`slots`): the padding slots train copies of the last trial and are never seen
 outside (`train`'s metrics, `diverged` and `trial_state` are the T real trials', and a checkpoint holds the
@@ -113,6 +115,7 @@ class TrialGroup:
         self.slots = -(-self.size // len(devices)) * len(devices) if spread else self.size
         self._padded = list(range(self.size)) + [self.size - 1] * (self.slots - self.size)
         mesh = Mesh(np.array(devices if spread else devices[:1]), ("trials",))
+        self.spread = spread
         self.trial_sharding, self.replicated = NamedSharding(mesh, P("trials")), NamedSharding(mesh, P())
         self.keys = Keys.from_seed(self.config.seed)
         trial_keys = [Keys.from_seed(self.seeds[i]) for i in self._padded]
@@ -153,9 +156,21 @@ class TrialGroup:
         example = to_model_batch(self.dataset.take(np.arange(self.config.batch_size)))
         values = {name: np.float32([self.settings[i][name] for i in self._padded]) for name in self.traced}
         hyper = {name: global_array(value, self.trial_sharding) for name, value in values.items()}
-        init = jax.vmap(lambda hyper, key: self.family_for(hyper).init(key, example))
+        init = self._per_device(jax.vmap(lambda hyper, key: self.family_for(hyper).init(key, example)))
         state = jax.jit(init, out_shardings=self.trial_sharding)(hyper, self.init_keys)
         return {"state": state, "diverged_at": global_array(np.zeros(self.slots, np.int32), self.trial_sharding), "hyper": hyper}
+
+    def _per_device(self, vmapped):
+        """`vmapped` (a function vmapped over the trial axis of every argument and result) run by each device on
+        its own trials (`shard_map`) when the group spreads over several. Left to XLA's partitioner, a vmapped
+        convolution (JAX batches it as a grouped convolution, the trial axis folded into the channels) was not
+        split by trial: the conv families' step gathered every trial's weights to every device (102-150
+        all-gathers a step, DCGAN to WGAN-GP), so each device computed the whole group, and on CPU the in-process
+        all-gathers deadlocked (seen). Per device, the trials need no collective at all."""
+        if not self.spread:
+            return vmapped
+        spec = P("trials")
+        return jax.shard_map(vmapped, mesh=self.trial_sharding.mesh, in_specs=spec, out_specs=spec)
 
     def checkpointed(self, group: dict) -> dict:
         """`group` with its T real trials only (the padding slots cut): what a checkpoint holds, so that it
@@ -190,7 +205,7 @@ class TrialGroup:
         rows = indices if self.per_trial_seeds else jnp.broadcast_to(indices, (self.slots, *indices.shape))  # [T, B]
         inputs = (group["state"], group["hyper"], group["diverged_at"], rows, train_keys)
         if vmapped:
-            state, diverged_at, metrics = jax.vmap(trial)(*inputs)
+            state, diverged_at, metrics = self._per_device(jax.vmap(trial))(*inputs)
         else:  # each trial's step unbatched (one trial: as `fit` runs it), all in one program
             outputs = [trial(*jax.tree.map(lambda leaf: leaf[i], inputs)) for i in range(self.slots)]
             state, diverged_at, metrics = jax.tree.map(lambda *leaves: jnp.stack(leaves), *outputs)
@@ -249,10 +264,12 @@ class TrialGroup:
 
     def flops_per_trial_step(self, group: dict) -> float:
         """XLA's count of the floating-point operations of one step of one trial: the group's one-step program
-        (lowered, not compiled) divided by its slots (T and the padding). Comparable with the engine's
-        flops_per_step of one run."""
+        (lowered, not compiled) divided by the trials it computes: its slots (T and the padding), or, spread
+        over devices, one device's share of them (the program is then one device's, `_per_device`).
+        Comparable with the engine's flops_per_step of one run."""
         row = global_array(self._indices(0, 1)[0], self.replicated)
-        return program_flops(self._step.lower(group, global_array(np.int32(0), self.replicated), row, self.train_keys)) / self.slots
+        flops = program_flops(self._step.lower(group, global_array(np.int32(0), self.replicated), row, self.train_keys))
+        return flops / (self.slots // self.trial_sharding.mesh.size)
 
     def trial_state(self, group: dict, index: int):
         """Trial `index`'s state, as one run's state, on the host of every process (numpy arrays)."""
