@@ -58,7 +58,12 @@ def test_settings_group_by_their_untraced_fields_and_auto_follows_each_entrys_cp
     settings.append({"learning_rate": 3e-4, "adam_b1": 0.9, "n_critic": 5})
     assert groups.groups_of(settings, groups.traced_fields(gan)) == [[0], [1, 2]]
     assert [groups.resolve("auto", c) for c in (gan, vae, ae)] == ["off", "off", "vmap"]  # each entry's measured CPU choice
-    assert groups.resolve("auto", study_cli.CONTENDERS["dcgan"]) == "off"
+    assert [groups.resolve("auto", study_cli.CONTENDERS[name]) for name in ("dcgan", "sngan", "wgan_gp", "flow")] == [
+        "vmap",
+        "vmap",
+        "off",
+        "off",
+    ]
     assert groups.resolve("auto", dataclasses.replace(gan, cpu_vectorize="vmap")) == "vmap"  # an entry's declared choice
     assert groups.resolve("vmap", gan) == "vmap"
     assert groups.resolve("vmap", study_cli.CONTENDERS["vqvae"]) == "off"  # its prior fits each trial's own VQ-VAE
@@ -71,6 +76,8 @@ def test_auto_on_cpu_cuts_a_group_into_groups_that_spread_over_every_core():
     assert spread(3, 2) == [[0, 1]] and spread(2, 2) == [[0, 1]] and spread(1, 2) == []
     assert spread(7, 3) == [[0, 1, 2, 3, 4, 5]] and spread(5, 3) == [[0, 1, 2]]  # two trials a core at most
     assert spread(7, 1) == []  # one device: a group would hold every trial on it, slower than the engine's runs
+    conv = lambda n, devices: groups.spread_groups(members[:n], "auto", devices, "cpu", per_device=1)  # noqa: E731
+    assert conv(5, 2) == [[0, 1], [2, 3]] and conv(3, 2) == [[0, 1]] and conv(7, 3) == [[0, 1, 2], [3, 4, 5]]
     assert groups.spread_groups(members, "auto", 1, "gpu") == [members]  # accelerators: one group of them all
     assert groups.spread_groups(members[:3], "vmap", 2, "cpu") == [members[:3]]  # asked for by name: as asked
     assert groups.spread_groups(members[:1], "vmap", 1, "gpu") == []  # a group of one is a trial alone

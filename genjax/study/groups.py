@@ -21,10 +21,11 @@ trial at a time: their later stages fit each trial's own first stage.
 
 `resolve(mode, contender)`: 'auto' is 'vmap' on accelerators and, on CPU, the contender's declared
 `cpu_vectorize`: 'vmap' where its experiment measured groups faster there than the engine's own runs (the MLP
-AE), else 'off' (one trial at a time: the conv families, far slower grouped, and the MLP GAN and VAE). On CPU
-`auto` also sizes the groups (`spread_groups`): the study's command has one XLA device per core
-(genjax.xla_flags.add_host_devices), and a group's trial axis spreads over them, two trials a core, each core
-training its own trials with no collective between them; trials left over train alone.
+AE, and DCGAN, LSGAN, SNGAN and InfoGAN at one trial a core), else 'off' (one trial at a time: the MLP GAN and
+VAE, WGAN-GP and flow matching). On CPU `auto` also sizes the groups (`spread_groups`): the study's command has
+one XLA device per core (genjax.xla_flags.add_host_devices), and a group's trial axis spreads over them, two
+trials a core for MLP families and one for convolutional ones (genjax.train.policy.cpu_trials_per_device),
+each core training its own trials with no collective between them; trials left over train alone.
 """
 
 import logging
@@ -41,6 +42,7 @@ from genjax.experiment import load_data, stage_configs
 from genjax.search import continuous_fields
 from genjax.study.plan import Protocol
 from genjax.study.trials import SECONDS_STEPS_PER_CALL, Trial, budget_adjust, evaluate_trial, is_finished, read_record, trial_config
+from genjax.train import policy
 from genjax.train.chunk_log import projected_seconds
 from genjax.train.loop import refit_ex_post
 from genjax.train.rundir import write_json_atomically
@@ -82,15 +84,11 @@ def group_directory(root: str, trials: list[Trial]) -> str:
     return os.path.join(unit, f"seed{first.seed}", "group" + "-".join(str(t.setting_index) for t in trials))
 
 
-# On CPU a group trains fastest at two trials a core: more a core trained slower, as did fewer (the README's
-# vectorized-trials section)
-CPU_TRIALS_PER_DEVICE = 2
-
-
-def spread_groups(members: list, mode: str, num_devices: int, platform: str) -> list[list]:
+def spread_groups(members: list, mode: str, num_devices: int, platform: str, per_device: int = 2) -> list[list]:
     """`members` (of one group) as the groups that train them; the rest train alone. Asked for by name ('vmap',
-    'unroll'): one group of them all; 'auto' on accelerators too. 'auto' on CPU: groups of CPU_TRIALS_PER_DEVICE
-    trials a device (one device per core, genjax.xla_flags.add_host_devices), then one of the largest multiple of
+    'unroll'): one group of them all; 'auto' on accelerators too. 'auto' on CPU: groups of `per_device` trials a
+    device (genjax.train.policy.cpu_trials_per_device: 2 for MLP families, 1 for convolutional ones; one device
+    per core, genjax.xla_flags.add_host_devices), then one of the largest multiple of
     the devices left, so that every group's trial axis spreads over all the cores, each core training its own
     trials; the rest (fewer than the devices) train alone, since a group held by one device trained slower than
     the engine's own runs. A group has two members or more."""
@@ -98,15 +96,18 @@ def spread_groups(members: list, mode: str, num_devices: int, platform: str) -> 
         return [members] if len(members) > 1 else []
     if num_devices < 2:
         return []
-    full = CPU_TRIALS_PER_DEVICE * num_devices
+    full = per_device * num_devices
     cut = len(members) // full * full
     groups = [members[i : i + full] for i in range(0, cut, full)]
     rest = members[cut : cut + (len(members) - cut) // num_devices * num_devices]
     return groups + ([rest] if rest else [])
 
 
-def _spread(protocol: Protocol, members: list) -> list[list]:
-    return spread_groups(members, protocol.vectorize, jax.device_count(), jax.default_backend())
+def _spread(protocol: Protocol, contender, members: list, dataset) -> list[list]:
+    config = contender.config()
+    convolutional = models.get(config.model).make_family(config, dataset).convolutional
+    per_device = policy.cpu_trials_per_device(convolutional)
+    return spread_groups(members, protocol.vectorize, jax.device_count(), jax.default_backend(), per_device)
 
 
 def run_groups(protocol: Protocol, contender, unit, settings: list[dict], root: str, classifier, test, done) -> dict:
@@ -116,7 +117,7 @@ def run_groups(protocol: Protocol, contender, unit, settings: list[dict], root: 
     mode = resolve(protocol.vectorize, contender)
     records = {}
     for indices in groups_of(settings, traced_fields(contender)) if mode != "off" else []:
-        for members in _spread(protocol, indices):
+        for members in _spread(protocol, contender, indices, test):
             trials = [Trial(unit.family, unit.data_size, k, settings[k], protocol.search_seed) for k in members]
             for k, record in zip(members, run_group(protocol, contender, trials, root, classifier, test, mode), strict=True):
                 records[k] = record
@@ -132,7 +133,7 @@ def run_reseed_groups(protocol: Protocol, contender, unit, settings: list[dict],
     seeds = protocol.seeds[1:]
     if resolve(protocol.vectorize, contender) == "off" or protocol.dataset in TOY_DATASETS:  # toys: data per seed
         return {}
-    mode, records, seed_groups = resolve(protocol.vectorize, contender), {}, _spread(protocol, list(seeds))
+    mode, records, seed_groups = resolve(protocol.vectorize, contender), {}, _spread(protocol, contender, list(seeds), test)
     for k, num_points in until.items():
         for members in seed_groups:
             trials = [Trial(unit.family, unit.data_size, k, settings[k], seed) for seed in members]

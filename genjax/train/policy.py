@@ -16,6 +16,8 @@ gradient: 26 ms plain, 396 ms in a branch). Families only say whether their step
                                           batch per trial (genjax.train.trials)
     pad_trial_groups(platform)            whether a vmapped group whose size the devices do not divide is
                                           padded to spread over all of them (genjax.train.trials)
+    cpu_trials_per_device(convolutional)  how many trials a CPU device (one a core) takes in the study's
+                                          groups (genjax.study.groups.spread_groups)
 """
 
 import jax
@@ -58,6 +60,19 @@ def pad_trial_groups(platform: str) -> bool:
     are not padded; the study's CPU groups are multiples of the devices anyway
     (genjax.study.groups.spread_groups). A multi-process run always pads: every process must take part."""
     return platform != "cpu"
+
+
+def cpu_trials_per_device(convolutional: bool) -> int:
+    """Trials a device of a CPU group trains (the study's process has one XLA:CPU device per core).
+
+    MLP families: two, each core running batched matmuls over its pair (2 a core beat 1 and 4: the README's
+    vectorized-trials section). Convolutional families: one, since XLA:CPU runs a vmapped convolution (a grouped
+    convolution over the trials) far slower than a plain one: over 2 devices, `python benchmarks/trials.py
+    --trials 2 4 --steps 400 --chunk 10` trained DCGAN, LSGAN, SNGAN and InfoGAN groups of 2 at 1.11-1.16x the
+    engine's one-at-a-time images/s and groups of 4 at 0.50-0.57x; in a study (`--families dcgan,sngan --settings 6
+    --data_sizes 500`, budgets of 3, 6 and 12 s) their grouped trials reached 500-520 steps at 12 s against
+    429-458 for the same trials alone. WGAN-GP (1.04x) and flow matching (0.85x) stay one at a time."""
+    return 1 if convolutional else 2
 
 
 def update_when(turn: jax.Array, update, operands: tuple, convolutional: bool) -> tuple:
