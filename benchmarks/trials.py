@@ -92,7 +92,8 @@ def engine_run(experiment_name: str, config, setting: dict, steps: int, chunk: i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    names = list(families())
+    contenders = families()
+    names = list(contenders)
     parser.add_argument("models", nargs="*", choices=[*names, []], help=f"default: all of {', '.join(names)}")
     parser.add_argument("--trials", type=int, nargs="+", default=[8])
     parser.add_argument("--steps", type=int, default=200, help="timed steps per trial (conv models: a tenth)")
@@ -115,7 +116,7 @@ def main() -> None:
     before = matmul_peak(tuple(args.peak_sizes))["peak_flops"]
     rows = []
     for name in args.models or names:
-        contender = families()[name]
+        contender = contenders[name]
         config = contender.config()
         batch_size = DEFAULT.batch_size  # the study's
         config.update(dict(batch_size=batch_size, source="embedded"))

@@ -103,11 +103,11 @@ def spread_groups(members: list, mode: str, num_devices: int, platform: str, per
     return groups + ([rest] if rest else [])
 
 
-def _spread(protocol: Protocol, contender, members: list, dataset) -> list[list]:
+def _spreader(protocol: Protocol, contender, dataset):
+    """spread_groups for this contender's groups here: its family built once, for the trials a CPU device takes."""
     config = contender.config()
-    convolutional = models.get(config.model).make_family(config, dataset).convolutional
-    per_device = policy.cpu_trials_per_device(convolutional)
-    return spread_groups(members, protocol.vectorize, jax.device_count(), jax.default_backend(), per_device)
+    per_device = policy.cpu_trials_per_device(models.get(config.model).make_family(config, dataset).convolutional)
+    return lambda members: spread_groups(members, protocol.vectorize, jax.device_count(), jax.default_backend(), per_device)
 
 
 def run_groups(protocol: Protocol, contender, unit, settings: list[dict], root: str, classifier, test, done) -> dict:
@@ -115,9 +115,11 @@ def run_groups(protocol: Protocol, contender, unit, settings: list[dict], root: 
     after each); returns {setting index: record}. The other settings (all of them with mode 'off') are the
     caller's to train one at a time."""
     mode = resolve(protocol.vectorize, contender)
-    records = {}
-    for indices in groups_of(settings, traced_fields(contender)) if mode != "off" else []:
-        for members in _spread(protocol, contender, indices, test):
+    if mode == "off":
+        return {}
+    records, spread = {}, _spreader(protocol, contender, test)
+    for indices in groups_of(settings, traced_fields(contender)):
+        for members in spread(indices):
             trials = [Trial(unit.family, unit.data_size, k, settings[k], protocol.search_seed) for k in members]
             for k, record in zip(members, run_group(protocol, contender, trials, root, classifier, test, mode), strict=True):
                 records[k] = record
@@ -133,7 +135,7 @@ def run_reseed_groups(protocol: Protocol, contender, unit, settings: list[dict],
     seeds = protocol.seeds[1:]
     if resolve(protocol.vectorize, contender) == "off" or protocol.dataset in TOY_DATASETS:  # toys: data per seed
         return {}
-    mode, records, seed_groups = resolve(protocol.vectorize, contender), {}, _spread(protocol, contender, list(seeds), test)
+    mode, records, seed_groups = resolve(protocol.vectorize, contender), {}, _spreader(protocol, contender, test)(list(seeds))
     for k, num_points in until.items():
         for members in seed_groups:
             trials = [Trial(unit.family, unit.data_size, k, settings[k], seed) for seed in members]
