@@ -85,7 +85,7 @@ def _list(kind):
     return parse
 
 
-def parse_args(argv):
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m experiments.study", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -124,14 +124,19 @@ def parse_args(argv):
         choices=VECTORIZE,
         default=None,
         help="search settings as vectorized groups: vmap or unroll (one program per group), off (one at a time); "
-        "default auto: on CPU each family's declared choice (today off for every family: groups measured slower there), "
-        "vmap on accelerators",
+        "default auto: vmap on accelerators; on CPU each family's declared choice (vmap: "
+        + (",".join(name for name, c in CONTENDERS.items() if c.cpu_vectorize == "vmap") or "none")
+        + "; the rest one at a time, measured faster there)",
     )
     parser.add_argument("--quick", action="store_true", help="the whole pipeline at a tiny size (tests)")
     parser.add_argument("--full", action="store_true", help="the large protocol: K = 32, 3 data sizes, budgets to 16,000 steps")
     parser.add_argument("--shard", default=None, help="i/n: run units i, i+n, ... only (merge the slices with --merge)")
     parser.add_argument("--merge", nargs="+", default=None, metavar="DIR", help="build the report from these slices' workdirs")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv):
+    args = build_parser().parse_args(argv)
     if args.quick and args.full:
         raise UserError("give --quick or --full, not both")
     values = dict(QUICK if args.quick else FULL if args.full else {})

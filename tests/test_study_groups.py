@@ -67,6 +67,8 @@ def test_settings_group_by_their_untraced_fields_and_auto_follows_each_entrys_cp
     assert groups.resolve("auto", dataclasses.replace(gan, cpu_vectorize="vmap")) == "vmap"  # an entry's declared choice
     assert groups.resolve("vmap", gan) == "vmap"
     assert groups.resolve("vmap", study_cli.CONTENDERS["vqvae"]) == "off"  # its prior fits each trial's own VQ-VAE
+    usage = " ".join(study_cli.build_parser().format_help().split())  # the help names what auto does, from the entries
+    assert "on CPU each family's declared choice (vmap: ae,dcgan,lsgan,sngan,infogan;" in usage
 
 
 def test_auto_on_cpu_cuts_a_group_into_groups_that_spread_over_every_core():
