@@ -84,11 +84,11 @@ def group_directory(root: str, trials: list[Trial]) -> str:
     return os.path.join(unit, f"seed{first.seed}", "group" + "-".join(str(t.setting_index) for t in trials))
 
 
-def spread_groups(members: list, mode: str, num_devices: int, platform: str, per_device: int = 2) -> list[list]:
+def spread_groups(members: list, mode: str, num_devices: int, platform: str, per_device: int | None = None) -> list[list]:
     """`members` (of one group) as the groups that train them; the rest train alone. Asked for by name ('vmap',
     'unroll'): one group of them all; 'auto' on accelerators too. 'auto' on CPU: groups of `per_device` trials a
-    device (genjax.train.policy.cpu_trials_per_device: 2 for MLP families, 1 for convolutional ones; one device
-    per core, genjax.xla_flags.add_host_devices), then one of the largest multiple of
+    device (genjax.train.policy.cpu_trials_per_device: 2 for MLP families, 1 for convolutional ones; default an MLP
+    family's; one device per core, genjax.xla_flags.add_host_devices), then one of the largest multiple of
     the devices left, so that every group's trial axis spreads over all the cores, each core training its own
     trials; the rest (fewer than the devices) train alone, since a group held by one device trained slower than
     the engine's own runs. A group has two members or more."""
@@ -96,7 +96,7 @@ def spread_groups(members: list, mode: str, num_devices: int, platform: str, per
         return [members] if len(members) > 1 else []
     if num_devices < 2:
         return []
-    full = per_device * num_devices
+    full = (per_device or policy.cpu_trials_per_device(convolutional=False)) * num_devices
     cut = len(members) // full * full
     groups = [members[i : i + full] for i in range(0, cut, full)]
     rest = members[cut : cut + (len(members) - cut) // num_devices * num_devices]
@@ -133,9 +133,10 @@ def run_reseed_groups(protocol: Protocol, contender, unit, settings: list[dict],
     {k: {seed: record}} for the seeds grouped, which may be none or some of them (the caller trains the others
     one at a time)."""
     seeds = protocol.seeds[1:]
-    if resolve(protocol.vectorize, contender) == "off" or protocol.dataset in TOY_DATASETS:  # toys: data per seed
+    mode = resolve(protocol.vectorize, contender)
+    if mode == "off" or protocol.dataset in TOY_DATASETS:  # toys: data per seed
         return {}
-    mode, records, seed_groups = resolve(protocol.vectorize, contender), {}, _spreader(protocol, contender, test)(list(seeds))
+    records, seed_groups = {}, _spreader(protocol, contender, test)(list(seeds))
     for k, num_points in until.items():
         for members in seed_groups:
             trials = [Trial(unit.family, unit.data_size, k, settings[k], seed) for seed in members]
