@@ -75,8 +75,8 @@ class Contender:
     overrides       config fields that make this entry out of the experiment's defaults
     cpu_vectorize   how the study's `--vectorize auto` trains this entry's search settings on CPU: 'off' (one
                     at a time, the default) or 'vmap' (vectorized groups spread over the cores, where they
-                    trained faster than the engine's own runs in a study on CPU: the MLP AE, DCGAN, LSGAN, SNGAN, InfoGAN); accelerators
-                    always vmap
+                    trained faster than the engine's own runs in a study on CPU; `python -m experiments.study
+                    --help` lists the entries that declare it); accelerators always vmap
     experiment, get_config, stages
                     the experiment it comes from; filled in by `contenders_of`
     """

@@ -20,9 +20,9 @@ trained alone is at the point its run raised. Multi-stage families (a VQ-VAE and
 trial at a time: their later stages fit each trial's own first stage.
 
 `resolve(mode, contender)`: 'auto' is 'vmap' on accelerators and, on CPU, the contender's declared
-`cpu_vectorize`: 'vmap' where its experiment measured groups faster there than the engine's own runs (the MLP
-AE, and DCGAN, LSGAN, SNGAN and InfoGAN at one trial a core), else 'off' (one trial at a time: the MLP GAN and
-VAE, WGAN-GP and flow matching). On CPU `auto` also sizes the groups (`spread_groups`): the study's command has
+`cpu_vectorize`: 'vmap' where its experiment measured groups faster there than the engine's own runs, else
+'off' (one trial at a time); `python -m experiments.study --help` lists the entries of each, derived from
+their declarations. On CPU `auto` also sizes the groups (`spread_groups`): the study's command has
 one XLA device per core (genjax.xla_flags.add_host_devices), and a group's trial axis spreads over them, two
 trials a core for MLP families and one for convolutional ones (genjax.train.policy.cpu_trials_per_device),
 each core training its own trials with no collective between them; trials left over train alone.

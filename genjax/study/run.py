@@ -5,10 +5,9 @@ setting at each budget point (lowest KID, the study's criterion) then trains wit
 the last budget point it is best at, and with `reseed_default` the default setting does too, over every point.
 The search settings train one at a time through the engine, or as vectorized groups (genjax.study.groups,
 the protocol's `vectorize`: by default vmapped groups on accelerators and, on CPU, each experiment's declared
-`Contender.cpu_vectorize`: groups spread over the cores for the MLP AE and the conv GANs on DCGAN's networks,
-one at a time for the others); the
-re-seeds of a chosen setting likewise, as a group of seeds (each trial its own seed's batches and keys) or one
-at a time.
+`Contender.cpu_vectorize`: groups spread over the cores for the entries that declare 'vmap', one at a time
+for the others); the re-seeds of a chosen setting likewise, as a group of seeds (each trial its own seed's
+batches and keys) or one at a time.
 
 Everything lands in the workdir: study_plan.json (the protocol), one run directory and trial.json per trial,
 and units/<family>_n<size>.json when a unit is complete. Rerunning resumes; finished trials are reused.
