@@ -300,9 +300,8 @@ def make_family(config, dataset) -> Family:
         z, codes = noise_and_codes(key, n)
         return generate_images(state, z, *codes)
 
-    def figures(state, test, key, workdir):
-        """info_codes.png: one row per category; the first panel's columns are 10 noise draws (continuous codes
-        0), each further panel's columns one continuous code from -2 to 2 (the others 0, the noise fixed)."""
+    @jax.jit  # one program, not each layer's operations compiled one by one (seconds on a cold cache)
+    def figure_panels(state, key):
         columns = len(FIGURE_VALUES)
         categories = jnp.repeat(jnp.arange(num_categories), columns)
         noise_draws = jax.random.normal(key, (columns, latent_dim))
@@ -314,7 +313,12 @@ def make_family(config, dataset) -> Family:
                 jnp.zeros((len(categories), num_continuous)).at[:, j].set(jnp.tile(jnp.asarray(FIGURE_VALUES, jnp.float32), num_categories))
             )
             panels.append(generate_images(state, jnp.broadcast_to(noise_draws[0], (len(categories), latent_dim)), categories, continuous))
-        grids = [viz.image_grid(np.asarray(panel), columns) for panel in panels]
+        return panels
+
+    def figures(state, test, key, workdir):
+        """info_codes.png: one row per category; the first panel's columns are 10 noise draws (continuous codes
+        0), each further panel's columns one continuous code from -2 to 2 (the others 0, the noise fixed)."""
+        grids = [viz.image_grid(np.asarray(panel), len(FIGURE_VALUES)) for panel in figure_panels(state, key)]
         gap = np.full((grids[0].shape[0], 12, grids[0].shape[2]), 255, np.uint8)
         viz.save_image(
             os.path.join(workdir, "info_codes.png"), np.concatenate([part for grid in grids for part in (grid, gap)][:-1], axis=1)
