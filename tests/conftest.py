@@ -34,6 +34,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def node_ids_take_group_suffixes() -> bool:
     """Whether this pytest reads a test's node id from the field pytest-xdist's `--dist loadgroup` writes its
     '@group' suffix to (`item._nodeid`): pytest 9.2 does not, and xdist 3.8 then splits every xdist_group."""
+
     class Probe(pytest.Item):
         def runtest(self):
             pass
