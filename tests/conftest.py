@@ -15,12 +15,6 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"genjax-test-xla-cache-{os.getuid()}"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-# The tests compile hundreds of small programs and run each for moments: XLA:CPU's backend optimizations (LLVM's
-# -O2) cost them more compile time than they save in run time (tests/test_trials.py from a cold cache: 216 s ->
-# 157 s). Every comparison a test makes is between runs under the same flags; the processes the tests start
-# inherit them. GENJAX_TEST_XLA_OPTIMIZE=1 keeps XLA's default.
-if os.environ.get("GENJAX_TEST_XLA_OPTIMIZE") != "1" and "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
 # Each test run has a directory of its own in the temp dir, removed when the run ends (pytest_unconfigure): the
 # metric classifier, trained once per run (shared by the xdist workers, which wait for each other on its lock; never
 # the user's cache), and the temporary files of the processes the tests start, which a process killed on purpose
