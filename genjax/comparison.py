@@ -138,6 +138,9 @@ def budget_for(budget: Budget, fraction: float, stages: tuple):
         split_budget(config, stage, stages, budget.steps * fraction, budget.seconds * fraction)
         # evaluate and checkpoint at the end of each segment only (the engine always does both at the last step)
         config.eval_every = config.checkpoint_every = UNLIMITED_STEPS if budget.seconds else max(1, budget.steps)
+        # curves.png and the family's own figures: the last segment draws them over the whole run, an earlier one's
+        # would be overwritten (matplotlib, about 0.5 s a picture)
+        config.figures = config.figures and fraction >= 1.0
         return config
 
     return adjust
