@@ -146,3 +146,13 @@ def test_html_tables_align_numbers_right_and_sentences_left():
     table = report.html_table([["family", "recall", "verdict"], ["sngan", "0.14", why], ["gan", "0.81", "met"]])
     assert "<td class='prose'>NOT met: recall 0.14 &lt; 0.3;" in table
     assert "<td>0.14</td>" in table and "<td>met</td>" in table and table.count("class='prose'") == 1
+
+
+def test_a_run_draws_its_curves_and_figures_at_its_last_segment_only():
+    from genjax.comparison import Budget, budget_for
+    from genjax.experiment import ONE_STAGE
+
+    budget = Budget(steps=100, segments=2)
+    first, last = (budget_for(budget, fraction, ONE_STAGE)(ONE_STAGE[0], IMAGE_CONTENDERS["vae"].config()) for fraction in (0.5, 1.0))
+    assert (first.num_steps, first.figures) == (50, False)  # redrawn by the next segment: not drawn
+    assert (last.num_steps, last.figures) == (100, True)
