@@ -13,8 +13,8 @@ A model trained in stages gives each stage its declared share of the budget (Sta
 steps, share x steps (the VQ-VAE's prior: half, on top of the VQ-VAE's); in seconds, the seconds split
 in proportion to the shares.
 
-Training runs in `segments` equal parts of the budget, each resuming the last (the engine's resume is
-exact, so the result equals one uninterrupted run); after each part the Frechet distance of
+Training is one fit that stops at the end of each of `segments` equal parts of the budget
+(genjax.train.BudgetPoints, as the study's trials); at each but the last the Frechet distance of
 `curve_samples` samples gives the curve over training. A model of several stages trains in one go, so its
 curve has only its final point. The trained states stay in memory for the evaluation and the figures.
 
@@ -38,7 +38,7 @@ from genjax.metrics import registry, sample_quality
 from genjax.metrics.classifier import images_of, load_classifier
 from genjax.metrics.frechet import frechet_distance_between
 from genjax.report_figures import interpolation_figure
-from genjax.train import TrainingDiverged
+from genjax.train import BudgetPoints, TrainingDiverged
 from genjax.train.rundir import write_json_atomically
 
 log = logging.getLogger("genjax")
@@ -138,9 +138,6 @@ def budget_for(budget: Budget, fraction: float, stages: tuple):
         split_budget(config, stage, stages, budget.steps * fraction, budget.seconds * fraction)
         # evaluate and checkpoint at the end of each segment only (the engine always does both at the last step)
         config.eval_every = config.checkpoint_every = UNLIMITED_STEPS if budget.seconds else max(1, budget.steps)
-        # curves.png and the family's own figures: the last segment draws them over the whole run, an earlier one's
-        # would be overwritten (matplotlib, about 0.5 s a picture)
-        config.figures = config.figures and fraction >= 1.0
         return config
 
     return adjust
@@ -154,18 +151,31 @@ def contender_config(contender, dataset: str, seed: int, batch_size: int):
 
 
 def train_contender(contender, budget: Budget, dataset: str, seed: int, workdir: str, after_segment=None) -> list:
-    """Train one model in its segments; returns the FitResults of its stages.
+    """Train one model through its segments; returns the FitResults of its stages.
 
-    after_segment(segment, results) is called after each segment but the last (for the curve over training).
+    A one-stage model trains in one fit that stops at each segment's end (genjax.train.BudgetPoints): its programs
+    are built, traced and compiled once, where a fit per segment, each resuming the last, did all of that again
+    (half the quick comparison's tracing). after_segment(segment, family, state, train_seconds) is called at each
+    end but the last (the curve over training). A model of several stages trains its whole budget in one go.
     """
-    segments = 1 if len(contender.stages) > 1 else budget.segments  # a staged model trains its whole budget in one go
-    for segment in range(1, segments + 1):
-        config = contender_config(contender, dataset, seed, budget.batch_size)  # fresh: run_stages adjusts it
-        adjust = budget_for(budget, segment / segments, contender.stages)
-        results = experiment.run_stages(config, workdir, contender.experiment, contender.stages, adjust)
-        if segment < segments and after_segment:
-            after_segment(segment, results)
-    return results
+    config = contender_config(contender, dataset, seed, budget.batch_size)
+    stages = contender.stages
+    if len(stages) > 1 or budget.segments == 1:
+        return experiment.run_stages(config, workdir, contender.experiment, stages, budget_for(budget, 1.0, stages))
+    # each segment's end as a fit with that part of the budget would have it (its steps, or its time budget)
+    ends = [
+        experiment.stage_configs(config.copy_and_resolve_references(), workdir, stages, budget_for(budget, k / budget.segments, stages))[0]
+        for k in range(1, budget.segments + 1)
+    ]
+    reached = []
+
+    def at_end(family, state, steps, train_seconds, flops_per_step):
+        reached.append(steps)  # the fit stops once at every end, also at one it resumed past (it measures it again)
+        if len(reached) < len(ends) and after_segment:
+            after_segment(len(reached), family, state, train_seconds)
+
+    points = BudgetPoints(tuple(c.time_budget or c.num_steps for c in ends), at_end)
+    return [experiment.fit_one(ends[-1], experiment.stage_dir(workdir, stages[0]), contender.experiment, points)]
 
 
 def _train_seconds(summaries: list[dict]) -> float:
@@ -197,13 +207,11 @@ def measure_contender(contender, budget: Budget, dataset: str, seed: int, workdi
     kinds = sorted(registry.data_kinds(test.data_key, test.name))
     curve = []
 
-    def curve_point(segment, results):
+    def curve_point(segment, family, state, train_seconds):
         """The Frechet distance only: the curve needs no precision, recall or KID."""
-        last = results[-1]
-        fakes = draw_samples(last.family, last.state, jax.random.fold_in(key, segment), settings.curve_samples)
+        fakes = draw_samples(family, state, jax.random.fold_in(key, segment), settings.curve_samples)
         real_features = classifier.embed(images_of(test)[: settings.curve_samples])[0]
-        distance = frechet_distance_between(real_features, classifier.embed(fakes)[0])
-        curve.append((_train_seconds([last.summary]), distance))
+        curve.append((train_seconds, frechet_distance_between(real_features, classifier.embed(fakes)[0])))
 
     log.info("training %s (seed %d) on %s: %s", contender.name, seed, dataset, budget.describe())
     record = {"identity": identity, "model": contender.name, "dataset": dataset, "seed": seed, "workdir": workdir, "kinds": kinds}

@@ -1,5 +1,6 @@
 """The head-to-head comparison: the quick command end to end, its bad inputs, and the report's arithmetic."""
 
+import dataclasses
 import json
 import os
 
@@ -148,11 +149,20 @@ def test_html_tables_align_numbers_right_and_sentences_left():
     assert "<td>0.14</td>" in table and "<td>met</td>" in table and table.count("class='prose'") == 1
 
 
-def test_a_run_draws_its_curves_and_figures_at_its_last_segment_only():
-    from genjax.comparison import Budget, budget_for
-    from genjax.experiment import ONE_STAGE
+def test_a_run_trains_its_segments_in_one_fit_that_stops_at_each_end(tmp_path, monkeypatch):
+    """A one-stage model's segments are one fit (its programs built and traced once, not once a segment) that
+    stops and checkpoints at every segment's end and gives the curve its point at each but the last."""
+    from genjax import experiment
+    from genjax.checkpoint import Checkpoints
+    from genjax.comparison import Budget, train_contender
 
-    budget = Budget(steps=100, segments=2)
-    first, last = (budget_for(budget, fraction, ONE_STAGE)(ONE_STAGE[0], IMAGE_CONTENDERS["vae"].config()) for fraction in (0.5, 1.0))
-    assert (first.num_steps, first.figures) == (50, False)  # redrawn by the next segment: not drawn
-    assert (last.num_steps, last.figures) == (100, True)
+    tiny = dict(hidden_sizes=(32,), latent_dim=4, steps_per_call=5, num_samples=16, source="embedded")
+    contender = dataclasses.replace(IMAGE_CONTENDERS["vae"], overrides=tiny)
+    fits, ends, fit_one = [], [], experiment.fit_one
+    monkeypatch.setattr(experiment, "fit_one", lambda config, *rest: fits.append(config.num_steps) or fit_one(config, *rest))
+    budget = Budget(steps=30, batch_size=32, segments=3)
+    (result,) = train_contender(contender, budget, "mnist", 0, str(tmp_path), lambda segment, *rest: ends.append((segment, *rest)))
+    assert fits == [30] and [segment for segment, *_ in ends] == [1, 2]
+    assert 0 < ends[0][3] < ends[1][3] < result.summary["total_train_seconds"] and result.summary["steps"] == 30
+    assert Checkpoints(str(tmp_path / "checkpoints")).manager.all_steps() == [10, 20, 30]
+    assert (tmp_path / "samples_10.png").exists() and (tmp_path / "curves.png").exists()
