@@ -170,8 +170,10 @@ def train_contender(contender, budget: Budget, dataset: str, seed: int, workdir:
     reached = []
 
     def at_end(family, state, steps, train_seconds, flops_per_step):
-        reached.append(steps)  # the fit stops once at every end, also at one it resumed past (it measures it again)
-        if len(reached) < len(ends) and after_segment:
+        # the fit stops at every end, also at those it resumed past, with the state it resumed: one curve point for them
+        fresh = not reached or steps > reached[-1]
+        reached.append(steps)
+        if fresh and len(reached) < len(ends) and after_segment:
             after_segment(len(reached), family, state, train_seconds)
 
     points = BudgetPoints(tuple(c.time_budget or c.num_steps for c in ends), at_end)

@@ -9,6 +9,7 @@ import pytest
 from experiments import compare
 from experiments.compare import IMAGE_CONTENDERS, TOY_CONTENDERS
 from genjax import report
+from tests.conftest import train_steps
 
 
 def test_quick_compare_writes_a_report_with_every_family_and_reuses_finished_runs(tmp_path, capsys):
@@ -166,3 +167,25 @@ def test_a_run_trains_its_segments_in_one_fit_that_stops_at_each_end(tmp_path, m
     assert 0 < ends[0][3] < ends[1][3] < result.summary["total_train_seconds"] and result.summary["steps"] == 30
     assert Checkpoints(str(tmp_path / "checkpoints")).manager.all_steps() == [10, 20, 30]
     assert (tmp_path / "samples_10.png").exists() and (tmp_path / "curves.png").exists()
+
+
+def test_an_interrupted_run_resumes_from_its_last_segment_end(tmp_path):
+    """Killed after the checkpoint at a segment's end, the rerun trains only the segments after it; the ends it
+    resumed past give the curve one point (the state it resumed), not one each."""
+    from genjax.comparison import Budget, train_contender
+
+    tiny = dict(hidden_sizes=(32,), latent_dim=4, steps_per_call=5, num_samples=16, source="embedded")
+    contender = dataclasses.replace(IMAGE_CONTENDERS["vae"], overrides=tiny)
+    budget, ends = Budget(steps=30, batch_size=32, segments=3), []
+
+    def killed_at_the_second_end(segment, *rest):
+        if segment == 2:
+            raise KeyboardInterrupt  # as a kill while the curve's point is drawn, after the end's checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        train_contender(contender, budget, "mnist", 0, str(tmp_path), killed_at_the_second_end)
+    assert train_steps(tmp_path)[-1] == 20
+    (result,) = train_contender(contender, budget, "mnist", 0, str(tmp_path), lambda segment, *rest: ends.append(segment))
+    assert ends == [1] and result.summary["steps"] == 30
+    trained = train_steps(tmp_path)
+    assert trained == sorted(trained) and trained.count(20) == 1  # resumed at 20, not retrained from the start
