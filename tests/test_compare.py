@@ -150,6 +150,12 @@ def test_html_tables_align_numbers_right_and_sentences_left():
     assert "<td>0.14</td>" in table and "<td>met</td>" in table and table.count("class='prose'") == 1
 
 
+def _tiny_vae():
+    """The comparison's VAE entry at sizes that train 30 steps in about a second."""
+    tiny = dict(hidden_sizes=(32,), latent_dim=4, steps_per_call=5, num_samples=16, source="embedded")
+    return dataclasses.replace(IMAGE_CONTENDERS["vae"], overrides=tiny)
+
+
 def test_a_run_trains_its_segments_in_one_fit_that_stops_at_each_end(tmp_path, monkeypatch):
     """A one-stage model's segments are one fit (its programs built and traced once, not once a segment) that
     stops and checkpoints at every segment's end and gives the curve its point at each but the last."""
@@ -157,8 +163,7 @@ def test_a_run_trains_its_segments_in_one_fit_that_stops_at_each_end(tmp_path, m
     from genjax.checkpoint import Checkpoints
     from genjax.comparison import Budget, train_contender
 
-    tiny = dict(hidden_sizes=(32,), latent_dim=4, steps_per_call=5, num_samples=16, source="embedded")
-    contender = dataclasses.replace(IMAGE_CONTENDERS["vae"], overrides=tiny)
+    contender = _tiny_vae()
     fits, ends, fit_one = [], [], experiment.fit_one
     monkeypatch.setattr(experiment, "fit_one", lambda config, *rest: fits.append(config.num_steps) or fit_one(config, *rest))
     budget = Budget(steps=30, batch_size=32, segments=3)
@@ -174,8 +179,7 @@ def test_an_interrupted_run_resumes_from_its_last_segment_end(tmp_path):
     resumed past give the curve one point (the state it resumed), not one each."""
     from genjax.comparison import Budget, train_contender
 
-    tiny = dict(hidden_sizes=(32,), latent_dim=4, steps_per_call=5, num_samples=16, source="embedded")
-    contender = dataclasses.replace(IMAGE_CONTENDERS["vae"], overrides=tiny)
+    contender = _tiny_vae()
     budget, ends = Budget(steps=30, batch_size=32, segments=3), []
 
     def killed_at_the_second_end(segment, *rest):
