@@ -14,7 +14,7 @@ from genjax.checkpoint import Checkpoints
 from genjax.errors import UserError
 from genjax.train import TrainingDiverged
 from genjax.train.loop import chunk_schedule
-from tests.conftest import tiny_vae_config
+from tests.conftest import tiny_vae_config, train_steps
 
 
 def _fit(workdir, **overrides):
@@ -73,6 +73,22 @@ def test_a_checkpoint_of_another_shape_is_refused_not_replaced(tmp_path):
     ):
         _fit(tmp_path, num_steps=20, hidden_sizes=(16,))
     assert Checkpoints(str(tmp_path / "checkpoints")).latest_step() == 10
+
+
+def test_a_refused_command_leaves_the_run_as_it_was(tmp_path):
+    """config.json is the run's only once the run passes its checks: a refused command (a checkpoint that does not
+    fit, a batch larger than the data, also with fresh=True) changes nothing, and the first command resumes."""
+    _fit(tmp_path, num_steps=10)
+    saved = (tmp_path / "config.json").read_text()
+    with pytest.raises(UserError, match="does not fit this model"):
+        _fit(tmp_path, num_steps=20, hidden_sizes=(16,))
+    for fresh in (False, True):
+        with pytest.raises(UserError, match="batch_size 99999 is larger than the"):
+            _fit(tmp_path, num_steps=20, batch_size=99999, fresh=fresh)
+    assert (tmp_path / "config.json").read_text() == saved
+    assert Checkpoints(str(tmp_path / "checkpoints")).latest_step() == 10
+    assert _fit(tmp_path, num_steps=20).summary["steps"] == 20 and train_steps(tmp_path) == [5, 10, 15, 20]  # one run, resumed
+    assert json.loads((tmp_path / "config.json").read_text())["num_steps"] == 20
 
 
 def test_a_checkpoint_of_another_experiment_is_refused(tmp_path):

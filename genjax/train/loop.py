@@ -51,7 +51,7 @@ from genjax.train.parallel import (
     replicated,
     wait_for_all_processes,
 )
-from genjax.train.rundir import WorkdirLock, ensure_writable, prepare_workdir, write_json_atomically
+from genjax.train.rundir import WorkdirLock, ensure_writable, prepare_workdir, write_config, write_json_atomically
 from genjax.train.signals import Interrupted, StopRequests
 from genjax.train.writer import MetricWriter
 
@@ -132,8 +132,9 @@ def _check_datasets(train: Dataset, test: Dataset) -> None:
 def _fit_locked(family: Family, config, train: Dataset, test: Dataset, workdir: str, experiment: str, make_family, points) -> FitResult:
     start_time = time.perf_counter()
     _check_datasets(train, test)
+    _check_batch(config, train, make_mesh(config.num_devices))  # before a fresh run wipes the last one
     if is_primary():
-        prepare_workdir(workdir, config, fresh=config.fresh)
+        prepare_workdir(workdir, fresh=config.fresh)
     wait_for_all_processes("genjax: run directory ready")
     with tempfile.TemporaryDirectory(prefix="genjax-process-files-") as scratch:
         files_dir = workdir if is_primary() else scratch
@@ -157,11 +158,8 @@ class _Start:
     step_seconds: float = 0.0
 
 
-def _start(family, config, train: Dataset, workdir: str, experiment: str) -> _Start:
-    """Check the batch against devices and data, build the initial state, resume from the latest checkpoint.
-
-    The caller closes the returned start's checkpoints."""
-    mesh = make_mesh(config.num_devices)
+def _check_batch(config, train: Dataset, mesh) -> int:
+    """Raise UserError unless the batch divides over the mesh's devices and fits the data; returns the data shards."""
     num_devices = mesh.devices.size
     num_shards = config.data_shards or jax.process_count()
     batch_size = config.batch_size
@@ -174,6 +172,16 @@ def _start(family, config, train: Dataset, workdir: str, experiment: str) -> _St
             f"batch_size {batch_size} is larger than the {train.num_examples} training examples of {train.name}"
             + (f" (in {num_shards} data shards)" if num_shards > 1 else "")
         )
+    return num_shards
+
+
+def _start(family, config, train: Dataset, workdir: str, experiment: str) -> _Start:
+    """Build the initial state or resume from the latest checkpoint (which must fit the family's state).
+
+    The caller closes the returned start's checkpoints."""
+    mesh = make_mesh(config.num_devices)
+    num_shards = config.data_shards or jax.process_count()  # _check_batch checked it, before the run directory was touched
+    batch_size = config.batch_size
     keys = Keys.from_seed(config.seed)
     example = to_model_batch(train.take(np.arange(batch_size)))
     shapes = jax.jit(family.init, out_shardings=replicated(mesh))  # traced for the shapes only, never compiled
@@ -404,6 +412,12 @@ def _summary(config, experiment, train, test, start: _Start, state, steps, chunk
 def _fit(family, config, train, test, workdir, experiment, files_dir, start_time, make_family=None, points=None) -> FitResult:
     """`fit` with the directory for metrics, images and summary apart: the run directory on process 0."""
     start = _start(family, config, train, workdir, experiment)
+    if is_primary():
+        try:
+            write_config(workdir, config, resumed=start.step > 0)  # the run passed its checks: it is this config's now
+        except BaseException:
+            start.checkpoints.close()
+            raise
     writer = MetricWriter(files_dir, resume_step=start.step)
     chunk_log = ChunkLog(family, config.num_steps, start.step, start.checkpoints, writer, config.batch_size, start.step_seconds)
     try:

@@ -1,4 +1,4 @@
-"""The run directory: created, checked writable, optionally wiped, and given its config.json first.
+"""The run directory: created, checked writable, optionally wiped, and given its config.json once the run starts.
 
 A run directory holds config.json, metrics.jsonl, checkpoints/, tb/, samples_<step>.png,
 reconstructions_<step>.png, curves.png, samples.npz, the family's figures and, written last, summary.json:
@@ -32,12 +32,9 @@ def ensure_writable(workdir: str) -> None:
         raise UserError(f"cannot write to workdir {workdir} ({error.strerror}); choose another with --workdir") from None
 
 
-def prepare_workdir(workdir: str, config, fresh: bool) -> None:
-    """Create `workdir` (refusing an unwritable one), wipe a previous run if `fresh`, write config.json.
-
-    On resume, a config that differs from the saved one is allowed (say, more num_steps) and each
-    changed field is logged.
-    """
+def prepare_workdir(workdir: str, fresh: bool) -> None:
+    """Create `workdir` (refusing an unwritable one) and wipe a previous run if `fresh`. config.json is written
+    once the run has passed its checks (write_config): a refused command leaves the run it was pointed at as it was."""
     ensure_writable(workdir)
     if fresh:
         for name in RUN_DIRS:
@@ -47,9 +44,14 @@ def prepare_workdir(workdir: str, config, fresh: bool) -> None:
         ]:
             if os.path.exists(path):
                 os.remove(path)
+
+
+def write_config(workdir: str, config, resumed: bool) -> None:
+    """Write config.json. On resume, a config that differs from the saved one is allowed (say, more num_steps)
+    and each changed field is logged."""
     config_path = os.path.join(workdir, "config.json")
     values = json.loads(config.to_json())
-    if os.path.exists(config_path) and os.path.isdir(os.path.join(workdir, "checkpoints")):
+    if resumed and os.path.exists(config_path):
         with open(config_path) as f:
             previous = json.load(f)
         changed = {k: (previous.get(k), v) for k, v in values.items() if k != "fresh" and previous.get(k) != v}
