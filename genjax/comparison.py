@@ -92,30 +92,37 @@ class Settings:
 
     def check(self) -> None:
         """Raise UserError for anything the comparison cannot run, before any training."""
-        for names, known, what in ((self.models, self.contenders, "model"), (self.toy_models, self.toy_contenders, "toy model")):
+        lists = (
+            (self.models, self.contenders, "model", "--models"),
+            (self.toy_models, self.toy_contenders, "toy model", "--toy_models"),
+            (self.toy_datasets, MIXTURES, "toy dataset", "--toy_datasets"),
+        )
+        for names, known, what, flag in lists:
             for name in names:
                 if name not in known:
                     raise UserError(f"unknown {what} '{name}'; choose from {', '.join(known)}")
-        for name in self.toy_datasets:
-            if name not in MIXTURES:
-                raise UserError(f"unknown toy dataset '{name}'; choose from {', '.join(MIXTURES)}")
+            if len(set(names)) != len(names):  # a name twice would count one run as two seeds
+                twice = next(name for name in names if names.count(name) > 1)
+                raise UserError(f"{what} '{twice}' is named twice in {flag}; name each once")
         if self.dataset not in data.DATASETS or self.dataset in data.TOY_DATASETS:
             raise UserError(f"unknown image dataset '{self.dataset}'; choose an image dataset of genjax.data.DATASETS")
-        for budget in (self.budget, self.toy_budget):
+        for budget, what, flags in (
+            (self.budget, "image models'", "--steps or --seconds"),
+            (self.toy_budget, "2-D models'", "--toy_steps"),
+        ):
             if (budget.steps > 0) == (budget.seconds > 0) or budget.steps < 0 or budget.seconds < 0 or not math.isfinite(budget.seconds):
-                raise UserError("give the budget as a positive number of steps or of seconds, not both")
+                raise UserError(
+                    f"the {what} budget must be a positive number of steps or a finite positive number of seconds ({flags}), "
+                    f"got steps={budget.steps} seconds={budget.seconds:g}"
+                )
             if budget.batch_size <= 0 or budget.segments <= 0:
                 raise UserError(f"batch size and segments must be positive, got {budget.batch_size} and {budget.segments}")
         if not self.seeds or any(seed < 0 for seed in self.seeds) or len(set(self.seeds)) != len(self.seeds):
             raise UserError(f"seeds must be distinct non-negative integers, got {list(self.seeds)}")
-        if (
-            min(self.num_samples, self.curve_samples) < 10
-            or min(self.iwae_samples, self.likelihood_examples) < 0
-            or self.classifier_steps <= 0
-        ):
-            raise UserError(
-                "num_samples and curve_samples must be >= 10, iwae_samples and likelihood_examples >= 0 and classifier_steps > 0"
-            )
+        minimums = dict(num_samples=10, curve_samples=10, iwae_samples=0, likelihood_examples=0, classifier_steps=1)
+        for field, least in minimums.items():
+            if getattr(self, field) < least:
+                raise UserError(f"{field} must be at least {least}, got {getattr(self, field)}")
         if not self.models and not self.toy_models:
             raise UserError("nothing to compare: give at least one model or toy model")
 

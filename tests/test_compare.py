@@ -55,7 +55,12 @@ def test_quick_compare_writes_a_report_with_every_family_and_reuses_finished_run
         (["--seeds=0,0"], "seeds must be distinct"),
         (["--dataset=ring8"], "unknown image dataset 'ring8'"),
         (["--toy_datasets=moons"], "unknown toy dataset 'moons'"),
-        (["--steps=0"], "positive number of steps or of seconds"),
+        (["--steps=0"], "the image models' budget must be a positive number of steps or a finite positive number of seconds"),
+        (["--seconds=inf"], "(--steps or --seconds), got steps=0 seconds=inf"),
+        (["--toy_steps=0"], "the 2-D models' budget must be a positive number of steps"),
+        (["--quick", "--steps=-1"], "got steps=-1"),  # a flag given with --quick counts, and is checked
+        (["--models=vae,gan,vae"], "model 'vae' is named twice in --models; name each once"),
+        (["--num_samples=5"], "num_samples must be at least 10, got 5"),
     ],
 )
 def test_bad_inputs_give_one_line_and_exit_2(tmp_path, capsys, args, message):
@@ -63,6 +68,14 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path, capsys, args, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
     assert not os.path.exists(tmp_path / "runs")
+
+
+def test_flags_given_with_quick_win_over_its_sizes():
+    settings = compare.parse_settings(["--quick", "--seeds=0,1", "--num_samples=50"])
+    assert settings.seeds == (0, 1) and settings.num_samples == 50 and settings.budget.steps == compare.QUICK["steps"]
+    assert settings.curve_samples == compare.QUICK["curve_samples"]
+    timed = compare.parse_settings(["--quick", "--seconds=5"]).budget
+    assert (timed.steps, timed.seconds) == (0, 5.0)
 
 
 def _record(model, seed, fd, recall, nll=None, diverged=None):
