@@ -59,7 +59,7 @@ def figure_of_pngs(path: str, images: dict, title: str) -> bool:
     for ax, (label, png) in zip(axes.ravel(), images.items()):
         ax.imshow(np.asarray(Image.open(png).convert("RGB")))
         ax.set_title(label, fontsize=10)
-    fig.suptitle(title)
+    fig.suptitle(title, wrap=True)  # one panel is narrower than a long title: its lines break to fit
     _save(fig, path)
     return True
 

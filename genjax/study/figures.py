@@ -50,6 +50,7 @@ def settings_figure(path: str, protocol, units: list[dict]) -> bool:
             ax.scatter([x + jitter[0]], [max(shown[0], 1e-5)], s=80, facecolors="none", edgecolors="C3")
             drawn = True
         ax.set_yscale("log")
+        label_log_axis(ax, "y")
         ax.set_xticks(range(len(of_size)), [u["unit"]["family"] for u in of_size], rotation=30)
         ax.set_ylabel("KID (lower is better)")
         ax.set_title(f"{size} training images, budget {protocol.budgets[last]:g} {protocol.unit}")
@@ -68,6 +69,26 @@ def label_narrow_symlog(ax) -> None:
         ax.yaxis.set_major_locator(ticker.MaxNLocator(5))
         ax.yaxis.set_major_formatter(ticker.ScalarFormatter())
         ax.yaxis.set_minor_locator(ticker.NullLocator())
+
+
+def label_log_axis(ax, which: str) -> None:
+    """A log axis ("x" or "y" of `ax`) labels no minor tick: matplotlib labels them in a view of about a decade or
+    less, and on a narrow panel "3×10⁻¹" ran into "4×10⁻¹". It labels its decades when two or more are in view;
+    else 1, 2 and 5 times a power of ten when the view spans over a factor of 7; else a few evenly spaced plain
+    numbers (within a factor of 7, log and linear spacing differ little). Call it once the data are drawn: it
+    reads the view."""
+    axis = getattr(ax, f"{which}axis")
+    low, high = sorted(ax.get_xlim() if which == "x" else ax.get_ylim())  # get_view_interval can be stale before a draw
+    axis.set_minor_formatter(ticker.NullFormatter())
+    if sum(low <= tick <= high for tick in axis.get_major_locator().tick_values(low, high)) >= 2:
+        return
+    if high > 7 * low:  # then two or more of 1, 2, 5 x 10^n are in view (LogLocator falls back to linear ticks below two)
+        axis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(ticker.LogFormatterSciNotation(labelOnlyBase=False, minor_thresholds=(math.inf, math.inf)))
+    else:
+        axis.set_major_locator(ticker.MaxNLocator(5, steps=[1, 2, 2.5, 5, 10]))
+        axis.set_major_formatter(ticker.ScalarFormatter())
+        axis.set_minor_locator(ticker.NullLocator())
 
 
 def expected_best_figure(path: str, protocol, units: list[dict]) -> bool:
@@ -141,6 +162,8 @@ def budget_figure(path: str, protocol, units: list[dict]) -> bool:
         for ax, (_, label) in zip(row, AXES):
             ax.set_xscale("log")
             ax.set_yscale("log")
+            label_log_axis(ax, "x")
+            label_log_axis(ax, "y")
             ax.set_xlabel(label)
             ax.set_ylabel("KID of the best setting")
             ax.set_title(f"{size} training images")
