@@ -201,6 +201,15 @@ def test_study_fits_trace_the_first_stages_continuous_search_fields():
         (["--settings", "0"], "the number of settings K must be >= 1"),
         (["--budgets", ""], "the budget list is empty"),
         (["--budgets", "20,10"], "strictly increasing"),
+        (["--quick", "--budgets", "inf"], "budgets must be finite positive numbers, got [inf]"),
+        (["--quick", "--budgets", "10,nan"], "budgets must be finite positive numbers, got [10.0, nan]"),
+        (["--quick", "--budgets", "1e309"], "budgets must be finite positive numbers, got [inf]"),
+        (["--budgets", "nan"], "budgets must be finite positive numbers"),  # in seconds: nan had passed every check
+        (["--data_sizes", ""], "the data size list is empty; give at least one training-set size, e.g. --data_sizes"),
+        (["--data_sizes", "500,500"], "data sizes must be distinct, got [500, 500]"),
+        (["--num_samples", "5"], "--num_samples must be >= 10, got 5"),
+        (["--reseeds", "-1"], "--reseeds must be >= 0, got -1"),
+        (["--search_seed", "-1"], "--search_seed must be >= 0, got -1"),
         (["--data_sizes", "500,99999"], "data size 99999 is outside"),
         (["--shard", "9/3"], "--shard 9/3 is out of range"),
         (["--shard", "x"], "--shard must be i/n"),
@@ -213,6 +222,20 @@ def test_bad_input_is_one_line_and_exit_2_before_any_training(tmp_path, capsys, 
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and message in errors[0], errors
     assert not (workdir / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [("iwae_samples", -1, "iwae_samples must be >= 0, got -1"), ("likelihood_examples", -2, "likelihood_examples must be >= 0, got -2")]
+    + [("classifier_steps", 0, "classifier_steps must be > 0, got 0")],
+)
+def test_a_bad_evaluation_field_is_named_with_its_value(field, value, message):
+    from genjax.study.plan import check
+
+    protocol = dataclasses.replace(study_cli.DEFAULT, **{field: value})
+    with pytest.raises(UserError) as error:
+        check(protocol, study_cli.CONTENDERS, 4500)
+    assert str(error.value) == message
 
 
 class _Images(html.parser.HTMLParser):
