@@ -214,6 +214,8 @@ def test_study_fits_trace_the_first_stages_continuous_search_fields():
         (["--shard", "9/3"], "--shard 9/3 is out of range"),
         (["--shard", "x"], "--shard must be i/n"),
         (["--merge", "/nonexistent/slice"], "is not a study slice"),
+        (["--shard", "1/4", "--merge", "/nonexistent/slice"], "--shard runs one slice and --merge builds the report from finished slices"),
+        (["--merge", "/nonexistent/slice", "--quick", "--settings", "3"], "so --settings, --quick would be ignored; drop them"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2_before_any_training(tmp_path, capsys, argv, message):
