@@ -136,9 +136,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.quick and args.full:
         raise UserError("give --quick or --full, not both")
+    if args.merge:  # merging reads the protocol from the slices' plans: any other flag but --workdir would be ignored
+        if args.shard:
+            raise UserError("--shard runs one slice and --merge builds the report from finished slices: give one of them, not both")
+        defaults = vars(parser.parse_args([]))
+        ignored = [f"--{name}" for name, value in vars(args).items() if name not in ("merge", "workdir") and value != defaults[name]]
+        if ignored:
+            raise UserError(
+                f"--merge takes the protocol from the slices' own plans, so {', '.join(ignored)} would be ignored; drop {'them' if len(ignored) > 1 else 'it'}"
+            )
     values = dict(QUICK if args.quick else FULL if args.full else {})
     given = dict(
         families=tuple(CONTENDERS) if args.families == ("all",) else args.families,

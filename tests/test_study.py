@@ -201,10 +201,21 @@ def test_study_fits_trace_the_first_stages_continuous_search_fields():
         (["--settings", "0"], "the number of settings K must be >= 1"),
         (["--budgets", ""], "the budget list is empty"),
         (["--budgets", "20,10"], "strictly increasing"),
+        (["--quick", "--budgets", "inf"], "budgets must be finite positive numbers, got [inf]"),
+        (["--quick", "--budgets", "10,nan"], "budgets must be finite positive numbers, got [10.0, nan]"),
+        (["--quick", "--budgets", "1e309"], "budgets must be finite positive numbers, got [inf]"),
+        (["--budgets", "nan"], "budgets must be finite positive numbers"),  # in seconds: nan had passed every check
+        (["--data_sizes", ""], "the data size list is empty; give at least one training-set size, e.g. --data_sizes"),
+        (["--data_sizes", "500,500"], "data sizes must be distinct, got [500, 500]"),
+        (["--num_samples", "5"], "--num_samples must be >= 10, got 5"),
+        (["--reseeds", "-1"], "--reseeds must be >= 0, got -1"),
+        (["--search_seed", "-1"], "--search_seed must be >= 0, got -1"),
         (["--data_sizes", "500,99999"], "data size 99999 is outside"),
         (["--shard", "9/3"], "--shard 9/3 is out of range"),
         (["--shard", "x"], "--shard must be i/n"),
         (["--merge", "/nonexistent/slice"], "is not a study slice"),
+        (["--shard", "1/4", "--merge", "/nonexistent/slice"], "--shard runs one slice and --merge builds the report from finished slices"),
+        (["--merge", "/nonexistent/slice", "--quick", "--settings", "3"], "so --settings, --quick would be ignored; drop them"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2_before_any_training(tmp_path, capsys, argv, message):
@@ -213,6 +224,20 @@ def test_bad_input_is_one_line_and_exit_2_before_any_training(tmp_path, capsys, 
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and message in errors[0], errors
     assert not (workdir / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [("iwae_samples", -1, "iwae_samples must be >= 0, got -1"), ("likelihood_examples", -2, "likelihood_examples must be >= 0, got -2")]
+    + [("classifier_steps", 0, "classifier_steps must be > 0, got 0")],
+)
+def test_a_bad_evaluation_field_is_named_with_its_value(field, value, message):
+    from genjax.study.plan import check
+
+    protocol = dataclasses.replace(study_cli.DEFAULT, **{field: value})
+    with pytest.raises(UserError) as error:
+        check(protocol, study_cli.CONTENDERS, 4500)
+    assert str(error.value) == message
 
 
 class _Images(html.parser.HTMLParser):
@@ -421,6 +446,53 @@ def test_a_missed_quality_bar_says_which_of_three_causes_it_was():
     # a mean over re-seeds to a tenth: 8.7 is not "9 classes < 9" (the default study's flow matching read so)
     mean = bar([run(1.0, 0.5, 9)], [run(1.0, 0.5, 9), run(1.0, 0.5, 8), run(1.0, 0.5, 9)])
     assert mean["why"].startswith("8.7 classes < 9; ")
+
+
+@pytest.mark.parametrize("reseeds", [0, 1, 2])
+def test_every_section_reports_one_value_per_family_the_reseeds_mean_or_without_reseeds_the_search_seeds(reseeds):
+    """The search seed's KID is biased low (the winner's curse), so wherever the chosen setting was re-seeded, one
+    re-seed included, the map's numbers, the quality bars and the published-rankings order all read the re-seeds'
+    mean; only with --reseeds 0 do they all read the search seed. Here the search seed ranks gan first and the
+    re-seeds vae: one order whatever the section."""
+
+    def run(kid):
+        return {"points": [{"steps": 700, "metrics": {"kid": kid, "recall": 0.5, "classes_covered": 10}}]}
+
+    def unit(family, search, seeds):
+        return {"unit": {"family": family, "data_size": 500}, "best": [0], "search": [run(search)], "reseeded": {"0": seeds}}
+
+    gan_seeds, vae_seeds = [0.040, 0.050][:reseeds], [0.020, 0.030][:reseeds]
+    units = [unit("gan", 0.010, [run(k) for k in gan_seeds]), unit("vae", 0.030, [run(k) for k in vae_seeds])]
+    protocol = Protocol(families=("gan", "vae"), budgets=(1.0,), data_sizes=(500,), reseeds=reseeds)
+    expected = {"gan": np.mean(gan_seeds) if reseeds else 0.010, "vae": np.mean(vae_seeds) if reseeds else 0.030}
+
+    bars = {b["family"]: b["kid"] for b in analysis.quality_bars(protocol, units)}
+    assert bars == pytest.approx(expected)
+    ranking = study_report.ranking_table(protocol, units)
+    assert [r[4] for r in ranking if r[3] == "vae"] == [study_report._fmt("kid", expected["vae"])]
+    assert ranking[-1][4] == ("NS-GAN < VAE" if reseeds == 0 else "VAE < NS-GAN")
+    numbers = study_report.map_tables(protocol, analysis.when_map(protocol, units))[1][1]
+    for family, text in {row[2]: row[5] for row in numbers[1:]}.items():  # "mean [95% interval over re-seeds]"
+        assert text.startswith(study_report._fmt("kid", expected[family]))
+        assert text.endswith({0: "(search seed: not re-seeded)", 1: "(1 re-seed: no interval)", 2: "]"}[reseeds])
+    cells = analysis.when_map(protocol, units)["sample quality"]["cells"][500][0]
+    assert {f: c["mean"] for f, c in cells.items()} == pytest.approx(expected)  # the value figures.py can read too
+
+
+def test_the_setup_says_what_the_reseeds_give_zero_and_one_included():
+    from genjax.study import reseeding_text
+
+    text = lambda **fields: reseeding_text(Protocol(families=("gan",), **fields))  # noqa: E731
+    assert (
+        text(reseeds=3, reseed_default=True)
+        == "the best setting per point re-trained with 3 more seeds, and the default setting at every point"
+    )
+    assert (
+        text(reseeds=1) == "the best setting per point re-trained with 1 more seed (one seed: its numbers are reported, with no intervals)"
+    )
+    zero = text(reseeds=0, reseed_default=True)
+    assert zero.startswith("the best setting per point not re-trained with more seeds (--reseeds 0)") and "0 more" not in zero
+    assert "no intervals" in zero and "default" not in zero
 
 
 def test_how_decisive_a_choice_is_reads_the_kid_standard_errors():

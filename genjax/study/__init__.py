@@ -20,6 +20,17 @@ from genjax.study.run import merged_protocol, read_units, run_study
 __all__ = ["Protocol", "merge", "study"]
 
 
+def reseeding_text(protocol: Protocol) -> str:
+    """The setup's clause on re-seeding: its seeds, and what a study with fewer than two can report (no intervals)."""
+    if not protocol.reseeds:  # the default is not re-seeded either (run.py trains no re-seeds at all)
+        return "the best setting per point not re-trained with more seeds (--reseeds 0): every number is the search seed's, no intervals"
+    text = f"the best setting per point re-trained with {protocol.reseeds} more seed{'s' if protocol.reseeds > 1 else ''}"
+    text += ", and the default setting at every point" if protocol.reseed_default else ""
+    if protocol.reseeds == 1:
+        text += " (one seed: its numbers are reported, with no intervals)"
+    return text
+
+
 def header(protocol: Protocol, contenders: dict) -> dict:
     """The report's setup lines, with the real-data floor of the sample metrics at the study's N."""
     train, test = data.load(protocol.dataset, "train"), data.load(protocol.dataset, "test")
@@ -31,9 +42,8 @@ def header(protocol: Protocol, contenders: dict) -> dict:
         f"{train.num_examples} training images; {test.num_examples} test images",
         "families": "; ".join(f"{name}: {contenders[name].description}" for name in protocol.families),
         "protocol": f"K = {protocol.num_settings} settings per family (setting 0: the experiment's defaults) drawn with seed "
-        f"{protocol.search_seed}; budget points {budgets} {protocol.unit} along one run; batch {protocol.batch_size}; the best "
-        f"setting per point re-trained with {protocol.reseeds} more seeds"
-        + (", and the default setting at every point" if protocol.reseed_default else "")
+        f"{protocol.search_seed}; budget points {budgets} {protocol.unit} along one run; batch {protocol.batch_size}; "
+        + reseeding_text(protocol)
         + "; selection by KID on the search seed",
         "sample metrics": f"{protocol.num_samples} samples against the {test.num_examples} test images in genjax's classifier "
         f"features (test accuracy {classifier.test_accuracy:.3f}); floor at this N (real training images): Frechet distance "

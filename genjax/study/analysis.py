@@ -68,7 +68,10 @@ def metric_of(point: dict | None, names: tuple) -> tuple[str, float] | None:
 
 def family_cell(unit: dict, budget_index: int, names: tuple) -> dict | None:
     """One family's entry at one budget point for one question: its best setting's search score, its
-    re-seeded scores and their interval (None when the family does not measure that question)."""
+    re-seeded scores, their interval, and `mean`, the value every section reports (None when the family does not
+    measure that question). `mean` is the re-seeds' mean wherever the setting was re-seeded, one re-seed included
+    (the search seed's score is biased low: module docstring), over those that measured the point; the search
+    seed's score only with no re-seeds."""
     k = unit["best"][budget_index]
     found = metric_of(point_at(unit["search"][k], budget_index), names)
     if found is None and all(metric_of(point_at(r, budget_index), names) is None for r in unit["search"]):
@@ -76,12 +79,15 @@ def family_cell(unit: dict, budget_index: int, names: tuple) -> dict | None:
     name = found[0] if found else names[0]
     reseeded = [metric_of(point_at(r, budget_index), (name,)) for r in unit["reseeded"].get(str(k), [])]
     values = [v[1] if v else math.nan for v in reseeded]
+    search = found[1] if found else math.nan
+    measured = [v for v in values if math.isfinite(v)]
     return {
         "setting": k,
         "metric": name,
-        "search": found[1] if found else math.nan,
+        "search": search,
         "seeds": values,
         "interval": interval(values),
+        "mean": (float(np.mean(measured)) if measured else math.nan) if values else search,
         "sign": -float(METRICS[name].better),  # registry: -1 when lower is better; the map ranks by sign x mean, lowest first
     }
 

@@ -16,6 +16,7 @@ unit runs anywhere without the others, and slices merge into one report.
 import dataclasses
 import hashlib
 import json
+import math
 import os
 
 from genjax import experiment, models
@@ -151,22 +152,36 @@ def check(protocol: Protocol, contenders: dict, train_examples: int) -> None:
     budgets = list(protocol.budgets)
     if not budgets:
         raise UserError("the budget list is empty; give at least one budget point, e.g. --budgets 10,20,40")
-    if any(b <= 0 for b in budgets) or budgets != sorted(set(budgets)):
-        raise UserError(f"budgets must be positive and strictly increasing, got {budgets}")
+    # inf and nan parse as floats (1e309 too): refuse them here, before int() below or a training run meets them
+    if not all(math.isfinite(b) and b > 0 for b in budgets):
+        raise UserError(f"budgets must be finite positive numbers, got {budgets}; give e.g. --budgets 10,20,40")
+    if budgets != sorted(set(budgets)):
+        raise UserError(f"budgets must be strictly increasing, got {budgets}; give e.g. --budgets 10,20,40")
     if protocol.unit == "steps" and any(b != int(b) for b in budgets):
         raise UserError(f"budgets in steps must be whole numbers, got {budgets}")
-    if not protocol.data_sizes or len(set(protocol.data_sizes)) != len(protocol.data_sizes):
-        raise UserError(f"data sizes must be distinct, got {list(protocol.data_sizes)}")
+    if not protocol.data_sizes:
+        raise UserError("the data size list is empty; give at least one training-set size, e.g. --data_sizes 500,4500")
+    if len(set(protocol.data_sizes)) != len(protocol.data_sizes):
+        raise UserError(f"data sizes must be distinct, got {list(protocol.data_sizes)}; give each size once with --data_sizes")
     for size in protocol.data_sizes:
         if size < protocol.batch_size or size > train_examples:
             raise UserError(
                 f"data size {size} is outside {protocol.batch_size}..{train_examples} "
                 f"(the batch size .. the {train_examples} training images of {protocol.dataset}); choose sizes in that range"
             )
-    if protocol.reseeds < 0 or protocol.search_seed < 0:
-        raise UserError(f"reseeds and the search seed must be >= 0, got {protocol.reseeds} and {protocol.search_seed}")
-    if protocol.num_samples < 10 or min(protocol.iwae_samples, protocol.likelihood_examples) < 0 or protocol.classifier_steps <= 0:
-        raise UserError("num_samples must be >= 10, iwae_samples and likelihood_examples >= 0, classifier_steps > 0")
+    # one check per field, so the error names the value that is wrong
+    if protocol.reseeds < 0:
+        raise UserError(f"--reseeds must be >= 0, got {protocol.reseeds}")
+    if protocol.search_seed < 0:
+        raise UserError(f"--search_seed must be >= 0, got {protocol.search_seed}")
+    if protocol.num_samples < 10:
+        raise UserError(f"--num_samples must be >= 10, got {protocol.num_samples}")
+    if protocol.iwae_samples < 0:  # the next three are Protocol fields without a flag of their own
+        raise UserError(f"iwae_samples must be >= 0, got {protocol.iwae_samples}")
+    if protocol.likelihood_examples < 0:
+        raise UserError(f"likelihood_examples must be >= 0, got {protocol.likelihood_examples}")
+    if protocol.classifier_steps <= 0:
+        raise UserError(f"classifier_steps must be > 0, got {protocol.classifier_steps}")
     for name in protocol.families:  # every setting must be a valid config: one-line errors now, not mid-study
         contender = contenders[name]
         for setting in settings_of(protocol, contender):

@@ -34,10 +34,17 @@ def _fmt(name: str, value: float) -> str:
 
 
 def _cell_text(cell: dict) -> str:
+    """The cell's mean (analysis.family_cell) and its interval, or what the mean is made of where it has none."""
+    value = _fmt(cell["metric"], cell["mean"])
     if cell["interval"]:
-        mean, low, high = cell["interval"]
-        return f"{_fmt(cell['metric'], mean)} [{_fmt(cell['metric'], low)}, {_fmt(cell['metric'], high)}]"
-    return f"{_fmt(cell['metric'], cell['search'])} (search seed)"
+        _, low, high = cell["interval"]
+        return f"{value} [{_fmt(cell['metric'], low)}, {_fmt(cell['metric'], high)}]"
+    seeds, measured = len(cell["seeds"]), sum(math.isfinite(v) for v in cell["seeds"])
+    if not seeds:
+        return f"{value} (search seed: not re-seeded)"
+    if measured == seeds == 1:
+        return f"{value} (1 re-seed: no interval)"
+    return f"{value} ({measured} of {seeds} re-seeds measured: no interval)"
 
 
 def map_tables(protocol, when: dict) -> list:
@@ -89,15 +96,18 @@ def ranking_table(protocol, units: list[dict]) -> list:
     for unit in units:
         if unit["unit"]["data_size"] == size:
             cell = analysis.family_cell(unit, last, ("kid",))
-            if cell:
-                ours[unit["unit"]["family"]] = cell["interval"][0] if cell["interval"] else cell["search"]
+            if cell and math.isfinite(cell["mean"]):  # the map's numbers (re-seed means), so both order alike
+                ours[unit["unit"]["family"]] = cell["mean"]
     rows = [["model", "source", "published best FID (Inception)", "genjax family", "genjax best KID (classifier)"]]
+    kids = {}  # model: genjax's value, ordered as numbers, not as their formatted text
     for model, source, fid, families in PUBLISHED:
         present = [f for f in families if f in ours]
         best = min(present, key=ours.get) if present else None
+        if best:
+            kids[model] = ours[best]
         rows.append([model, source, f"{fid:g}", best or "not in this study", _fmt("kid", ours[best]) if best else ""])
     published = [r[0] for r in sorted(rows[1:], key=lambda r: float(r[2]))]
-    genjax = [r[0] for r in sorted((r for r in rows[1:] if r[4]), key=lambda r: float(r[4]))]
+    genjax = sorted(kids, key=kids.get)
     rows.append(["order", "", " < ".join(published), "", " < ".join(genjax) or "n/a"])
     return rows
 
