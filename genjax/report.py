@@ -193,6 +193,15 @@ def _figures(out_dir: str, image_records: list[dict], toy_records: list[dict], i
     return figures
 
 
+def html_text(text: str) -> str:
+    """A section's text as HTML, escaped: a list where every line is a markdown item ('- ', as the setup and the
+    Metrics sections are), else a paragraph with its line breaks."""
+    lines = text.split("\n")
+    if all(line.startswith("- ") for line in lines):
+        return "<ul>" + "".join(f"<li>{html.escape(line[2:])}</li>" for line in lines) + "</ul>"
+    return "<p>" + html.escape(text).replace("\n", "<br>") + "</p>"
+
+
 def write_pages(out_dir: str, stem: str, title: str, sections: list, figures: list[tuple[str, str]]) -> dict:
     """<stem>.md and <stem>.html: each section (title, a table as rows or a paragraph), then the figures
     (title, file name in out_dir). Returns {'markdown', 'html'} paths."""
@@ -205,7 +214,7 @@ def write_pages(out_dir: str, stem: str, title: str, sections: list, figures: li
     ]
     for heading, content in sections:
         markdown += [f"## {heading}", "", markdown_table(content) if isinstance(content, list) else content, ""]
-        body = html_table(content) if isinstance(content, list) else "<p>" + html.escape(content).replace("\n", "<br>") + "</p>"
+        body = html_table(content) if isinstance(content, list) else html_text(content)
         page.append(f"<h2>{html.escape(heading)}</h2>{body}")
     markdown += ["## Figures", ""]
     page.append("<h2>Figures</h2>")

@@ -495,6 +495,44 @@ def test_the_setup_says_what_the_reseeds_give_zero_and_one_included():
     assert "no intervals" in zero and "default" not in zero
 
 
+class _Setup(html.parser.HTMLParser):
+    """The items of the list under the page's "setup" heading, as text, and any <br> in that section."""
+
+    def __init__(self):
+        super().__init__()
+        self.heading, self.item, self.section, self.items, self.breaks = False, False, None, [], 0
+
+    def handle_starttag(self, tag, attrs):
+        self.heading, self.item = tag == "h2", self.section == "setup" and tag == "li"
+        self.items += [""] if self.item else []
+        self.breaks += self.section == "setup" and tag == "br"
+
+    def handle_endtag(self, tag):
+        self.item = self.item and tag != "li"
+
+    def handle_data(self, data):
+        if self.heading:
+            self.section = data
+        elif self.item:
+            self.items[-1] += data
+
+
+def test_the_setup_renders_as_an_html_list_of_escaped_items(tmp_path):
+    """study.html's setup is a <ul> of one <li> per header line (not "- key: value" lines joined by <br>), its
+    text escaped; study.md keeps the markdown list."""
+    from genjax.report import write_pages
+
+    header = {"dataset": "mnist (embedded), training sets of 200, 500", "families": "gan: a <b>GAN</b> & more"}
+    setup = [("setup", "\n".join(f"- {k}: {v}" for k, v in header.items()))]  # as write_study_report builds it
+    paths = write_pages(str(tmp_path), "study", "genjax study", [*setup, ("next", "a paragraph\nof two lines")], [])
+    parser = _Setup()
+    parser.feed(open(paths["html"]).read())
+    assert parser.items == [f"{k}: {v}" for k, v in header.items()] and parser.breaks == 0
+    assert "<b>GAN</b>" not in open(paths["html"]).read()
+    assert "<p>a paragraph<br>of two lines</p>" in open(paths["html"]).read()  # prose keeps its line breaks
+    assert "- families: gan: a <b>GAN</b> & more" in open(paths["markdown"]).read()
+
+
 def test_how_decisive_a_choice_is_reads_the_kid_standard_errors():
     """The margin of a choice: the runner-up's KID minus the chosen one's over the root sum of their squared
     standard errors; under 2 it is a tie, said in the quality bar's why and in the report's summary. Records

@@ -115,15 +115,16 @@ def expected_best_figure(path: str, protocol, units: list[dict]) -> bool:
 
 
 def _kid_series(protocol, unit: dict) -> dict:
-    """One family's best-setting KID along the budget points: {axis: x values}, centres (the re-seeds' mean, or
-    the search seed's score) and each centre's interval (low, high; None without re-seeds)."""
+    """One family's best-setting KID along the budget points: {axis: x values}, centres (the cell's mean, as every
+    section of the report reads it: the re-seeds', or the search seed's score without re-seeds) and each centre's
+    interval (low, high; None without one: fewer than two re-seeds)."""
     series = {"x": {axis: [] for axis, _ in AXES}, "centre": [], "interval": []}
     for i in range(len(protocol.budgets)):
         cell = family_cell(unit, i, ("kid",))
         point = unit["search"][unit["best"][i]]["points"]
         if not cell or i >= len(point):
             continue
-        centre = cell["interval"][0] if cell["interval"] else cell["search"]
+        centre = cell["mean"]
         if not math.isfinite(centre):
             continue
         for axis, _ in AXES:
