@@ -226,6 +226,18 @@ def test_bad_input_is_one_line_and_exit_2_before_any_training(tmp_path, capsys, 
     assert not (workdir / "runs").exists()
 
 
+def test_a_bad_field_is_refused_before_the_data_is_loaded(tmp_path, capsys, monkeypatch):
+    """The fields are checked before the dataset is loaded, so no data warning comes before their one line."""
+    from genjax import data
+
+    def not_yet(*args, **kwargs):
+        raise AssertionError("data loaded before the fields were checked")
+
+    monkeypatch.setattr(data, "load", not_yet)
+    assert study_cli.main(["--num_samples", "5", "--workdir", str(tmp_path)]) == EXIT_BAD_INPUT
+    assert capsys.readouterr().err.strip() == "error: --num_samples must be >= 10, got 5"
+
+
 @pytest.mark.parametrize(
     "field, value, message",
     [("iwae_samples", -1, "iwae_samples must be >= 0, got -1"), ("likelihood_examples", -2, "likelihood_examples must be >= 0, got -2")]
@@ -236,7 +248,7 @@ def test_a_bad_evaluation_field_is_named_with_its_value(field, value, message):
 
     protocol = dataclasses.replace(study_cli.DEFAULT, **{field: value})
     with pytest.raises(UserError) as error:
-        check(protocol, study_cli.CONTENDERS, 4500)
+        check(protocol, study_cli.CONTENDERS)
     assert str(error.value) == message
 
 

@@ -13,7 +13,7 @@ from genjax import data
 from genjax.comparison import real_data_floor
 from genjax.compilation_cache import enable_compilation_cache
 from genjax.metrics.classifier import load_classifier
-from genjax.study.plan import Protocol, check
+from genjax.study.plan import Protocol, check, check_data_sizes
 from genjax.study.report import write_study_report
 from genjax.study.run import merged_protocol, read_units, run_study
 
@@ -69,6 +69,7 @@ def merge(roots: list[str], out: str, contenders: dict) -> dict:
     """The report of a study run in slices, from their workdirs, written to `out`: every family of every slice."""
     enable_compilation_cache()  # the classifier's and the floor's programs (the header)
     protocol = merged_protocol(roots)
-    check(protocol, contenders, data.load(protocol.dataset, "train").num_examples)
+    check(protocol, contenders)
+    check_data_sizes(protocol, data.load(protocol.dataset, "train").num_examples)
     units = read_units(protocol, roots)
     return write_study_report(out, protocol, units, header(protocol, contenders))

@@ -132,10 +132,9 @@ def settings_of(protocol: Protocol, contender) -> list[dict]:
     return draw_settings(space, config, protocol.num_settings, protocol.search_seed, contender.name)
 
 
-def check(protocol: Protocol, contenders: dict, train_examples: int) -> None:
-    """Raise UserError for anything the study cannot run, before any training.
-
-    train_examples: the size of the dataset's training split (data sizes must not exceed it)."""
+def check(protocol: Protocol, contenders: dict) -> None:
+    """Raise UserError for anything the study cannot run, before any training and before its data is loaded (the
+    data sizes against the dataset: check_data_sizes)."""
     if not protocol.families:
         raise UserError("no families to study; give at least one with --families")
     for name in protocol.families:
@@ -163,12 +162,6 @@ def check(protocol: Protocol, contenders: dict, train_examples: int) -> None:
         raise UserError("the data size list is empty; give at least one training-set size, e.g. --data_sizes 500,4500")
     if len(set(protocol.data_sizes)) != len(protocol.data_sizes):
         raise UserError(f"data sizes must be distinct, got {list(protocol.data_sizes)}; give each size once with --data_sizes")
-    for size in protocol.data_sizes:
-        if size < protocol.batch_size or size > train_examples:
-            raise UserError(
-                f"data size {size} is outside {protocol.batch_size}..{train_examples} "
-                f"(the batch size .. the {train_examples} training images of {protocol.dataset}); choose sizes in that range"
-            )
     # one check per field, so the error names the value that is wrong
     if protocol.reseeds < 0:
         raise UserError(f"--reseeds must be >= 0, got {protocol.reseeds}")
@@ -189,3 +182,14 @@ def check(protocol: Protocol, contenders: dict, train_examples: int) -> None:
             config.update(setting)
             for stage_config in experiment.stage_configs(config, "/nonexistent", contender.stages):
                 experiment.validate(stage_config)
+
+
+def check_data_sizes(protocol: Protocol, train_examples: int) -> None:
+    """Raise UserError unless every data size lies between the batch size and the dataset's `train_examples`. Apart
+    from `check`, which needs no data: the fields are checked before the dataset is loaded (and before its warnings)."""
+    for size in protocol.data_sizes:
+        if size < protocol.batch_size or size > train_examples:
+            raise UserError(
+                f"data size {size} is outside {protocol.batch_size}..{train_examples} "
+                f"(the batch size .. the {train_examples} training images of {protocol.dataset}); choose sizes in that range"
+            )

@@ -25,7 +25,7 @@ from genjax import data
 from genjax.errors import UserError
 from genjax.metrics.classifier import load_classifier
 from genjax.study import groups
-from genjax.study.plan import Protocol, Unit, check, plan_path, protocol_from, read_plan, settings_of, units_of
+from genjax.study.plan import Protocol, Unit, check, check_data_sizes, plan_path, protocol_from, read_plan, settings_of, units_of
 from genjax.study.trials import Trial, run_trial
 from genjax.train.rundir import write_json_atomically
 
@@ -122,8 +122,9 @@ def run_unit(protocol: Protocol, contender, unit: Unit, root: str, classifier, t
 
 def run_study(protocol: Protocol, contenders: dict, root: str, shard: tuple[int, int] = (0, 1)) -> list[dict]:
     """Run the units of slice `shard` = (i, n) (units i, i + n, ...); returns their records."""
+    check(protocol, contenders)
     train = data.load(protocol.dataset, "train")
-    check(protocol, contenders, train.num_examples)
+    check_data_sizes(protocol, train.num_examples)
     write_plan(root, protocol)
     test = data.load(protocol.dataset, "test")
     classifier = load_classifier(train, test, protocol.classifier_steps)
