@@ -75,6 +75,18 @@ def test_a_checkpoint_of_another_shape_is_refused_not_replaced(tmp_path):
     assert Checkpoints(str(tmp_path / "checkpoints")).latest_step() == 10
 
 
+def test_a_fit_of_no_steps_keeps_its_initial_state_to_evaluate_and_continue(tmp_path):
+    from genjax.evaluate import load_run
+
+    initial = _fit(tmp_path, num_steps=0)
+    assert Checkpoints(str(tmp_path / "checkpoints")).manager.all_steps() == [0]
+    jax.tree.map(np.testing.assert_array_equal, _params(initial), jax.device_get(load_run(str(tmp_path))[2]["params"]))
+    assert _fit(tmp_path, num_steps=10).summary["steps"] == 10
+    jax.tree.map(
+        np.testing.assert_array_equal, _params(_fit(tmp_path / "whole", num_steps=10)), jax.device_get(load_run(str(tmp_path))[2]["params"])
+    )
+
+
 def test_a_refused_command_leaves_the_run_as_it_was(tmp_path):
     """config.json is the run's only once the run passes its checks: a refused command (a checkpoint that does not
     fit, a batch larger than the data, also with fresh=True) changes nothing, and the first command resumes."""

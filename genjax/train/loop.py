@@ -371,6 +371,11 @@ def _train_chunks(
                     evaluations(state, final_step)
                 checkpoints.wait()  # the point's checkpoint on disk: a later stage (a prior) may be fitted to it
                 points.measure(family, state, final_step, start.prior_seconds + chunk_log.train_seconds, step_flops())
+    if final_step == 0 and checkpoints.latest_step() is None:
+        # a fit of no steps (vae2stage's stage2_num_steps=0: stage 1 alone) keeps its initial state like any end, so
+        # that the run can be evaluated (genjax.evaluate) and continued
+        meta = {"step": 0, "train_seconds": 0.0, "budget_spent": spent, "step_seconds": chunk_log.step_seconds}
+        checkpoints.save(0, state, {**start.meta, **meta})
     chunk_log.flush()
     return state, final_step, out_of_time, train_chunk.compile_seconds, step_flops()
 
