@@ -87,6 +87,17 @@ def test_a_fit_of_no_steps_keeps_its_initial_state_to_evaluate_and_continue(tmp_
     )
 
 
+def test_a_rerun_on_a_finished_run_does_nothing_more_and_keeps_its_record(tmp_path):
+    """No evaluation again (metrics.jsonl unchanged) and summary.json as the run wrote it (a rerun once recorded
+    0 training seconds and no train metrics); the result carries that summary and the trained state."""
+    first = _fit(tmp_path, num_steps=20)
+    files = {name: (tmp_path / name).read_bytes() for name in ("summary.json", "metrics.jsonl")}
+    again = _fit(tmp_path, num_steps=20)
+    assert {name: (tmp_path / name).read_bytes() for name in files} == files
+    assert again.summary == json.loads(files["summary.json"]) and again.summary["train"]
+    jax.tree.map(np.testing.assert_array_equal, _params(first), _params(again))
+
+
 def test_a_refused_command_leaves_the_run_as_it_was(tmp_path):
     """config.json is the run's only once the run passes its checks: a refused command (a checkpoint that does not
     fit, a batch larger than the data, also with fresh=True) changes nothing, and the first command resumes."""

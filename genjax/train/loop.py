@@ -22,6 +22,7 @@ every checkpoint, which Orbax writes cooperatively.
 
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import signal
@@ -414,6 +415,16 @@ def _summary(config, experiment, train, test, start: _Start, state, steps, chunk
     }
 
 
+def _finished_summary(files_dir: str, steps: int) -> dict | None:
+    """The summary.json of a run that already ended at `steps` (a fit that trains removes it first), else None."""
+    try:
+        with open(os.path.join(files_dir, "summary.json")) as f:
+            summary = json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return summary if summary.get("steps") == steps else None
+
+
 def _fit(family, config, train, test, workdir, experiment, files_dir, start_time, make_family=None, points=None) -> FitResult:
     """`fit` with the directory for metrics, images and summary apart: the run directory on process 0."""
     start = _start(family, config, train, workdir, experiment)
@@ -430,6 +441,12 @@ def _fit(family, config, train, test, workdir, experiment, files_dir, start_time
         state, steps, out_of_time, compile_seconds, flops = _train_chunks(
             family, config, train, start, chunk_log, evaluations, make_family, points
         )
+        finished = _finished_summary(files_dir, steps) if steps == start.step else None
+        if any_process(finished is not None):  # rerun on a finished run: it does nothing more, and keeps its record
+            if finished is None:  # a process other than the first, which writes no summary.json: this call's
+                finished = _summary(config, experiment, train, test, start, state, steps, chunk_log, {}, compile_seconds, 0.0)
+            start.checkpoints.wait()
+            return FitResult(state, finished, family, config)
         if evaluations.step != steps:
             evaluations(state, steps)
         wall = time.perf_counter() - start_time
