@@ -194,8 +194,11 @@ def read_run_config(run_dir: str):
     path = os.path.join(run_dir, "config.json")
     if not os.path.exists(path) or not os.path.isdir(os.path.join(run_dir, "checkpoints")):
         raise UserError(f"{run_dir} is not a genjax run directory (no config.json or checkpoints/); pass the --workdir of a run")
-    with open(path) as f:
-        return config_from_dict(json.load(f))
+    try:
+        with open(path) as f:
+            return config_from_dict(json.load(f))
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path} is not valid JSON ({error.msg}, line {error.lineno}); restore it or train the run again") from None
 
 
 def load_run(run_dir: str):
@@ -219,12 +222,14 @@ def load_run(run_dir: str):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m genjax.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("run_dir")
-    parser.add_argument("--num_samples", type=int, default=1000, help="generated samples for the sample-quality metrics")
+    parser.add_argument("--num_samples", type=int, default=1000, help="generated samples for the sample-quality metrics (>= 10)")
     parser.add_argument("--iwae_samples", type=int, default=5000, help="K of the IWAE bound (0 to skip)")
     parser.add_argument("--likelihood_examples", type=int, default=0, help="test examples for nll_exact (0: all)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the samples and of the IWAE draws")
     parser.add_argument("--classifier_steps", type=int, default=CLASSIFIER_STEPS, help="training steps of the feature classifier")
     args = parser.parse_args(argv)
     from genjax.cli import configure_logging
@@ -232,6 +237,10 @@ def main(argv=None) -> int:
     configure_logging()
     enable_compilation_cache()  # a second evaluation loads the programs of the first
     try:
+        # the same floors as the comparison's and the study's (a Frechet distance needs samples to have a covariance)
+        for field, least in dict(num_samples=10, iwae_samples=0, likelihood_examples=0, classifier_steps=1).items():
+            if getattr(args, field) < least:
+                raise UserError(f"--{field} must be at least {least}, got {getattr(args, field)}")
         config, family, state, train, test = load_run(args.run_dir)
         metrics = evaluate_state(
             family,

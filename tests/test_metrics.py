@@ -299,3 +299,17 @@ def test_evaluate_a_run_directory(trained_vae, tmp_path):
 def test_evaluate_refuses_a_directory_that_is_not_a_run(tmp_path):
     result = run_module("genjax.evaluate", str(tmp_path))
     assert result.returncode == 2 and "is not a genjax run directory" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, corrupt, message",
+    [(["--num_samples=0"], False, "--num_samples must be at least 10, got 0"), ([], True, "config.json is not valid JSON")],
+)
+def test_evaluate_refuses_bad_counts_and_a_corrupt_config_in_one_line(tmp_path, capsys, args, corrupt, message):
+    from genjax.evaluate import main
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "config.json").write_text("{bad" if corrupt else "{}")
+    assert main([str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err

@@ -109,17 +109,20 @@ def test_a_huge_learning_rate_stops_the_cli_with_exit_code_3(tmp_path, capsys):
 
 
 def test_an_unknown_experiment_is_refused():
+    from experiments.__main__ import DRIVERS, names
+
     result = run_module("experiments", "vae_cifar100")
     assert result.returncode == EXIT_BAD_INPUT and "Traceback" not in result.stderr
-    assert (
-        result.stderr.strip()
-        == f"error: unknown experiment 'vae_cifar100'; choose one of: {', '.join(__import__('experiments.__main__').__main__.names())}"
-    )
+    assert result.stderr.strip() == f"error: unknown experiment 'vae_cifar100'; choose one of: {', '.join(names() + list(DRIVERS))}"
 
 
-def test_experiments_run_by_name(tmp_path):
+def test_experiments_run_by_name(tmp_path, capsys):
+    from experiments.__main__ import main
+
     result = run_module("experiments", "vae_mnist", f"--workdir={tmp_path}", *TINY, "--config.num_steps=5")
     assert result.returncode == 0, result.stderr and (tmp_path / "summary.json").exists()
+    assert main(["study", "--settings", "0"]) == EXIT_BAD_INPUT  # the drivers too (the README's `python -m experiments NAME`)
+    assert "the number of settings K must be >= 1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
