@@ -76,7 +76,8 @@ def save_curves(path: str, records: list[dict], names: tuple[str, ...]) -> None:
         for split in ("train", "test"):
             points = [(r["step"], r[name]) for r in records if r["split"] == split and isinstance(r.get(name), (int, float))]
             if points:
-                ax.plot(*zip(*points), label=split, marker="." if split == "test" else None)
+                # test points are few: marked; a train series of one record (a run of one call) too, or it is no line at all
+                ax.plot(*zip(*points), label=split, marker="." if split == "test" or len(points) == 1 else None)
         ax.set_title(name)
         ax.set_xlabel("step")
         ax.legend()

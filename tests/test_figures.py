@@ -77,3 +77,14 @@ def test_the_log_axes_of_the_budget_figure_label_no_minor_tick_and_no_label_over
         for i, a in enumerate(boxes):
             for b in boxes[i + 1 :]:
                 assert not a.overlaps(b), (axis.axis_name, [t.get_text() for t in labels])
+
+
+def test_curves_mark_a_train_series_of_one_record(tmp_path, kept):
+    """A run of one call logs one train record: drawn as a line without a marker it was invisible."""
+    from genjax import viz
+
+    records = [{"step": 100, "split": "train", "loss": 2.0}] + [{"step": s, "split": "test", "loss": 1.0 + s / 100} for s in (50, 100)]
+    viz.save_curves(str(tmp_path / "curves.png"), records, ("loss",))
+    (fig,) = kept
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    assert lines["train"].get_marker() not in (None, "None", "") and lines["test"].get_marker() == "."
