@@ -33,7 +33,7 @@ import jax
 from genjax import data, experiment, report
 from genjax.compilation_cache import enable_compilation_cache
 from genjax.errors import UserError
-from genjax.evaluate import draw_samples, evaluate_result, load_run
+from genjax.evaluate import EVALUATION_MINIMUMS, check_minimums, draw_samples, evaluate_result, load_run
 from genjax.metrics import registry, sample_quality
 from genjax.metrics.classifier import images_of, load_classifier
 from genjax.metrics.frechet import frechet_distance_between
@@ -119,10 +119,7 @@ class Settings:
                 raise UserError(f"batch size and segments must be positive, got {budget.batch_size} and {budget.segments}")
         if not self.seeds or any(seed < 0 for seed in self.seeds) or len(set(self.seeds)) != len(self.seeds):
             raise UserError(f"seeds must be distinct non-negative integers, got {list(self.seeds)}")
-        minimums = dict(num_samples=10, curve_samples=10, iwae_samples=0, likelihood_examples=0, classifier_steps=1)
-        for field, least in minimums.items():
-            if getattr(self, field) < least:
-                raise UserError(f"{field} must be at least {least}, got {getattr(self, field)}")
+        check_minimums(self, {**EVALUATION_MINIMUMS, "curve_samples": 10})
         if not self.models and not self.toy_models:
             raise UserError("nothing to compare: give at least one model or toy model")
 

@@ -189,6 +189,17 @@ def evaluate_result(
     )
 
 
+# the least counts an evaluation takes (a Frechet distance needs samples enough for a covariance); the comparison's too
+EVALUATION_MINIMUMS = dict(num_samples=10, iwae_samples=0, likelihood_examples=0, classifier_steps=1)
+
+
+def check_minimums(values, minimums: dict, prefix: str = "") -> None:
+    """Raise UserError naming the first field of `values` (an object) below its minimum (`prefix`: '--' for flags)."""
+    for field, least in minimums.items():
+        if getattr(values, field) < least:
+            raise UserError(f"{prefix}{field} must be at least {least}, got {getattr(values, field)}")
+
+
 def read_run_config(run_dir: str):
     """The config a run directory was trained with, from its config.json alone."""
     path = os.path.join(run_dir, "config.json")
@@ -237,10 +248,7 @@ def main(argv=None) -> int:
     configure_logging()
     enable_compilation_cache()  # a second evaluation loads the programs of the first
     try:
-        # the same floors as the comparison's and the study's (a Frechet distance needs samples to have a covariance)
-        for field, least in dict(num_samples=10, iwae_samples=0, likelihood_examples=0, classifier_steps=1).items():
-            if getattr(args, field) < least:
-                raise UserError(f"--{field} must be at least {least}, got {getattr(args, field)}")
+        check_minimums(args, EVALUATION_MINIMUMS, "--")
         config, family, state, train, test = load_run(args.run_dir)
         metrics = evaluate_state(
             family,
