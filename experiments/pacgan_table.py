@@ -3,8 +3,9 @@ runs of pacgan_toy2d (seeds 0, 1, ...), each scored on 2,500 samples by modes ca
 samples and reverse KL (genjax.metrics.modes), reported as mean and standard error over the runs beside
 the paper's numbers. The discriminator's batch is the experiment's batch_size in packs: for pacgan_toy2d
 the paper's 100 packs (batch_size 100 m). `--experiment gan_toy2d` measures the smaller 2-128-128 networks
-instead, and --config.FIELD=VALUE sets any field of the experiment's config for every run (a generator
-average, a sampler): each configuration keeps its runs in a directory of its own.
+instead, and --config.FIELD=VALUE sets a field of the experiment's config for every run (a generator
+average, a sampler; not the pack, mixture, seed or steps, which the table's flags set): each configuration
+keeps its runs in a directory of its own. One run (--runs 1) reports its means without a standard error.
 
     python -m experiments.pacgan_table --steps 10000                      # the measured table (README): both mixtures
     python -m experiments.pacgan_table --packs 1,4 --runs 3 --steps 2000  # a quick look
@@ -54,6 +55,17 @@ PAPER = {
 
 
 EXPERIMENTS = {"pacgan_toy2d": pacgan_toy2d, "gan_toy2d": gan_toy2d}
+# Fields every run's config takes from the table's own flags: a --config.FIELD for one of them would be
+# overwritten (and its value would still name the configuration's directory), so it is refused.
+TABLE_FIELDS = {
+    "pack": "give the pack sizes with --packs",
+    "dataset": "give the mixtures with --datasets",
+    "seed": "the runs are seeds 0 .. --runs - 1",
+    "num_steps": "give the steps with --steps",
+    "eval_every": "each run is evaluated at its end, --steps",
+    "checkpoint_every": "each run is checkpointed at its end, --steps",
+    "figures": "the table's runs draw no figures",
+}
 
 
 def run_config(dataset: str, pack: int, seed: int, steps: int, name: str = "pacgan_toy2d", overrides: dict | None = None):
@@ -88,25 +100,29 @@ def measure(dataset: str, pack: int, seed: int, steps: int, root: str, name: str
 
 
 def summarize(runs: list[dict]) -> dict:
-    """{metric: (mean, standard error)} over runs (the error is 0 for one run)."""
+    """{metric: (mean, standard error)} over runs; one run has no standard error (None, null in the JSON)."""
     out = {}
     for name in METRICS:
         values = np.array([r[name] for r in runs], np.float64)
-        out[name] = (float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0)
+        out[name] = (float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None)
     return out
 
 
+def _mean_and_error(mean: float, error: float | None) -> str:
+    return f"{mean:.2f}" if error is None else f"{mean:.2f} +- {error:.2f}"
+
+
 def markdown(table: dict, runs: int, steps: int, configuration: str = "pacgan_toy2d") -> str:
+    over = f"mean +- standard error over {runs} runs" if runs > 1 else "one run (no standard error)"
     lines = [
-        f"PacGAN table ({configuration}): mean +- standard error over {runs} runs of {steps:,} steps each; paper: Lin et al. "
-        "(2018), Table 1 (10 runs, 400 epochs).",
+        f"PacGAN table ({configuration}): {over} of {steps:,} steps each; paper: Lin et al. (2018), Table 1 (10 runs, 400 epochs).",
         "",
         "| mixture | pack | modes | high quality % | reverse KL | paper modes | paper high quality % | paper reverse KL |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for dataset, by_pack in table.items():
         for pack, summary in by_pack.items():
-            ours = " | ".join(f"{summary[name][0]:.2f} +- {summary[name][1]:.2f}" for name in METRICS)
+            ours = " | ".join(_mean_and_error(*summary[name]) for name in METRICS)
             paper = PAPER[dataset].get(pack)
             theirs = " | ".join(f"{paper[2 * i]} +- {paper[2 * i + 1]}" for i in range(3)) if paper else " | ".join(["-"] * 3)
             name = "GAN" if pack == 1 else f"PacGAN{pack}"
@@ -134,6 +150,9 @@ def parse_args(argv):
     parser.add_argument("--shard", default=None, help="i/n: train runs i, i+n, ... of the table only, for several processes or machines")
     args, rest = parser.parse_known_args(argv)
     _, args.overrides, _ = cli.parse_args(rest)  # --config.FIELD=VALUE; anything else is refused there
+    for field, hint in TABLE_FIELDS.items():
+        if field in args.overrides:
+            raise UserError(f"--config.{field} is set by the table itself: {hint}")
     run_config("ring8", 1, 0, 1, args.experiment, args.overrides)  # unknown fields and bad values: refused before training
     datasets = tuple(d for d in args.datasets.split(",") if d)
     for name in datasets:

@@ -101,11 +101,32 @@ def test_the_table_measures_another_experiment_with_overrides_in_a_directory_of_
     config = json.loads((run / "config.json").read_text())
     assert (config["ema_decay"], config["pack"], config["batch_size"], config["g_hidden_sizes"]) == (0.9, 2, 512, [128, 128])
     assert json.loads((tmp_path / "pacgan_table.json").read_text())["configuration"] == "gan_toy2d,ema_decay=0.9"
-    assert "PacGAN table (gan_toy2d,ema_decay=0.9)" in (tmp_path / "pacgan_table.md").read_text()
+    text = (tmp_path / "pacgan_table.md").read_text()
+    assert "PacGAN table (gan_toy2d,ema_decay=0.9): one run (no standard error)" in text
+    row = text.split("| ring8 | PacGAN2 | ")[1].split(" | ")[:3]
+    assert all("+-" not in cell for cell in row), row  # ours: a mean, no made-up error of 0
+    summary = json.loads((tmp_path / "pacgan_table.json").read_text())["table"]["ring8"]["2"]
+    assert all(summary[name][1] is None for name in pacgan_table.METRICS)  # null: one run has no standard error
     capsys.readouterr()
     assert pacgan_table.main([*argv, "--config.emma_decay=0.9"]) == EXIT_BAD_INPUT
     assert "unknown config field 'emma_decay'" in capsys.readouterr().err
     assert not (tmp_path / "gan_toy2d,emma_decay=0.9").exists()  # refused before any run
+
+
+@pytest.mark.parametrize(
+    "override, hint",
+    [
+        ("pack=3", "give the pack sizes with --packs"),
+        ("seed=4", "the runs are seeds 0 .. --runs - 1"),
+        ("num_steps=5", "give the steps with --steps"),
+    ],
+)
+def test_the_table_refuses_overrides_of_the_fields_it_sets(tmp_path, capsys, override, hint):
+    argv = ["--workdir", str(tmp_path), "--datasets", "ring8", "--packs", "1", "--runs", "1", "--steps", "5"]
+    assert pacgan_table.main([*argv, f"--config.{override}"]) == EXIT_BAD_INPUT
+    error = capsys.readouterr().err
+    assert f"--config.{override.split('=')[0]} is set by the table itself: {hint}" in error
+    assert not any(tmp_path.iterdir())  # refused before any run
 
 
 def test_table_shards_train_disjoint_runs_and_the_unsharded_command_writes_the_table_from_them(tmp_path, capsys):
