@@ -60,8 +60,11 @@ def help_text(experiment: str, description: str, config, field_help: dict) -> st
         "",
         "config fields (--config.FIELD=VALUE):",
     ]
+    # Columns as wide as their longest entry, so every field's help starts in one column.
+    name_width = max((len(field) for field in config), default=0)
+    value_width = max((len(repr(config[field])) for field in config), default=0)
     for field in config:
-        lines.append(f"  {field:<18} {config[field]!r:<14} {field_help.get(field, '')}")
+        lines.append(f"  {field:<{name_width}}  {config[field]!r:<{value_width}}  {field_help.get(field, '')}".rstrip())
     return "\n".join(lines)
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import pytest
 
@@ -66,6 +67,12 @@ def test_help_lists_every_config_field():
         "checkpoint_every",
     ]:
         assert f"\n  {field} " in result.stdout, field
+    # every field's help starts in one column, the longest names included (traced_hyperparameters, 22 letters)
+    rows = [line for line in result.stdout.split("config fields")[1].splitlines()[1:] if line.strip()]
+    columns = [re.match(r"  (\S+) +(\S.*?)  +(\S.*)$", row) for row in rows]
+    assert all(columns), rows
+    assert len({match.start(2) for match in columns}) == 1 and len({match.start(3) for match in columns}) == 1
+    assert any(row.split()[0] == "traced_hyperparameters" for row in rows)
 
 
 @pytest.mark.parametrize(
