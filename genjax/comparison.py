@@ -119,7 +119,8 @@ class Settings:
                 raise UserError(f"batch size and segments must be positive, got {budget.batch_size} and {budget.segments}")
         if not self.seeds or any(seed < 0 for seed in self.seeds) or len(set(self.seeds)) != len(self.seeds):
             raise UserError(f"seeds must be distinct non-negative integers, got {list(self.seeds)}")
-        check_minimums(self, {**EVALUATION_MINIMUMS, "curve_samples": 10})
+        minimums = {**EVALUATION_MINIMUMS, "curve_samples": 10}  # every one but likelihood_examples is a flag of compare
+        check_minimums(self, minimums, flags=set(minimums) - {"likelihood_examples"})
         if not self.models and not self.toy_models:
             raise UserError("nothing to compare: give at least one model or toy model")
 

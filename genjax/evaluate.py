@@ -193,11 +193,14 @@ def evaluate_result(
 EVALUATION_MINIMUMS = dict(num_samples=10, iwae_samples=0, likelihood_examples=0, classifier_steps=1)
 
 
-def check_minimums(values, minimums: dict, prefix: str = "") -> None:
-    """Raise UserError naming the first field of `values` (an object) below its minimum (`prefix`: '--' for flags)."""
+def check_minimums(values, minimums: dict, flags=()) -> None:
+    """Raise UserError naming the first field of `values` (an object) below its minimum; a field in `flags` is
+    named as the command's flag (--num_samples), the others as fields. The evaluate command, the comparison and
+    the study share it, so one minimum reads the same everywhere."""
     for field, least in minimums.items():
         if getattr(values, field) < least:
-            raise UserError(f"{prefix}{field} must be at least {least}, got {getattr(values, field)}")
+            name = f"--{field}" if field in flags else field
+            raise UserError(f"{name} must be at least {least}, got {getattr(values, field)}")
 
 
 def read_run_config(run_dir: str):
@@ -248,7 +251,7 @@ def main(argv=None) -> int:
     configure_logging()
     enable_compilation_cache()  # a second evaluation loads the programs of the first
     try:
-        check_minimums(args, EVALUATION_MINIMUMS, "--")
+        check_minimums(args, EVALUATION_MINIMUMS, flags=EVALUATION_MINIMUMS)
         config, family, state, train, test = load_run(args.run_dir)
         metrics = evaluate_state(
             family,

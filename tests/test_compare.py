@@ -60,7 +60,7 @@ def test_quick_compare_writes_a_report_with_every_family_and_reuses_finished_run
         (["--toy_steps=0"], "the 2-D models' budget must be a positive number of steps"),
         (["--quick", "--steps=-1"], "got steps=-1"),  # a flag given with --quick counts, and is checked
         (["--models=vae,gan,vae"], "model 'vae' is named twice in --models; name each once"),
-        (["--num_samples=5"], "num_samples must be at least 10, got 5"),
+        (["--num_samples=5"], "--num_samples must be at least 10, got 5"),
     ],
 )
 def test_bad_inputs_give_one_line_and_exit_2(tmp_path, capsys, args, message):

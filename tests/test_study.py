@@ -207,7 +207,7 @@ def test_study_fits_trace_the_first_stages_continuous_search_fields():
         (["--budgets", "nan"], "budgets must be finite positive numbers"),  # in seconds: nan had passed every check
         (["--data_sizes", ""], "the data size list is empty; give at least one training-set size, e.g. --data_sizes"),
         (["--data_sizes", "500,500"], "data sizes must be distinct, got [500, 500]"),
-        (["--num_samples", "5"], "--num_samples must be >= 10, got 5"),
+        (["--num_samples", "5"], "--num_samples must be at least 10, got 5"),
         (["--reseeds", "-1"], "--reseeds must be >= 0, got -1"),
         (["--search_seed", "-1"], "--search_seed must be >= 0, got -1"),
         (["--data_sizes", "500,99999"], "data size 99999 is outside"),
@@ -235,13 +235,16 @@ def test_a_bad_field_is_refused_before_the_data_is_loaded(tmp_path, capsys, monk
 
     monkeypatch.setattr(data, "load", not_yet)
     assert study_cli.main(["--num_samples", "5", "--workdir", str(tmp_path)]) == EXIT_BAD_INPUT
-    assert capsys.readouterr().err.strip() == "error: --num_samples must be >= 10, got 5"
+    assert capsys.readouterr().err.strip() == "error: --num_samples must be at least 10, got 5"
 
 
 @pytest.mark.parametrize(
     "field, value, message",
-    [("iwae_samples", -1, "iwae_samples must be >= 0, got -1"), ("likelihood_examples", -2, "likelihood_examples must be >= 0, got -2")]
-    + [("classifier_steps", 0, "classifier_steps must be > 0, got 0")],
+    [
+        ("iwae_samples", -1, "iwae_samples must be at least 0, got -1"),
+        ("likelihood_examples", -2, "likelihood_examples must be at least 0, got -2"),
+    ]
+    + [("classifier_steps", 0, "classifier_steps must be at least 1, got 0")],
 )
 def test_a_bad_evaluation_field_is_named_with_its_value(field, value, message):
     from genjax.study.plan import check

@@ -21,6 +21,7 @@ import os
 
 from genjax import experiment, models
 from genjax.errors import UserError
+from genjax.evaluate import EVALUATION_MINIMUMS, check_minimums
 from genjax.search import draw_settings, space_of
 
 UNITS = ("seconds", "steps")
@@ -167,14 +168,7 @@ def check(protocol: Protocol, contenders: dict) -> None:
         raise UserError(f"--reseeds must be >= 0, got {protocol.reseeds}")
     if protocol.search_seed < 0:
         raise UserError(f"--search_seed must be >= 0, got {protocol.search_seed}")
-    if protocol.num_samples < 10:
-        raise UserError(f"--num_samples must be >= 10, got {protocol.num_samples}")
-    if protocol.iwae_samples < 0:  # the next three are Protocol fields without a flag of their own
-        raise UserError(f"iwae_samples must be >= 0, got {protocol.iwae_samples}")
-    if protocol.likelihood_examples < 0:
-        raise UserError(f"likelihood_examples must be >= 0, got {protocol.likelihood_examples}")
-    if protocol.classifier_steps <= 0:
-        raise UserError(f"classifier_steps must be > 0, got {protocol.classifier_steps}")
+    check_minimums(protocol, EVALUATION_MINIMUMS, flags=("num_samples",))  # the others are Protocol fields without a flag
     for name in protocol.families:  # every setting must be a valid config: one-line errors now, not mid-study
         contender = contenders[name]
         for setting in settings_of(protocol, contender):
