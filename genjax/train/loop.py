@@ -133,13 +133,14 @@ def _check_datasets(train: Dataset, test: Dataset) -> None:
 def _fit_locked(family: Family, config, train: Dataset, test: Dataset, workdir: str, experiment: str, make_family, points) -> FitResult:
     start_time = time.perf_counter()
     _check_datasets(train, test)
-    _check_batch(config, train, make_mesh(config.num_devices))  # before a fresh run wipes the last one
+    mesh = make_mesh(config.num_devices)  # built once: the checks below and the fit use it
+    _check_batch(config, train, mesh)  # before a fresh run wipes the last one
     if is_primary():
         prepare_workdir(workdir, fresh=config.fresh)
     wait_for_all_processes("genjax: run directory ready")
     with tempfile.TemporaryDirectory(prefix="genjax-process-files-") as scratch:
         files_dir = workdir if is_primary() else scratch
-        return _fit(family, config, train, test, workdir, experiment, files_dir, start_time, make_family, points)
+        return _fit(family, config, train, test, workdir, experiment, files_dir, start_time, mesh, make_family, points)
 
 
 @dataclasses.dataclass
@@ -176,11 +177,10 @@ def _check_batch(config, train: Dataset, mesh) -> int:
     return num_shards
 
 
-def _start(family, config, train: Dataset, workdir: str, experiment: str) -> _Start:
-    """Build the initial state or resume from the latest checkpoint (which must fit the family's state).
+def _start(family, config, train: Dataset, workdir: str, experiment: str, mesh) -> _Start:
+    """Build the initial state on `mesh` or resume from the latest checkpoint (which must fit the family's state).
 
     The caller closes the returned start's checkpoints."""
-    mesh = make_mesh(config.num_devices)
     num_shards = config.data_shards or jax.process_count()  # _check_batch checked it, before the run directory was touched
     batch_size = config.batch_size
     keys = Keys.from_seed(config.seed)
@@ -425,9 +425,9 @@ def _finished_summary(files_dir: str, steps: int) -> dict | None:
     return summary if summary.get("steps") == steps else None
 
 
-def _fit(family, config, train, test, workdir, experiment, files_dir, start_time, make_family=None, points=None) -> FitResult:
+def _fit(family, config, train, test, workdir, experiment, files_dir, start_time, mesh, make_family=None, points=None) -> FitResult:
     """`fit` with the directory for metrics, images and summary apart: the run directory on process 0."""
-    start = _start(family, config, train, workdir, experiment)
+    start = _start(family, config, train, workdir, experiment, mesh)
     if is_primary():
         try:
             write_config(workdir, config, resumed=start.step > 0)  # the run passed its checks: it is this config's now
