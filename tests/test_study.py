@@ -304,6 +304,16 @@ def test_every_point_records_steps_seconds_and_flops(quick):
             assert all(p["flops"] > 0 and p["train_seconds"] > 0 and p["eval_seconds"] > 0 for p in record["points"])
             assert record["points"][1]["flops"] == pytest.approx(2 * record["points"][0]["flops"])
             assert {"kid", "frechet_distance", "recall"} <= set(record["points"][0]["metrics"])
+    # the evaluation-time section sums every measured point's eval_seconds, re-seeds included, from the trials' records
+    recorded = {}
+    for path in (quick / "runs").glob("*/*/*/*/trial.json"):
+        for point in json.loads(path.read_text())["points"]:
+            recorded.setdefault(path.relative_to(quick / "runs").parts[0], []).append(point["eval_seconds"])
+    reported = {r["family"]: r for r in result["evaluation_seconds"]}
+    assert set(reported) == set(recorded) == set(result["protocol"]["families"])
+    for family, seconds in recorded.items():
+        assert reported[family]["points"] == len(seconds) and reported[family]["seconds"] == pytest.approx(sum(seconds))
+    assert "Evaluation time, apart from training" in (quick / "study.md").read_text()
     trial = quick / "runs" / "gan" / "n200" / "setting0" / "seed0"
     assert (trial / "samples_40.png").exists() and not (trial / "curves.png").exists()  # figures=False: the study draws its own
     assert len(list((trial / "checkpoints").iterdir())) == 1  # keep_checkpoints=1
@@ -641,6 +651,23 @@ def test_equal_compute_gives_each_familys_range_of_training_seconds_over_the_bud
     steps = Protocol(families=("gan",), budgets=(100.0,), unit="steps")
     assert analysis.budget_errors(steps, units) == []
     assert study_report.equal_compute_table(steps, []) == "A budget in steps: every trial trains exactly its steps."
+
+
+def test_the_evaluation_time_table_sums_each_familys_points_and_gives_shares():
+    def run(*seconds):
+        return {"points": [{"budget": 1.0, "train_seconds": 1.0, "eval_seconds": s} for s in seconds]}
+
+    units = [
+        {"unit": {"family": "vae"}, "search": [run(1.0, 2.0), None], "reseeded": {"0": [run(1.0)], "1": [None]}},
+        {"unit": {"family": "flow"}, "search": [run(10.0, 14.0)], "reseeded": {}},
+        {"unit": {"family": "vae"}, "search": [run(4.0)], "reseeded": {}},
+    ]
+    rows = analysis.evaluation_seconds(units)
+    assert rows == [{"family": "flow", "points": 2, "seconds": 24.0}, {"family": "vae", "points": 4, "seconds": 8.0}]
+    table = study_report.evaluation_table(rows)
+    assert table[0] == ["family", "points measured", "evaluation seconds", "seconds a point", "share"]
+    assert table[1:] == [["flow", "2", "24", "12.0", "75%"], ["vae", "4", "8", "2.0", "25%"], ["all", "6", "32", "5.3", "100%"]]
+    assert study_report.evaluation_table([]) == "No trial has been measured at a budget point yet."
 
 
 def test_an_older_study_keeps_its_protocol_id_when_a_field_is_added():

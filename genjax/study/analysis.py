@@ -159,11 +159,29 @@ def budget_errors(protocol, units: list[dict]) -> list[dict]:
     if protocol.unit != "seconds":
         return []
     errors = {}
+    for family, point in measured_points(units):
+        errors.setdefault((family, point["budget"]), []).append(point["train_seconds"] / point["budget"] - 1)
+    return [{"family": f, "budget": b, "low": min(e), "high": max(e), "trials": len(e)} for (f, b), e in errors.items()]
+
+
+def measured_points(units: list[dict]):
+    """(family, point) for every budget point a trial of the units was measured at: its K settings and its
+    re-seeds (a diverged trial's points before it diverged; a re-seed not run yet has none)."""
     for unit in units:
         for record in unit["search"] + [r for seeds in unit["reseeded"].values() for r in seeds]:
             for point in (record or {}).get("points", []):
-                errors.setdefault((unit["unit"]["family"], point["budget"]), []).append(point["train_seconds"] / point["budget"] - 1)
-    return [{"family": f, "budget": b, "low": min(e), "high": max(e), "trials": len(e)} for (f, b), e in errors.items()]
+                yield unit["unit"]["family"], point
+
+
+def evaluation_seconds(units: list[dict]) -> list[dict]:
+    """Per family, the budget points its trials were measured at and the seconds those evaluations took (samples,
+    metrics, likelihoods), apart from training, which the budget fixes; the most expensive family first."""
+    totals = {}
+    for family, point in measured_points(units):
+        entry = totals.setdefault(family, {"family": family, "points": 0, "seconds": 0.0})
+        entry["points"] += 1
+        entry["seconds"] += point["eval_seconds"]
+    return sorted(totals.values(), key=lambda entry: -entry["seconds"])
 
 
 def expected_best(scores: list[float]) -> list[float]:

@@ -182,6 +182,20 @@ def equal_compute_table(protocol, rows: list[dict]) -> list | str:
     return table
 
 
+def evaluation_table(rows: list[dict]) -> list | str:
+    """Per family (`rows`: analysis.evaluation_seconds), its evaluations' seconds, a point's mean and its share of
+    all of them; then the total."""
+    total = sum(r["seconds"] for r in rows)
+    if not rows or total <= 0:
+        return "No trial has been measured at a budget point yet."
+    table = [["family", "points measured", "evaluation seconds", "seconds a point", "share"]]
+    for r in [*rows, {"family": "all", "points": sum(r["points"] for r in rows), "seconds": total}]:
+        table.append(
+            [r["family"], str(r["points"]), f"{r['seconds']:.0f}", f"{r['seconds'] / r['points']:.1f}", f"{r['seconds'] / total:.0%}"]
+        )
+    return table
+
+
 def settings_table(protocol, units: list[dict]) -> list:
     rows = [["family", "training images", "budget", "chosen setting", "KID margin over the runner-up", "values"]]
     for unit in units:
@@ -323,6 +337,7 @@ def write_study_report(root: str, protocol, units: list[dict], header: dict) -> 
     quality_bars, against_default = analysis.quality_bars(protocol, units), analysis.against_default(protocol, units)
     search_rows, search_note = search_section(protocol, against_default)
     noise_shares, budget_errors = analysis.noise_shares(protocol, units), analysis.budget_errors(protocol, units)
+    evaluation = analysis.evaluation_seconds(units)
     sections = [("setup", "\n".join(f"- {k}: {v}" for k, v in header.items()))]
     sections += map_tables(protocol, when)
     sections.append(("Which, when (generated from the map)", paragraph(protocol, when) or "no claims: no family has a seed interval"))
@@ -341,6 +356,7 @@ def write_study_report(root: str, protocol, units: list[dict], header: dict) -> 
             equal_compute_table(protocol, budget_errors),
         )
     )
+    sections.append(("Evaluation time, apart from training (the budget fixes that)", evaluation_table(evaluation)))
     figures = []
     for name, title, draw in (
         ("fig_settings.png", "KID over the K settings (default circled)", settings_figure),
@@ -367,6 +383,7 @@ def write_study_report(root: str, protocol, units: list[dict], header: dict) -> 
                 "against_default": against_default,
                 "noise_shares": noise_shares,
                 "budget_errors": budget_errors,
+                "evaluation_seconds": evaluation,
             },
             f,
             indent=1,
