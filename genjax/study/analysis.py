@@ -175,7 +175,7 @@ def measured_points(units: list[dict]):
 
 def evaluation_seconds(units: list[dict]) -> list[dict]:
     """Per family, the budget points its trials were measured at and the seconds those evaluations took (samples,
-    metrics, likelihoods), apart from training, which the budget fixes; the most expensive family first."""
+    metrics, likelihoods), apart from training; the most expensive family first."""
     totals = {}
     for family, point in measured_points(units):
         entry = totals.setdefault(family, {"family": family, "points": 0, "seconds": 0.0})

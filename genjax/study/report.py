@@ -356,7 +356,7 @@ def write_study_report(root: str, protocol, units: list[dict], header: dict) -> 
             equal_compute_table(protocol, budget_errors),
         )
     )
-    sections.append(("Evaluation time, apart from training (the budget fixes that)", evaluation_table(evaluation)))
+    sections.append(("Evaluation time, apart from training: per family", evaluation_table(evaluation)))
     figures = []
     for name, title, draw in (
         ("fig_settings.png", "KID over the K settings (default circled)", settings_figure),
