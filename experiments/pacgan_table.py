@@ -100,11 +100,13 @@ def measure(dataset: str, pack: int, seed: int, steps: int, root: str, name: str
 
 
 def summarize(runs: list[dict]) -> dict:
-    """{metric: (mean, standard error)} over runs; one run has no standard error (None, null in the JSON)."""
+    """{metric: (mean, standard error)} over runs. One run has no standard error, nor has a mean over an infinite
+    value (the reverse KL of a run with no high-quality sample): None, null in the JSON."""
     out = {}
     for name in METRICS:
         values = np.array([r[name] for r in runs], np.float64)
-        out[name] = (float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None)
+        defined = len(values) > 1 and np.all(np.isfinite(values))
+        out[name] = (float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values))) if defined else None)
     return out
 
 

@@ -94,6 +94,16 @@ def test_the_table_command_writes_the_papers_form_and_reuses_finished_runs(tmp_p
     assert "unknown mixture 'moons'" in capsys.readouterr().err
 
 
+def test_a_mean_over_an_infinite_reverse_kl_has_no_standard_error(recwarn):
+    """A run with no high-quality sample has reverse KL inf (genjax.metrics.modes): the mean is inf, its error undefined."""
+    runs = [{"modes_captured": 0, "high_quality_percent": 0.0, "reverse_kl": float("inf")}]
+    runs.append({"modes_captured": 2, "high_quality_percent": 10.0, "reverse_kl": 1.5})
+    summary = pacgan_table.summarize(runs)
+    assert summary["reverse_kl"] == (float("inf"), None) and summary["modes_captured"] == (1.0, 1.0)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    assert "| inf |" in pacgan_table.markdown({"ring8": {2: summary}}, 2, 10)
+
+
 def test_the_table_measures_another_experiment_with_overrides_in_a_directory_of_its_own(tmp_path, capsys):
     argv = ["--workdir", str(tmp_path), "--experiment", "gan_toy2d", "--datasets", "ring8", "--packs", "2", "--runs", "1"]
     assert pacgan_table.main([*argv, "--steps", "20", "--config.ema_decay=0.9"]) == 0
