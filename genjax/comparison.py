@@ -250,6 +250,11 @@ def real_data_floor(classifier, train: data.Dataset, test: data.Dataset, num_sam
     return sample_quality(classifier, images_of(test), images_of(train)[:num_samples], test.num_classes)
 
 
+def floor_text(floor: dict, names) -> str:
+    """The floor's metrics `names` as the reports' setup line gives them (genjax.report.metric_text: registry title and format)."""
+    return ", ".join(report.metric_text(registry.BY_NAME[name], floor[name]) for name in names)
+
+
 def _header(settings: Settings, train, test, classifier, floor: dict) -> dict:
     return {
         "dataset": f"{train.name} ({train.source}), {train.num_examples} train / {test.num_examples} test images",
@@ -257,9 +262,9 @@ def _header(settings: Settings, train, test, classifier, floor: dict) -> dict:
         "seeds": ", ".join(map(str, settings.seeds)),
         "sample metrics": f"{settings.num_samples} samples against the {test.num_examples} test images, in the features of "
         f"genjax's classifier (test accuracy {classifier.test_accuracy:.3f}, {settings.classifier_steps} steps)",
-        "floor (real training images vs test)": f"Frechet distance {floor['frechet_distance']:.2f} (FD-infinity "
-        f"{floor['frechet_distance_infinity']:.2f}), precision "
-        f"{floor['precision']:.2f}, recall {floor['recall']:.2f}, classes covered {floor['classes_covered']:.0f}",
+        "floor (real training images vs test)": floor_text(
+            floor, ("frechet_distance", "frechet_distance_infinity", "kid", "precision", "recall", "classes_covered")
+        ),
         "NLL bound": f"IWAE with K = {settings.iwae_samples}" if settings.iwae_samples else "not computed",
         "exact NLL": f"over the first {settings.likelihood_examples or test.num_examples} test images",
     }

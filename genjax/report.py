@@ -82,7 +82,7 @@ def ranking(records: list[dict], metric: registry.Metric) -> list[tuple[str, flo
     return sorted(((m, s[0]) for m, s in scored if s is not None), key=lambda item: -metric.better * item[1])
 
 
-def _value(metric: registry.Metric, value: float) -> str:
+def metric_text(metric: registry.Metric, value: float) -> str:
     """'Frechet dist. 5.00', 'NLL bound 90.0 nats', '48.9% high quality'."""
     title = metric.title.replace(f" ({metric.unit})", "")
     if metric.unit == "%":
@@ -129,7 +129,7 @@ def findings(records: list[dict]) -> list[str]:
         # models equal at the printed precision share a place: no "ahead of" between equals
         first, rest = _equals(metric, ranked, ranked[0][1])
         verb = "is best" if len(first) == 1 else "tie for best"
-        sentence = f"For {metric.question}, {_names(first)} {verb} ({_value(metric, ranked[0][1])})"
+        sentence = f"For {metric.question}, {_names(first)} {verb} ({metric_text(metric, ranked[0][1])})"
         if rest:
             runner_up = rest[0][1]
             second, rest = _equals(metric, rest, runner_up)

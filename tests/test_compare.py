@@ -8,7 +8,7 @@ import pytest
 
 from experiments import compare
 from experiments.compare import IMAGE_CONTENDERS, TOY_CONTENDERS
-from genjax import report
+from genjax import comparison, report
 from tests.conftest import train_steps
 
 
@@ -108,6 +108,14 @@ def test_report_table_means_seed_spread_and_divergence():
     assert vae[column["Frechet dist."]] == "12.00" and vae[-1] == "2.83"  # mean and sample std of 10 and 14
     assert vae[column["NLL bound (nats)"]] == "91.0" and gan[column["NLL bound (nats)"]] == "—"
     assert gan[0] == "gan (1 of 2 seeds diverged)" and gan[column["Frechet dist."]] == "5.00" and gan[-1] == "—"
+
+
+def test_the_floor_line_takes_each_metric_s_title_and_format_from_the_registry():
+    """The setup's real-data floor (comparison and study alike) formats as the tables do: the study printed its KID
+    with four decimals (-64.5085) beside the tables' four significant digits."""
+    floor = {"frechet_distance": 42.9123, "frechet_distance_infinity": 13.4, "kid": -64.50851, "recall": 0.8876, "classes_covered": 10}
+    text = comparison.floor_text(floor, ("frechet_distance", "frechet_distance_infinity", "kid", "recall", "classes_covered"))
+    assert text == "Frechet dist. 42.91, FD-inf 13.40, KID -64.51, recall 0.89, classes 10.0"
 
 
 def test_a_new_capability_brings_its_column_and_its_sentence():

@@ -10,7 +10,7 @@ re-seeding, slices and merging), .analysis (intervals, the map, expected best), 
 """
 
 from genjax import data
-from genjax.comparison import real_data_floor
+from genjax.comparison import floor_text, real_data_floor
 from genjax.compilation_cache import enable_compilation_cache
 from genjax.metrics.classifier import load_classifier
 from genjax.study.plan import Protocol, check, check_data_sizes
@@ -46,9 +46,8 @@ def header(protocol: Protocol, contenders: dict) -> dict:
         + reseeding_text(protocol)
         + "; selection by KID on the search seed",
         "sample metrics": f"{protocol.num_samples} samples against the {test.num_examples} test images in genjax's classifier "
-        f"features (test accuracy {classifier.test_accuracy:.3f}); floor at this N (real training images): Frechet distance "
-        f"{floor['frechet_distance']:.1f} (FD-infinity {floor['frechet_distance_infinity']:.1f}), KID {floor['kid']:.4f}, recall "
-        f"{floor['recall']:.2f}",
+        f"features (test accuracy {classifier.test_accuracy:.3f}); floor at this N (real training images): "
+        + floor_text(floor, ("frechet_distance", "frechet_distance_infinity", "kid", "recall")),
         "likelihood": f"IWAE K = {protocol.iwae_samples}; exact NLL over the first {protocol.likelihood_examples} test images",
         "protocol id": f"{protocol.fingerprint()} (trials: {protocol.trial_fingerprint()}, shared by every family list)",
     }
