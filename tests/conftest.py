@@ -15,6 +15,13 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"genjax-test-xla-cache-{os.getuid()}"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+# A fresh CI machine compiles every program once (the cache above starts empty), and most tests' tiny models
+# spend more time compiling than running: LLVM's -O0 for the machine code XLA:CPU emits. The programs (HLO,
+# fusions, float semantics) are the same; only their machine code is less optimized, so every comparison a
+# test makes holds as at -O2. Measured from cold caches on 2 AMD EPYC cores, the whole suite: 1,336 s at -O2,
+# 1,061 s at -O0 (the README's Tests section). A value already in XLA_FLAGS wins.
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
 # Each test run has a directory of its own in the temp dir, removed when the run ends (pytest_unconfigure): the
 # metric classifier, trained once per run (shared by the xdist workers, which wait for each other on its lock; never
 # the user's cache), and the temporary files of the processes the tests start, which a process killed on purpose
